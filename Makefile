@@ -1,0 +1,34 @@
+# conveyor: PGXS build of the extension (C++17) and its test suites.
+EXTENSION = conveyor
+EXTVERSION = 0.1
+
+MODULE_big = conveyor
+OBJS = src/guard.o src/spi.o src/util.o src/selftest.o src/queue.o
+
+# One SQL source per module; the versioned install script is built from them.
+SQL_SOURCES = src/infra.sql src/queue.sql src/grants.sql
+DATA_built = conveyor--$(EXTVERSION).sql
+
+# pg_regress (sql/, expected/): what users see.
+REGRESS = boundary uuid queue_errors queue_basics
+REGRESS_OPTS = --inputdir=. --load-extension=conveyor
+# isolation tester (test/specs, test/expected): every race.
+ISOLATION = dequeue_race dedup_race group_serialization ack_vs_reap
+ISOLATION_OPTS = --inputdir=test --load-extension=conveyor
+
+PG_CONFIG ?= pg_config
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
+	-Wno-cast-function-type -fno-omit-frame-pointer $(CONVEYOR_CXXFLAGS)
+SHLIB_LINK = -lfmt -lstdc++ $(CONVEYOR_LDFLAGS)
+EXTRA_CLEAN = conveyor--$(EXTVERSION).sql
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# PGXS compiles bitcode for the JIT with clang and BITCODE_CXXFLAGS, which lacks PG_CXXFLAGS.
+override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
+
+conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
+	cat $^ > $@
+
+$(OBJS): src/pg.hpp src/guard.hpp src/spi.hpp src/util.hpp

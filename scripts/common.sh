@@ -1,0 +1,84 @@
+# Shared by scripts/test.sh, scripts/demo.sh and bench/run.sh: install what is missing, build and
+# install conveyor, and run a scratch PostgreSQL 15 cluster of our own (as the postgres OS user,
+# unix socket only, pg_cron preloaded). Source it; it defines functions and PG* variables.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PGBIN=/usr/lib/postgresql/15/bin
+PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
+export CONVEYOR_PGDATA=${CONVEYOR_PGDATA:-/tmp/conveyor-pg/data}
+export CONVEYOR_SOCKDIR=${CONVEYOR_SOCKDIR:-/tmp/conveyor-pg/sock}
+export PGHOST=$CONVEYOR_SOCKDIR
+export PGPORT=${CONVEYOR_PORT:-55432}
+export PGUSER=postgres
+export PGDATABASE=postgres
+
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
+          libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+ensure_packages() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # Debian starts a default cluster on install; ours is separate and needs none of it.
+}
+
+build_install() {
+    log "building conveyor"
+    make -C "$ROOT" -s PG_CONFIG=$PGBIN/../bin/pg_config >/dev/null
+    as_root make -C "$ROOT" -s install >/dev/null
+}
+
+pg_as() { runuser -u postgres -- "$@"; }
+
+cluster_stop() {
+    if [ -f "$CONVEYOR_PGDATA/postmaster.pid" ]; then
+        pg_as $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -m fast -w stop >/dev/null 2>&1 || \
+            pg_as $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# A fresh cluster every time: nothing from an earlier run leaks into this one.
+cluster_start() {
+    cluster_stop
+    local base
+    base=$(dirname "$CONVEYOR_PGDATA")
+    rm -rf "$CONVEYOR_PGDATA" "$CONVEYOR_SOCKDIR"
+    mkdir -p "$base" "$CONVEYOR_SOCKDIR"
+    chown postgres:postgres "$base" "$CONVEYOR_SOCKDIR"
+    log "starting a scratch PostgreSQL 15 cluster on socket $CONVEYOR_SOCKDIR port $PGPORT"
+    pg_as $PGBIN/initdb -D "$CONVEYOR_PGDATA" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >> "$CONVEYOR_PGDATA/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$CONVEYOR_SOCKDIR'
+port = $PGPORT
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+max_connections = 250
+shared_buffers = 512MB
+max_locks_per_transaction = 256
+max_prepared_transactions = 10
+fsync = on
+synchronous_commit = on
+log_min_messages = warning
+log_line_prefix = '%m [%p] %d '
+CONF
+    pg_as $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -l "$base/server.log" -w start >/dev/null
+}
+
+setup_all() {
+    ensure_packages
+    build_install
+    cluster_start
+    trap cluster_stop EXIT
+}

@@ -1,0 +1,34 @@
+-- ---- privileges: nothing to PUBLIC; reader < worker < admin ---------------------------------------
+DO $grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'conveyor'::regnamespace LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$grants$;
+
+GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid),
+    conveyor.get_job(uuid), conveyor.job_events(uuid), conveyor.queue_metrics(text), conveyor.list_queues()
+    TO conveyor_reader;
+GRANT SELECT ON conveyor.queues TO conveyor_reader;
+
+GRANT EXECUTE ON FUNCTION
+    conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
+    conveyor.enqueue_batch(text, jsonb),
+    conveyor.dequeue(text, text, int, int),
+    conveyor.ack(uuid, boolean, text, jsonb, text),
+    conveyor.ack_many(uuid[], boolean, text, text),
+    conveyor.heartbeat(uuid, text, int),
+    conveyor.release(uuid, text, int)
+    TO conveyor_worker;
+
+GRANT EXECUTE ON FUNCTION
+    conveyor.create_queue(text, jsonb), conveyor.alter_queue(text, jsonb), conveyor.drop_queue(text, boolean),
+    conveyor.pause_queue(text), conveyor.resume_queue(text),
+    conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
+    conveyor.reap(text), conveyor.maintain()
+    TO conveyor_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA conveyor TO conveyor_admin;

@@ -1,0 +1,125 @@
+// The C++/PostgreSQL boundary.
+//
+// PostgreSQL reports errors by longjmp (ereport); C++ by exceptions. Neither may cross the other:
+//  * pg_guard(f) runs f, which calls into PostgreSQL, under its own sigsetjmp. A PostgreSQL error is
+//    copied out of the error state (CopyErrorData + FlushErrorState) and thrown as PgError, so C++
+//    destructors above the guard run normally.
+//  * CONVEYOR_FUNCTION(name) declares the SQL-callable C stub. It runs the C++ body inside
+//    try/catch and raises the error only after the catch block has ended, so no exception object
+//    or destructor is skipped by the longjmp. PgError is re-raised with ReThrowError: the client
+//    sees the original SQLSTATE, message, detail, hint and context (40001, 40P01 and 23505 survive).
+//  * Inside f (the guarded lambda) no object with a non-trivial destructor may be created: a
+//    longjmp out of f would skip it. Build strings and vectors outside, pass pointers in.
+#pragma once
+
+#include "pg.hpp"
+
+namespace conveyor {
+
+// A PostgreSQL error captured by pg_guard. The ErrorData lives in the boundary's memory context,
+// which outlives every SPI connection opened below the boundary.
+struct PgError final : std::exception {
+    ErrorData *data;
+    explicit PgError(ErrorData *d) : data(d) {}
+    const char *what() const noexcept override { return data && data->message ? data->message : "PostgreSQL error"; }
+    int sqlstate() const noexcept { return data ? data->sqlerrcode : 0; }
+};
+
+// An error conveyor raises itself, with the SQLSTATE callers branch on (see README, "Errors").
+struct Error final : std::exception {
+    int sqlstate;
+    std::string message, detail, hint;
+    Error(int code, std::string msg, std::string det = {}, std::string hnt = {})
+        : sqlstate(code), message(std::move(msg)), detail(std::move(det)), hint(std::move(hnt)) {}
+    const char *what() const noexcept override { return message.c_str(); }
+};
+
+// The memory context of the innermost active boundary; errors are copied into it.
+extern MemoryContext boundary_context;
+
+// Runs f (which may ereport) and turns a PostgreSQL error into PgError.
+template <typename F>
+auto pg_guard(F &&f) -> decltype(f()) {
+    using R = decltype(f());
+    static_assert(std::is_void_v<R> || std::is_trivially_destructible_v<R>,
+                  "a guarded call must return a trivially destructible value");
+    MemoryContext caller_context = CurrentMemoryContext;
+    sigjmp_buf *saved_exception_stack = PG_exception_stack;
+    ErrorContextCallback *saved_context_stack = error_context_stack;
+    sigjmp_buf local_jmp;
+    if (sigsetjmp(local_jmp, 0) == 0) {
+        PG_exception_stack = &local_jmp;
+        if constexpr (std::is_void_v<R>) {
+            f();
+            PG_exception_stack = saved_exception_stack;
+            return;
+        } else {
+            R result = f();
+            PG_exception_stack = saved_exception_stack;
+            return result;
+        }
+    }
+    PG_exception_stack = saved_exception_stack;
+    error_context_stack = saved_context_stack;
+    MemoryContextSwitchTo(boundary_context ? boundary_context : caller_context);
+    ErrorData *edata = CopyErrorData();
+    FlushErrorState();
+    MemoryContextSwitchTo(caller_context);
+    throw PgError(edata);
+}
+
+namespace detail {
+
+// Plain storage for an error on its way out of a catch block: nothing here has a destructor, so the
+// ereport that follows skips nothing.
+struct PendingError {
+    ErrorData *pg = nullptr;
+    int sqlstate = 0;
+    char message[2048];
+    char detail[2048];
+    char hint[1024];
+};
+
+void capture(PendingError &out, const Error &e) noexcept;
+void capture(PendingError &out, const char *what, int sqlstate) noexcept;
+[[noreturn]] void raise(PendingError &pending);
+
+} // namespace detail
+} // namespace conveyor
+
+// Declares a SQL-callable function `name` whose C++ body is `name##_impl`.
+#define CONVEYOR_FUNCTION(name)                                                        \
+    static Datum name##_impl(FunctionCallInfo fcinfo);                                 \
+    extern "C" {                                                                       \
+    PG_FUNCTION_INFO_V1(name);                                                         \
+    Datum name(PG_FUNCTION_ARGS) {                                                     \
+        ::conveyor::detail::PendingError pending_;                                     \
+        bool failed_ = false;                                                          \
+        Datum result_ = (Datum)0;                                                      \
+        MemoryContext outer_boundary_ = ::conveyor::boundary_context;                  \
+        ::conveyor::boundary_context = CurrentMemoryContext;                           \
+        try {                                                                          \
+            result_ = name##_impl(fcinfo);                                             \
+        } catch (const ::conveyor::PgError &e) {                                       \
+            pending_.pg = e.data;                                                      \
+            failed_ = true;                                                            \
+        } catch (const ::conveyor::Error &e) {                                         \
+            ::conveyor::detail::capture(pending_, e);                                  \
+            failed_ = true;                                                            \
+        } catch (const std::bad_alloc &e) {                                            \
+            ::conveyor::detail::capture(pending_, "out of memory", ERRCODE_OUT_OF_MEMORY); \
+            failed_ = true;                                                            \
+        } catch (const std::exception &e) {                                            \
+            ::conveyor::detail::capture(pending_, e.what(), ERRCODE_INTERNAL_ERROR);   \
+            failed_ = true;                                                            \
+        } catch (...) {                                                                \
+            ::conveyor::detail::capture(pending_, "unknown C++ exception",             \
+                                        ERRCODE_INTERNAL_ERROR);                       \
+            failed_ = true;                                                            \
+        }                                                                              \
+        ::conveyor::boundary_context = outer_boundary_;                                \
+        if (failed_) ::conveyor::detail::raise(pending_);                              \
+        return result_;                                                                \
+    }                                                                                  \
+    }                                                                                  \
+    static Datum name##_impl(FunctionCallInfo fcinfo)

@@ -1,0 +1,283 @@
+#include "spi.hpp"
+
+namespace conveyor::spi {
+
+Connection::Connection() {
+    pg_guard([] {
+        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    });
+    open_ = true;
+}
+
+Connection::~Connection() {
+    if (!open_) return;
+    open_ = false;
+    // Unwinding after an error: the transaction is about to abort and AtEOXact_SPI would clean up,
+    // but we finish here so the memory context stack is the one the boundary expects.
+    try {
+        pg_guard([] { SPI_finish(); });
+    } catch (...) {
+    }
+}
+
+void Connection::finish() {
+    if (!open_) return;
+    open_ = false;
+    pg_guard([] {
+        if (SPI_finish() != SPI_OK_FINISH) elog(ERROR, "SPI_finish failed");
+    });
+}
+
+Datum Connection::keep(Datum value, bool by_value, int16 typlen) {
+    return pg_guard([&] { return SPI_datumTransfer(value, by_value, typlen); });
+}
+
+Params &Params::null(int i) {
+    values[i] = (Datum)0;
+    nulls[i] = 'n';
+    return *this;
+}
+
+Params &Params::text(int i, std::string_view v) {
+    const char *p = v.data();
+    size_t n = v.size();
+    values[i] = pg_guard([&] { return PointerGetDatum(cstring_to_text_with_len(p, (int)n)); });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::text(int i, const std::optional<std::string> &v) { return v ? text(i, *v) : null(i); }
+
+Params &Params::int4(int i, int32 v) {
+    values[i] = Int32GetDatum(v);
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::int4(int i, const std::optional<int32> &v) { return v ? int4(i, *v) : null(i); }
+
+Params &Params::int8(int i, int64 v) {
+    values[i] = Int64GetDatum(v);
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::boolean(int i, bool v) {
+    values[i] = BoolGetDatum(v);
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::float8(int i, double v) {
+    values[i] = Float8GetDatum(v);
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::datum(int i, Datum v) {
+    values[i] = v;
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::uuid(int i, const pg_uuid_t &v) {
+    const pg_uuid_t *src = &v;
+    values[i] = pg_guard([&] {
+        auto *u = (pg_uuid_t *)palloc(sizeof(pg_uuid_t));
+        *u = *src;
+        return UUIDPGetDatum(u);
+    });
+    nulls[i] = ' ';
+    return *this;
+}
+
+// Builds a one-dimensional array from datums already of element type `elem`.
+static Datum make_array(const Datum *elems, const bool *elem_nulls, int n, Oid elem) {
+    return pg_guard([&] {
+        int16 typlen;
+        bool byval;
+        char align;
+        get_typlenbyvalalign(elem, &typlen, &byval, &align);
+        int dims[1] = {n};
+        int lbs[1] = {1};
+        return PointerGetDatum(construct_md_array(const_cast<Datum *>(elems), const_cast<bool *>(elem_nulls),
+                                                  1, dims, lbs, elem, typlen, byval, align));
+    });
+}
+
+template <typename T, typename Conv>
+static Datum array_of(const std::vector<T> &v, Oid elem, Conv conv) {
+    std::vector<Datum> d(v.size());
+    std::unique_ptr<bool[]> nulls(new bool[v.size() + 1]());
+    for (size_t k = 0; k < v.size(); ++k) d[k] = conv(v[k]);
+    return make_array(d.data(), nulls.get(), (int)v.size(), elem);
+}
+
+Params &Params::text_array(int i, const std::vector<std::string> &v) {
+    values[i] = array_of(v, TEXTOID, [](const std::string &s) {
+        const char *p = s.data();
+        size_t n = s.size();
+        return pg_guard([&] { return PointerGetDatum(cstring_to_text_with_len(p, (int)n)); });
+    });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::int4_array(int i, const std::vector<int32> &v) {
+    values[i] = array_of(v, INT4OID, [](int32 x) { return Int32GetDatum(x); });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::bool_array(int i, const std::vector<bool> &v) {
+    values[i] = array_of(v, BOOLOID, [](bool x) { return BoolGetDatum(x); });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::float8_array(int i, const std::vector<double> &v) {
+    values[i] = array_of(v, FLOAT8OID, [](double x) { return Float8GetDatum(x); });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::timestamptz_array(int i, const std::vector<TimestampTz> &v) {
+    values[i] = array_of(v, TIMESTAMPTZOID, [](TimestampTz x) { return TimestampTzGetDatum(x); });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::jsonb_array(int i, const std::vector<Datum> &v) {
+    values[i] = array_of(v, JSONBOID, [](Datum x) { return x; });
+    nulls[i] = ' ';
+    return *this;
+}
+
+Params &Params::uuid_array(int i, const std::vector<pg_uuid_t> &v) {
+    // One palloc for all elements: pass-by-reference datums pointing into it.
+    size_t n = v.size();
+    const pg_uuid_t *src = v.data();
+    auto *block = pg_guard([&] {
+        auto *b = (pg_uuid_t *)palloc(sizeof(pg_uuid_t) * (n ? n : 1));
+        if (n) memcpy(b, src, sizeof(pg_uuid_t) * n);
+        return b;
+    });
+    std::vector<Datum> d(n);
+    std::unique_ptr<bool[]> nulls_(new bool[n + 1]());
+    for (size_t k = 0; k < n; ++k) d[k] = UUIDPGetDatum(&block[k]);
+    values[i] = make_array(d.data(), nulls_.get(), (int)n, UUIDOID);
+    nulls[i] = ' ';
+    return *this;
+}
+
+bool Rows::is_null(uint64 row, int col) const {
+    bool isnull;
+    datum(row, col, &isnull);
+    return isnull;
+}
+
+Datum Rows::datum(uint64 row, int col, bool *isnull) const {
+    bool n = false;
+    HeapTuple tup = table_->vals[row];
+    TupleDesc td = table_->tupdesc;
+    Datum d = pg_guard([&] { return SPI_getbinval(tup, td, col + 1, &n); });
+    if (isnull) *isnull = n;
+    return d;
+}
+
+std::optional<std::string> Rows::text(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    // Any type: text goes through detoast, others through their output function.
+    Oid type = SPI_gettypeid(table_->tupdesc, col + 1);
+    const char *s = pg_guard([&] {
+        if (type == TEXTOID || type == VARCHAROID) return (const char *)text_to_cstring((::text *)DatumGetPointer(d));
+        Oid out;
+        bool varlena;
+        getTypeOutputInfo(type, &out, &varlena);
+        return (const char *)OidOutputFunctionCall(out, d);
+    });
+    return std::string(s);
+}
+
+std::optional<int32> Rows::int4(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    return DatumGetInt32(d);
+}
+
+std::optional<int64> Rows::int8(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    return DatumGetInt64(d);
+}
+
+std::optional<bool> Rows::boolean(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    return DatumGetBool(d);
+}
+
+std::optional<double> Rows::float8(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    return DatumGetFloat8(d);
+}
+
+std::optional<pg_uuid_t> Rows::uuid(uint64 row, int col) const {
+    bool n;
+    Datum d = datum(row, col, &n);
+    if (n) return std::nullopt;
+    return *DatumGetUUIDP(d);
+}
+
+SPIPlanPtr Statement::plan() {
+    if (plan_) return plan_;
+    const char *sql = sql_;
+    int nargs = (int)types_.size();
+    Oid *types = types_.data();
+    plan_ = pg_guard([&] {
+        SPIPlanPtr p = SPI_prepare(sql, nargs, types);
+        if (!p) elog(ERROR, "SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
+        if (SPI_keepplan(p) != 0) elog(ERROR, "SPI_keepplan failed");
+        return p;
+    });
+    return plan_;
+}
+
+Rows Statement::run(const Params &params, long limit) {
+    SPIPlanPtr p = plan();
+    const Params *pp = &params;
+    pg_guard([&] {
+        int rc = SPI_execute_plan(p, const_cast<Datum *>(pp->values), pp->nulls, false, limit);
+        if (rc < 0) elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+    });
+    return Rows::last();
+}
+
+Rows Rows::last() {
+    Rows rows;
+    rows.table_ = SPI_tuptable;
+    rows.count_ = SPI_tuptable ? SPI_processed : 0;
+    return rows;
+}
+
+Rows run_once(const std::string &sql, const std::vector<Oid> &types, const Params &params) {
+    const char *q = sql.c_str();
+    int nargs = (int)types.size();
+    const Oid *t = types.data();
+    const Params *pp = &params;
+    pg_guard([&] {
+        int rc = SPI_execute_with_args(q, nargs, const_cast<Oid *>(t), const_cast<Datum *>(pp->values),
+                                       pp->nulls, false, 0);
+        if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+    });
+    return Rows::last();
+}
+
+} // namespace conveyor::spi

@@ -1,0 +1,64 @@
+// Small shared pieces: time-ordered ids, stable hashing, transaction-scoped internal locks,
+// set-returning results and jsonb reading.
+#pragma once
+
+#include "guard.hpp"
+
+namespace conveyor {
+
+// ---- UUID version 7 (RFC 9562, section 5.7) ----
+// 48-bit Unix milliseconds, version 7, a 12-bit counter in rand_a that keeps ids from one backend
+// strictly increasing within a millisecond (method 1 of section 6.2), variant 10, 62 random bits.
+pg_uuid_t uuid_v7();
+pg_uuid_t uuid_v7_at(int64 unix_ms);
+std::string uuid_text(const pg_uuid_t &u);
+
+// ---- hashing ----
+// XXH3 64-bit: frozen output on every platform since xxHash 0.8.0.
+uint64 hash64(std::string_view bytes, uint64 seed = 0);
+
+// ---- internal transaction-scoped locks ----
+// Advisory locks in conveyor's own namespace (objsubid 3; pg_advisory_* use 1 and 2), held until the
+// transaction ends, so they work behind a transaction-mode pooler. Callers that take several take
+// them in ascending key order, which keeps them deadlock-free.
+enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5 };
+void xact_lock(LockSpace space, uint64 key);
+
+// ---- set-returning functions ----
+class ResultSet {
+  public:
+    explicit ResultSet(FunctionCallInfo fcinfo);
+    int natts() const { return desc_->natts; }
+    void add(const Datum *values, const bool *nulls);
+
+  private:
+    Tuplestorestate *store_;
+    TupleDesc desc_;
+};
+
+// ---- time ----
+// The transaction's now(), as SQL sees it.
+inline TimestampTz tx_now() { return GetCurrentTransactionStartTimestamp(); }
+
+// ---- jsonb reading ----
+struct JsonField {
+    std::string key;
+    JsonbValue value;  // scalars only are meaningful; containers have type jbvBinary
+};
+// The top-level fields of a jsonb object, in storage order; throws 22023 if it is not an object.
+std::vector<JsonField> jsonb_object_fields(Jsonb *jb, const std::string &what);
+// The elements of a jsonb array; throws 22023 if it is not an array.
+std::vector<JsonbValue> jsonb_array_elements(Jsonb *jb, const std::string &what);
+const char *jsonb_type_name(const JsonbValue &v);
+std::string jsonb_string(const JsonbValue &v);
+// Integral number in [lo, hi]; throws 22023 naming `what` otherwise.
+int64 jsonb_int(const JsonbValue &v, const std::string &what, int64 lo, int64 hi);
+// A jsonb value (scalar or container) as a standalone Jsonb datum.
+Datum jsonb_value_datum(const JsonbValue &v);
+// Array of strings (or null); throws 22023 otherwise.
+std::optional<std::vector<std::string>> jsonb_text_array(const JsonbValue &v, const std::string &what);
+
+// Quote a value as a SQL literal for messages only (never for SQL).
+inline std::string quoted(std::string_view s) { return fmt::format("\"{}\"", s); }
+
+} // namespace conveyor
