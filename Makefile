@@ -10,10 +10,10 @@ SQL_SOURCES = src/infra.sql src/queue.sql src/grants.sql
 DATA_built = conveyor--$(EXTVERSION).sql
 
 # pg_regress (sql/, expected/): what users see.
-REGRESS = boundary uuid queue_errors queue_basics
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --load-extension=conveyor
 # isolation tester (test/specs, test/expected): every race.
-ISOLATION = dequeue_race dedup_race group_serialization ack_vs_reap
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --load-extension=conveyor
 
 PG_CONFIG ?= pg_config

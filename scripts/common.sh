@@ -35,8 +35,12 @@ ensure_packages() {
 
 build_install() {
     log "building conveyor"
-    make -C "$ROOT" -s PG_CONFIG=$PGBIN/../bin/pg_config >/dev/null
-    as_root make -C "$ROOT" -s install >/dev/null
+    # One build at a time per machine (several clusters may share the installed extension).
+    (
+        flock 9
+        make -C "$ROOT" -s PG_CONFIG=$PGBIN/pg_config >/dev/null
+        as_root make -C "$ROOT" -s PG_CONFIG=$PGBIN/pg_config install >/dev/null
+    ) 9>/tmp/conveyor-build.lock
 }
 
 pg_as() { runuser -u postgres -- "$@"; }

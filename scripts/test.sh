@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The whole test suite, from a bare Debian 12 machine:  bash scripts/test.sh
+#
+# Installs what is missing, builds and installs conveyor, starts a scratch cluster, then runs
+#   1. pg_regress         sql/*.sql against expected/*.out          (what users see)
+#   2. isolation tester   test/specs/*.spec against test/expected/   (every race)
+#   3. pgTAP              test/*.sql through pg_prove                (behaviour)
+#   4. shell tests        test/shell/*.sh                            (stress, dump/restore, LISTEN, ...)
+# and ends with one line: "N passed, N failed". CONVEYOR_SUITES="regress isolation pgtap shell"
+# picks suites; CONVEYOR_ONLY=<name> picks one file within them.
+source "$(dirname "$0")/common.sh"
+setup_all
+
+SUITES=${CONVEYOR_SUITES:-"regress isolation pgtap shell"}
+ONLY=${CONVEYOR_ONLY:-}
+OUT=$(mktemp -d /tmp/conveyor-test.XXXXXX)
+chmod 755 "$OUT"
+passed=0
+failed=0
+add() { passed=$((passed + $1)); failed=$((failed + $2)); }
+
+pick() {  # the names (without extension) of files matching $1, filtered by ONLY
+    local f
+    for f in $1; do
+        [ -e "$f" ] || continue
+        f=$(basename "$f"); f=${f%.*}
+        if [ -z "$ONLY" ] || [ "$ONLY" = "$f" ]; then echo "$f"; fi
+    done
+}
+
+# pg_regress-style runners print one line per test: "ok", or "FAILED"/"failed".
+count_regress() {
+    local ok bad
+    ok=$(grep -cE '^(ok|test) .*\.\.\. +ok|^ok [0-9]+ ' "$1" || true)
+    bad=$(grep -cE '\.\.\. +FAILED|\.\.\. +failed|^not ok ' "$1" || true)
+    add "$ok" "$bad"
+}
+
+run_regress() {
+    local tests
+    tests=$(pick "$ROOT/sql/*.sql")
+    [ -n "$tests" ] || return 0
+    log "pg_regress"
+    # shellcheck disable=SC2086
+    $PGXS_DIR/src/test/regress/pg_regress --inputdir="$ROOT" --outputdir="$OUT/regress" --bindir=$PGBIN \
+        --load-extension=conveyor --dbname=conveyor_regress $tests 2>&1 | tee "$OUT/regress.log" || true
+    count_regress "$OUT/regress.log"
+    [ -f "$OUT/regress/regression.diffs" ] && cat "$OUT/regress/regression.diffs"
+    return 0
+}
+
+run_isolation() {
+    local tests
+    tests=$(pick "$ROOT/test/specs/*.spec")
+    [ -n "$tests" ] || return 0
+    log "isolation tester"
+    # shellcheck disable=SC2086
+    $PGXS_DIR/src/test/isolation/pg_isolation_regress --inputdir="$ROOT/test" --outputdir="$OUT/isolation" \
+        --bindir=$PGBIN --load-extension=conveyor --dbname=conveyor_isolation $tests 2>&1 | tee "$OUT/isolation.log" || true
+    count_regress "$OUT/isolation.log"
+    [ -f "$OUT/isolation/regression.diffs" ] && cat "$OUT/isolation/regression.diffs"
+    return 0
+}
+
+run_pgtap() {
+    local files=() f
+    for f in $(pick "$ROOT/test/*.sql"); do files+=("$ROOT/test/$f.sql"); done
+    [ ${#files[@]} -gt 0 ] || return 0
+    log "pgTAP"
+    psql -X -q -c "DROP DATABASE IF EXISTS conveyor_tap" -c "CREATE DATABASE conveyor_tap" >/dev/null
+    psql -X -q -d conveyor_tap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION conveyor" >/dev/null
+    pg_prove --verbose --dbname conveyor_tap "${files[@]}" > "$OUT/pgtap.log" 2>&1 || true
+    grep -E '^(not )?ok |Failed|Dubious|Parse errors|Result:|^# ' "$OUT/pgtap.log" | grep -vE '^ok ' || true
+    local ok bad
+    ok=$(grep -cE '^ *ok [0-9]+' "$OUT/pgtap.log" || true)
+    bad=$(grep -cE '^ *not ok [0-9]+' "$OUT/pgtap.log" || true)
+    # A file that dies or misses its plan fails even when every assertion it ran passed.
+    if grep -q 'Result: FAIL' "$OUT/pgtap.log" && [ "$bad" -eq 0 ]; then bad=1; fi
+    add "$ok" "$bad"
+    grep -E '^(Files=|Result:)' "$OUT/pgtap.log" || true
+}
+
+# Shell tests print TAP lines ("ok - ..." / "not ok - ...") and exit non-zero on failure.
+run_shell() {
+    local t rc ok bad
+    for t in $(pick "$ROOT/test/shell/*.sh"); do
+        log "shell test $t"
+        rc=0
+        bash "$ROOT/test/shell/$t.sh" > "$OUT/shell-$t.log" 2>&1 || rc=$?
+        cat "$OUT/shell-$t.log"
+        ok=$(grep -cE '^ok ' "$OUT/shell-$t.log" || true)
+        bad=$(grep -cE '^not ok ' "$OUT/shell-$t.log" || true)
+        if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; echo "not ok - $t exited with status $rc"; fi
+        add "$ok" "$bad"
+    done
+}
+
+for s in $SUITES; do
+    case $s in
+        regress) run_regress ;;
+        isolation) run_isolation ;;
+        pgtap) run_pgtap ;;
+        shell) run_shell ;;
+        *) echo "unknown suite $s" >&2; add 0 1 ;;
+    esac
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
