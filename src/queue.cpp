@@ -399,6 +399,41 @@ static bool head_exists(int32 queue_id, const std::string &group) {
     return stmt.run(Params().int4(0, queue_id).text(1, group)).size() > 0;
 }
 
+// The ready or running job of each group, for groups of one queue.
+struct GroupHead {
+    pg_uuid_t id;
+    bool running;
+    int32 priority;
+    TimestampTz run_at;
+};
+
+static std::map<std::string, GroupHead> group_heads(int32 queue_id, const std::vector<std::string> &groups) {
+    static Statement stmt(
+        "SELECT group_key, job_id, state = 'running', priority::int, run_at FROM conveyor.jobs"
+        " WHERE queue_id = $1 AND group_key = ANY($2) AND state IN ('ready', 'running')",
+        {INT4OID, TEXTARRAYOID});
+    auto rows = stmt.run(Params().int4(0, queue_id).text_array(1, groups));
+    std::map<std::string, GroupHead> out;
+    for (uint64 r = 0; r < rows.size(); ++r)
+        out.emplace(*rows.text(r, 0), GroupHead{*rows.uuid(r, 1), *rows.boolean(r, 2), *rows.int4(r, 3),
+                                                (TimestampTz)*rows.int8(r, 4)});
+    return out;
+}
+
+// Whether a new due job should run before a group's ready head: higher priority, or the same
+// priority and due earlier. Dequeue order inside a group then matches the queue's order.
+static bool runs_before(int32 priority, TimestampTz run_at, const GroupHead &head) {
+    return priority > head.priority || (priority == head.priority && run_at < head.run_at);
+}
+
+// Steps a ready head back to waiting so a better job can head its group. False when a worker
+// claimed it meanwhile (then the group is busy and the new job waits).
+static bool demote_head(const pg_uuid_t &id) {
+    static Statement stmt("UPDATE conveyor.jobs SET state = 'waiting' WHERE job_id = $1 AND state = 'ready'", {UUIDOID});
+    stmt.run(Params().uuid(0, id));
+    return SPI_processed == 1;
+}
+
 static std::optional<pg_uuid_t> active_job_with_dedup_key(int32 queue_id, const std::string &key) {
     static Statement stmt("SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND dedup_key = $2",
                           {INT4OID, TEXTOID});
@@ -528,7 +563,12 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
     std::string state = due ? "ready" : "scheduled";
     if (due && job.group_key) {
         lock_groups({{q.id, *job.group_key}});
-        if (head_exists(q.id, *job.group_key)) state = "waiting";
+        auto heads = group_heads(q.id, {*job.group_key});
+        if (!heads.empty()) {
+            const GroupHead &head = heads.begin()->second;
+            bool first = !head.running && runs_before(job.priority, job.run_at, head) && demote_head(head.id);
+            if (!first) state = "waiting";
+        }
     }
     JobRows rows;
     pg_uuid_t id = uuid_v7();
@@ -663,19 +703,10 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
         lock_groups(groups);
         std::vector<std::string> keys;
         for (const auto &g : groups) keys.push_back(g.second);
-        static Statement stmt(
-            "SELECT group_key FROM conveyor.jobs WHERE queue_id = $1 AND group_key = ANY($2) AND state IN ('ready', 'running')",
-            {INT4OID, TEXTARRAYOID});
-        auto rows = stmt.run(Params().int4(0, q.id).text_array(1, keys));
-        std::set<std::string> busy;
-        for (uint64 r = 0; r < rows.size(); ++r) busy.insert(*rows.text(r, 0));
+        std::map<std::string, GroupHead> heads = group_heads(q.id, keys);
         for (size_t i = 0; i < jobs.size(); ++i) {
             if (duplicate_of[i] || states[i] != "ready" || !jobs[i].group_key) continue;
             const std::string &g = *jobs[i].group_key;
-            if (busy.count(g)) {
-                states[i] = "waiting";
-                continue;
-            }
             auto it = best_of_group.find(g);
             if (it == best_of_group.end()) {
                 best_of_group.emplace(g, i);
@@ -688,6 +719,15 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
                 it->second = i;
             } else
                 states[i] = "waiting";
+        }
+        // The batch's best job of a group heads it only if it runs before the group's current
+        // head, and that head is still ready (not claimed) when we step it back.
+        for (const auto &[g, i] : best_of_group) {
+            auto h = heads.find(g);
+            if (h == heads.end()) continue;
+            bool first = !h->second.running && runs_before(jobs[i].priority, jobs[i].run_at, h->second) &&
+                         demote_head(h->second.id);
+            if (!first) states[i] = "waiting";
         }
     }
 
