@@ -77,7 +77,9 @@ synchronous_commit = on
 log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 CONF
-    pg_as $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -l "$base/server.log" -w start >/dev/null
+    # CONVEYOR_SERVER_ENV: extra environment for the server (scripts/asan.sh preloads libasan).
+    # shellcheck disable=SC2086
+    pg_as env ${CONVEYOR_SERVER_ENV:-} $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -l "$base/server.log" -w start >/dev/null
 }
 
 setup_all() {

@@ -1,0 +1,78 @@
+# Shared by the shell tests (test/shell/*.sh); sourced, never run on its own. It is not a test: the
+# runner only picks test/shell/*.sh.
+#
+# The runner exports PGHOST/PGPORT/PGUSER of the scratch cluster (and CONVEYOR_PGDATA). Each test
+# prints TAP-style lines, "ok - ..." or "not ok - ...", and exits non-zero when anything failed.
+set -uo pipefail
+
+TESTS_FAILED=0
+TESTS_RUN=0
+TEST_NAME=$(basename "$0" .sh)
+
+pass() { TESTS_RUN=$((TESTS_RUN + 1)); echo "ok - $*"; }
+fail() { TESTS_RUN=$((TESTS_RUN + 1)); TESTS_FAILED=$((TESTS_FAILED + 1)); echo "not ok - $*"; }
+note() { echo "# $*"; }
+
+# check DESCRIPTION COMMAND...: passes when the command succeeds.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then pass "$desc"; else fail "$desc"; fi
+}
+
+# is GOT EXPECTED DESCRIPTION
+is() {
+    if [ "$1" = "$2" ]; then
+        pass "$3"
+    else
+        fail "$3"
+        note "  got:      '$1'"
+        note "  expected: '$2'"
+    fi
+}
+
+# Stops the test right away (setup failed): one failing line, then exit.
+bail() {
+    fail "$TEST_NAME: $*"
+    exit 1
+}
+
+# Exit status for the end of a test.
+finish() {
+    note "$TEST_NAME: $((TESTS_RUN - TESTS_FAILED)) of $TESTS_RUN passed"
+    [ "$TESTS_FAILED" -eq 0 ] && [ "$TESTS_RUN" -gt 0 ]
+}
+
+# q DB SQL...: runs SQL (one -c per argument) unaligned, tuples only, stopping at the first error.
+q() {
+    local db=$1
+    shift
+    local args=()
+    local s
+    for s in "$@"; do args+=(-c "$s"); done
+    psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" "${args[@]}"
+}
+
+# The cluster's server log (scripts/common.sh starts the server with -l $(dirname PGDATA)/server.log).
+server_log() {
+    local data=${CONVEYOR_PGDATA:-}
+    [ -n "$data" ] || data=$(q postgres "SHOW data_directory")
+    echo "$(dirname "$data")/server.log"
+}
+
+# Databases this test created; dropped on exit (WITH (FORCE): a stuck worker cannot keep them alive).
+TEST_DBS=()
+create_db() {  # create_db NAME: a fresh database with conveyor installed
+    local db=$1
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
+        -c "CREATE DATABASE \"$db\"" >/dev/null || return 1
+    TEST_DBS+=("$db")
+    psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "CREATE EXTENSION conveyor" >/dev/null
+}
+drop_test_dbs() {
+    local db
+    for db in "${TEST_DBS[@]}"; do
+        psql -X -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    TEST_DBS=()
+}
