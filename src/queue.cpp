@@ -1589,25 +1589,33 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         ++dropped;
     }
 
-    // 3. Fold counter rows older than a day into one row per queue.
+    // 3. Fold counter rows: minute rows older than 65 minutes into one row per queue and hour, and
+    //    rows older than 25 hours into one row per queue at bucket -infinity. Shard 0 is never a
+    //    backend's pid, so folded rows never collide with live writers.
     static const std::string fold_sql =
-        "WITH old AS (DELETE FROM conveyor.queue_counts"
-        "  WHERE bucket < pg_catalog.now() - interval '25 hours' AND bucket > '-infinity' RETURNING *) " +
-        counts_upsert("SELECT queue_id, sum(pending), sum(scheduled), sum(running), sum(dead) FROM old GROUP BY queue_id",
-                      {"pending", "scheduled", "running", "dead"}) +
-        " RETURNING 1";
-    // The folded row lives at bucket -infinity, shard 0.
-    static std::string fold_fixed = [] {
-        std::string s = fold_sql;
-        auto replace = [&](const std::string &from, const std::string &to) {
-            auto pos = s.find(from);
-            if (pos != std::string::npos) s.replace(pos, from.size(), to);
-        };
-        replace("pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch'), pg_catalog.pg_backend_pid()", "'-infinity'::timestamptz, 0");
-        return s;
-    }();
-    static Statement fold(fold_fixed.c_str(), {});
+        "WITH old AS ("
+        "  DELETE FROM conveyor.queue_counts c"
+        "  WHERE c.bucket > '-infinity' AND c.bucket < pg_catalog.now() - interval '65 minutes'"
+        "    AND (c.shard <> 0 OR c.bucket < pg_catalog.now() - interval '25 hours'"
+        "         OR c.bucket <> pg_catalog.date_bin('1 hour', c.bucket, 'epoch'))"
+        "  RETURNING c.*,"
+        "    CASE WHEN c.bucket < pg_catalog.now() - interval '25 hours' THEN '-infinity'::timestamptz"
+        "         ELSE pg_catalog.date_bin('1 hour', c.bucket, 'epoch') END AS target) "
+        "INSERT INTO conveyor.queue_counts AS c (queue_id, bucket, shard, pending, scheduled, running, dead, enqueued,"
+        "    started, completed, failed, expired, cancelled, wait_seconds, run_seconds)"
+        " SELECT queue_id, target, 0, sum(pending), sum(scheduled), sum(running), sum(dead), sum(enqueued),"
+        "    sum(started), sum(completed), sum(failed), sum(expired), sum(cancelled), sum(wait_seconds), sum(run_seconds)"
+        " FROM old GROUP BY queue_id, target"
+        " ON CONFLICT (queue_id, bucket, shard) DO UPDATE SET pending = c.pending + excluded.pending,"
+        "    scheduled = c.scheduled + excluded.scheduled, running = c.running + excluded.running,"
+        "    dead = c.dead + excluded.dead, enqueued = c.enqueued + excluded.enqueued,"
+        "    started = c.started + excluded.started, completed = c.completed + excluded.completed,"
+        "    failed = c.failed + excluded.failed, expired = c.expired + excluded.expired,"
+        "    cancelled = c.cancelled + excluded.cancelled, wait_seconds = c.wait_seconds + excluded.wait_seconds,"
+        "    run_seconds = c.run_seconds + excluded.run_seconds";
+    static Statement fold(fold_sql.c_str(), {});
     fold.run();
+    uint64 folded = SPI_processed;
 
     // 4. Expired leases everywhere, and groups left without a head.
     int64 reaped = 0;
@@ -1629,8 +1637,9 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         fill_group_heads(groups);
     }
 
-    std::string summary = fmt::format("{{\"partitions_dropped\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",
-                                      dropped, reaped, groups.size());
+    std::string summary = fmt::format(
+        "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",
+        dropped, folded, reaped, groups.size());
     const char *s = summary.c_str();
     Datum result = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
     spi.finish();
