@@ -223,6 +223,21 @@ struct PartitionedTable {
 static PartitionedTable history_table{"job_history"};
 static PartitionedTable events_table{"job_events"};
 
+// Partitions created by a transaction that aborts are gone: forget what this backend believes.
+static void forget_partitions_on_abort(XactEvent event, void *) {
+    if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT) {
+        history_table.ready_until = -1;
+        events_table.ready_until = -1;
+    }
+}
+
+static void forget_partitions_on_subabort(SubXactEvent event, SubTransactionId, SubTransactionId, void *) {
+    if (event == SUBXACT_EVENT_ABORT_SUB) {
+        history_table.ready_until = -1;
+        events_table.ready_until = -1;
+    }
+}
+
 static Oid conveyor_relid(const char *relname) {
     return pg_guard([&] {
         Oid ns = get_namespace_oid("conveyor", true);
@@ -232,6 +247,14 @@ static Oid conveyor_relid(const char *relname) {
 
 // Makes sure partitions exist for days [first, last] of table t.
 static void ensure_partitions(PartitionedTable &t, int64 first, int64 last) {
+    static bool callbacks_registered = false;
+    if (!callbacks_registered) {
+        pg_guard([] {
+            RegisterXactCallback(forget_partitions_on_abort, nullptr);
+            RegisterSubXactCallback(forget_partitions_on_subabort, nullptr);
+        });
+        callbacks_registered = true;
+    }
     Oid parent = conveyor_relid(t.name);
     if (parent != t.parent) {  // first use, or the extension was dropped and created again
         t.parent = parent;
@@ -315,6 +338,25 @@ static void lock_dedup_keys(int32 queue_id, const std::vector<std::string> &dedu
 
 // For each group (all of one queue) that has no ready or running job, the best waiting job becomes
 // ready. Callers hold the groups' locks.
+// Where a waiting job should run before its group's ready (unclaimed) head, the head steps back to
+// waiting; fill_group_heads then promotes the better job. Used where jobs join a group's waiting
+// set while it may have a head (due scheduled jobs, retries).
+static void rebalance_group_heads(int32 queue_id, const std::vector<std::string> &groups) {
+    if (groups.empty()) return;
+    static Statement stmt(
+        "WITH g AS (SELECT DISTINCT group_key FROM pg_catalog.unnest($2::text[]) AS u(group_key)), "
+        "best AS ("
+        "  SELECT g.group_key, w.priority, w.run_at FROM g CROSS JOIN LATERAL ("
+        "    SELECT priority, run_at FROM conveyor.jobs w"
+        "    WHERE w.queue_id = $1 AND w.group_key = g.group_key AND w.state = 'waiting'"
+        "    ORDER BY w.priority DESC, w.run_at, w.job_id LIMIT 1) w) "
+        "UPDATE conveyor.jobs h SET state = 'waiting' FROM best b"
+        " WHERE h.queue_id = $1 AND h.group_key = b.group_key AND h.state = 'ready'"
+        "   AND (b.priority > h.priority OR (b.priority = h.priority AND b.run_at < h.run_at))",
+        {INT4OID, TEXTARRAYOID});
+    stmt.run(Params().int4(0, queue_id).text_array(1, groups));
+}
+
 static void fill_group_heads(int32 queue_id, const std::vector<std::string> &groups) {
     if (groups.empty()) return;
     static Statement stmt(
@@ -390,13 +432,6 @@ static void validate_job(const Queue &q, const NewJob &job, Jsonb *payload, int 
                             fmt::format("Queue {} requires: {}.", quoted(q.name), fmt::join(*q.required_keys, ", ")));
         }
     }
-}
-
-static bool head_exists(int32 queue_id, const std::string &group) {
-    static Statement stmt(
-        "SELECT 1 FROM conveyor.jobs WHERE queue_id = $1 AND group_key = $2 AND state IN ('ready', 'running')",
-        {INT4OID, TEXTOID});
-    return stmt.run(Params().int4(0, queue_id).text(1, group)).size() > 0;
 }
 
 // The ready or running job of each group, for groups of one queue.
@@ -1070,7 +1105,10 @@ static void promote_due(int32 queue_id) {
     if (!grouped.empty()) {
         lock_groups(groups);
         promote.run(Params().uuid_array(0, grouped).text(1, "waiting"));
-        fill_group_heads(groups);
+        std::vector<std::string> keys;
+        for (const auto &g : groups) keys.push_back(g.second);
+        rebalance_group_heads(queue_id, keys);
+        fill_group_heads(queue_id, keys);
     }
 }
 
@@ -1299,8 +1337,9 @@ CONVEYOR_FUNCTION(conveyor_retry) {
     int32 secs = delay.value_or(0);
     std::string state = secs > 0 ? "scheduled" : "ready";
     if (secs == 0 && group) {
+        // Joins the group's waiting set; the rebalance below decides whether it runs next.
         lock_groups({{queue_id, *group}});
-        if (head_exists(queue_id, *group)) state = "waiting";
+        state = "waiting";
     }
     static const std::string sql =
         "WITH h AS (DELETE FROM conveyor.job_history WHERE job_id = $1 AND status IN ('dead', 'cancelled') RETURNING *), "
@@ -1325,6 +1364,10 @@ CONVEYOR_FUNCTION(conveyor_retry) {
     auto res = stmt.run(Params().uuid(0, id).text(1, state).int4(2, secs));
     if (*res.int8(0, 0) != 1)
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} changed concurrently", uuid_text(id)), "", "Retry.");
+    if (state == "waiting") {
+        rebalance_group_heads(queue_id, {*group});
+        fill_group_heads(queue_id, {*group});
+    }
     if (state != "scheduled") notify_queue(q);
     spi.finish();
     PG_RETURN_BOOL(true);
@@ -1589,18 +1632,18 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         ++dropped;
     }
 
-    // 3. Fold counter rows: minute rows older than 65 minutes into one row per queue and hour, and
-    //    rows older than 25 hours into one row per queue at bucket -infinity. Shard 0 is never a
-    //    backend's pid, so folded rows never collide with live writers.
+    // 3. Fold counter rows: minute rows older than 65 minutes into one row per queue and minute
+    //    (shard 0, never a backend's pid, so folded rows never collide with live writers), and rows
+    //    older than 25 hours into one row per queue at bucket -infinity. Minutes stay minutes, so
+    //    the 24-hour window of queue_metrics stays exact.
     static const std::string fold_sql =
         "WITH old AS ("
         "  DELETE FROM conveyor.queue_counts c"
         "  WHERE c.bucket > '-infinity' AND c.bucket < pg_catalog.now() - interval '65 minutes'"
-        "    AND (c.shard <> 0 OR c.bucket < pg_catalog.now() - interval '25 hours'"
-        "         OR c.bucket <> pg_catalog.date_bin('1 hour', c.bucket, 'epoch'))"
+        "    AND (c.shard <> 0 OR c.bucket < pg_catalog.now() - interval '25 hours')"
         "  RETURNING c.*,"
         "    CASE WHEN c.bucket < pg_catalog.now() - interval '25 hours' THEN '-infinity'::timestamptz"
-        "         ELSE pg_catalog.date_bin('1 hour', c.bucket, 'epoch') END AS target) "
+        "         ELSE c.bucket END AS target) "
         "INSERT INTO conveyor.queue_counts AS c (queue_id, bucket, shard, pending, scheduled, running, dead, enqueued,"
         "    started, completed, failed, expired, cancelled, wait_seconds, run_seconds)"
         " SELECT queue_id, target, 0, sum(pending), sum(scheduled), sum(running), sum(dead), sum(enqueued),"

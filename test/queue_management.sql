@@ -1,6 +1,6 @@
 -- Queue management: create_queue, alter_queue, pause_queue, resume_queue, drop_queue, list_queues.
 BEGIN;
-SELECT plan(53);
+SELECT plan(55);
 
 -- ---- create_queue: defaults ---------------------------------------------------------------------
 
@@ -96,6 +96,8 @@ SELECT throws_ok($$ SELECT conveyor.alter_queue('tap_qm_defaults', '{"backoff_ba
     '22023', NULL, 'alter_queue: backoff_base_seconds above the stored backoff_max_seconds raises 22023');
 SELECT throws_ok($$ SELECT conveyor.create_queue('', '{}') $$,
     '22023', NULL, 'an empty queue name raises 22023');
+SELECT throws_ok($$ SELECT conveyor.create_queue(repeat('q', 129)) $$,
+    '22023', NULL, 'a queue name longer than 128 characters raises 22023');
 SELECT throws_ok($$ SELECT conveyor.create_queue(NULL, '{}') $$,
     '22004', NULL, 'a NULL queue name raises 22004');
 SELECT is(
@@ -138,6 +140,10 @@ SELECT is(
     (SELECT count(*)::int FROM conveyor.dequeue('tap_qm_pause', 'w1', 10)), 0,
     'dequeue from a paused queue returns nothing');
 SELECT is(conveyor.get_job(:'paused_job')->>'status', 'pending', 'the job stays pending while the queue is paused');
+SELECT conveyor.alter_queue('tap_qm_pause', '{"lease_seconds": 30}') \gset
+SELECT is(
+    (SELECT paused FROM conveyor.list_queues() WHERE queue = 'tap_qm_pause'), true,
+    'alter_queue keeps a paused queue paused');
 SELECT conveyor.resume_queue('tap_qm_pause') \gset
 SELECT is(
     (SELECT paused FROM conveyor.list_queues() WHERE queue = 'tap_qm_pause'), false,
