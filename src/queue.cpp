@@ -324,6 +324,18 @@ static void lock_groups(const std::set<GroupKey> &groups) {
     for (uint64 k : keys) xact_lock(LockSpace::group, k);
 }
 
+// The groups whose locks are free right now (and are now ours). Dequeue's housekeeping uses this so
+// that a worker never waits for another worker's transaction.
+static std::set<GroupKey> try_lock_groups(const std::set<GroupKey> &groups) {
+    std::vector<std::pair<uint64, GroupKey>> keyed;
+    for (const auto &g : groups) keyed.emplace_back(group_lock_key(g.first, g.second), g);
+    std::sort(keyed.begin(), keyed.end());
+    std::set<GroupKey> got;
+    for (const auto &[k, g] : keyed)
+        if (try_xact_lock(LockSpace::group, k)) got.insert(g);
+    return got;
+}
+
 static uint64 dedup_lock_key(int32 queue_id, const std::string &key) {
     return hash64(key, ((uint64)(uint32)queue_id + 1) << 32);
 }
@@ -340,7 +352,8 @@ static void lock_dedup_keys(int32 queue_id, const std::vector<std::string> &dedu
 // ready. Callers hold the groups' locks.
 // Where a waiting job should run before its group's ready (unclaimed) head, the head steps back to
 // waiting; fill_group_heads then promotes the better job. Used where jobs join a group's waiting
-// set while it may have a head (due scheduled jobs, retries).
+// set while it may have a head (due scheduled jobs, retries). A head a worker is claiming right now
+// is skipped: it is taken, not waited for.
 static void rebalance_group_heads(int32 queue_id, const std::vector<std::string> &groups) {
     if (groups.empty()) return;
     static Statement stmt(
@@ -349,10 +362,13 @@ static void rebalance_group_heads(int32 queue_id, const std::vector<std::string>
         "  SELECT g.group_key, w.priority, w.run_at FROM g CROSS JOIN LATERAL ("
         "    SELECT priority, run_at FROM conveyor.jobs w"
         "    WHERE w.queue_id = $1 AND w.group_key = g.group_key AND w.state = 'waiting'"
-        "    ORDER BY w.priority DESC, w.run_at, w.job_id LIMIT 1) w) "
-        "UPDATE conveyor.jobs h SET state = 'waiting' FROM best b"
-        " WHERE h.queue_id = $1 AND h.group_key = b.group_key AND h.state = 'ready'"
-        "   AND (b.priority > h.priority OR (b.priority = h.priority AND b.run_at < h.run_at))",
+        "    ORDER BY w.priority DESC, w.run_at, w.job_id LIMIT 1) w), "
+        "heads AS ("
+        "  SELECT h.job_id FROM conveyor.jobs h JOIN best b ON h.group_key = b.group_key"
+        "  WHERE h.queue_id = $1 AND h.state = 'ready'"
+        "    AND (b.priority > h.priority OR (b.priority = h.priority AND b.run_at < h.run_at))"
+        "  FOR UPDATE OF h SKIP LOCKED) "
+        "UPDATE conveyor.jobs j SET state = 'waiting' FROM heads WHERE j.job_id = heads.job_id",
         {INT4OID, TEXTARRAYOID});
     stmt.run(Params().int4(0, queue_id).text_array(1, groups));
 }
@@ -464,7 +480,12 @@ static bool runs_before(int32 priority, TimestampTz run_at, const GroupHead &hea
 // Steps a ready head back to waiting so a better job can head its group. False when a worker
 // claimed it meanwhile (then the group is busy and the new job waits).
 static bool demote_head(const pg_uuid_t &id) {
-    static Statement stmt("UPDATE conveyor.jobs SET state = 'waiting' WHERE job_id = $1 AND state = 'ready'", {UUIDOID});
+    // SKIP LOCKED: a head locked by a worker's claim is taken, and the new job waits behind it.
+    static Statement stmt(
+        "UPDATE conveyor.jobs j SET state = 'waiting' FROM ("
+        "  SELECT job_id FROM conveyor.jobs WHERE job_id = $1 AND state = 'ready' FOR UPDATE SKIP LOCKED) h"
+        " WHERE j.job_id = h.job_id",
+        {UUIDOID});
     stmt.run(Params().uuid(0, id));
     return SPI_processed == 1;
 }
@@ -848,16 +869,19 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
 }
 
 // Fails running jobs: each is rescheduled with exponential backoff, or dies at max_attempts.
-// mode 'fail': the jobs named (and, if $3 is given, leased to that worker); 'expire': those of the
-// named jobs whose lease has run out.
-static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
-                                      const std::optional<std::string> &worker, bool expire) {
-    static const std::string target =
-        "j.job_id = ANY($1) AND q.queue_id = j.queue_id AND j.state = 'running'"
-        " AND CASE WHEN $4 THEN j.lease_until < pg_catalog.now() ELSE ($3::text IS NULL OR j.worker_id = $3) END";
-    static const std::string sql =
-        "WITH dead AS ("
-        "  DELETE FROM conveyor.jobs j USING conveyor.queues q WHERE " + target + " AND j.attempt >= j.max_attempts"
+// expire = false: the jobs named (and, if worker is given, leased to that worker);
+// expire = true: those of the named jobs whose lease has run out.
+// skip_locked: leave jobs another transaction has locked (dequeue's housekeeping never waits).
+static std::string fail_jobs_sql(bool skip_locked) {
+    return std::string(
+        "WITH t AS ("
+        "  SELECT j.job_id FROM conveyor.jobs j"
+        "  WHERE j.job_id = ANY($1) AND j.state = 'running'"
+        "    AND CASE WHEN $4 THEN j.lease_until < pg_catalog.now() ELSE ($3::text IS NULL OR j.worker_id = $3) END"
+        "  FOR UPDATE") + (skip_locked ? " SKIP LOCKED" : "") + "), "
+        "dead AS ("
+        "  DELETE FROM conveyor.jobs j USING t, conveyor.queues q"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt >= j.max_attempts"
         "  RETURNING j.*, q.retention_days), "
         "retried AS ("
         "  UPDATE conveyor.jobs j SET"
@@ -866,7 +890,8 @@ static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const s
         "      LEAST(q.backoff_base_seconds * pg_catalog.power(2::float8, j.attempt - 1), q.backoff_max_seconds::float8)"
         "      * (1 - 0.25 * pg_catalog.random())),"
         "    worker_id = NULL, lease_until = NULL, last_error = $2"
-        "  FROM conveyor.queues q WHERE " + target + " AND j.attempt < j.max_attempts"
+        "  FROM t, conveyor.queues q"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt < j.max_attempts"
         "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt,"
         "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
         "h AS ("
@@ -897,8 +922,16 @@ static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const s
                       " count(*), count(*) FILTER (WHERE $4) FROM changes GROUP BY queue_id",
                       {"running", "pending", "scheduled", "dead", "failed", "expired"}) +
         ") SELECT job_id, queue_id, group_key, state FROM changes";
-    static Statement stmt(sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
-    return changed_rows(stmt.run(Params().uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire)));
+}
+
+static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
+                                      const std::optional<std::string> &worker, bool expire, bool skip_locked = false) {
+    static const std::string waiting_sql = fail_jobs_sql(false), skipping_sql = fail_jobs_sql(true);
+    static Statement waiting(waiting_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+    static Statement skipping(skipping_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+    Params p;
+    p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
+    return changed_rows((skip_locked ? skipping : waiting).run(p));
 }
 
 // The groups whose head left (finished, or went back to scheduled) need a new head.
@@ -1032,7 +1065,8 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
 }
 
 // Expires running jobs whose lease ran out (of one queue, or all); returns how many.
-static int64 reap_expired(std::optional<int32> queue_id, int limit) {
+// nowait (dequeue's housekeeping): skip jobs whose group or row another transaction holds.
+static int64 reap_expired(std::optional<int32> queue_id, int limit, bool nowait = false) {
     static Statement stmt(
         "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs"
         " WHERE state = 'running' AND lease_until < pg_catalog.now() AND ($1::int IS NULL OR queue_id = $1)"
@@ -1050,8 +1084,15 @@ static int64 reap_expired(std::optional<int32> queue_id, int limit) {
         ids.push_back(j.id);
         if (j.group_key) groups.insert({j.queue_id, *j.group_key});
     }
-    lock_groups(groups);
-    std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true);
+    if (nowait) {
+        std::set<GroupKey> held = try_lock_groups(groups);
+        ids.clear();
+        for (const auto &j : jobs)
+            if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
+        if (ids.empty()) return 0;
+    } else
+        lock_groups(groups);
+    std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, nowait);
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
 }
@@ -1103,10 +1144,17 @@ static void promote_due(int32 queue_id) {
     static Statement promote(sql.c_str(), {UUIDARRAYOID, TEXTOID});
     if (!loose.empty()) promote.run(Params().uuid_array(0, loose).text(1, "ready"));
     if (!grouped.empty()) {
-        lock_groups(groups);
-        promote.run(Params().uuid_array(0, grouped).text(1, "waiting"));
+        // Only groups whose lock is free now: a busy group's jobs are promoted by a later dequeue.
+        std::set<GroupKey> held = try_lock_groups(groups);
+        if (held.empty()) return;
+        std::vector<pg_uuid_t> ids;
+        for (uint64 r = 0; r < rows.size(); ++r) {
+            auto g = rows.text(r, 1);
+            if (g && held.count({queue_id, *g})) ids.push_back(*rows.uuid(r, 0));
+        }
+        promote.run(Params().uuid_array(0, ids).text(1, "waiting"));
         std::vector<std::string> keys;
-        for (const auto &g : groups) keys.push_back(g.second);
+        for (const auto &g : held) keys.push_back(g.second);
         rebalance_group_heads(queue_id, keys);
         fill_group_heads(queue_id, keys);
     }
@@ -1131,7 +1179,8 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
         spi.finish();
         return (Datum)0;
     }
-    reap_expired(q.id, 100);
+    // Housekeeping that never waits: expired leases, then jobs that came due.
+    reap_expired(q.id, 100, true);
     promote_due(q.id);
     ensure_event_partitions();
 

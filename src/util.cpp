@@ -79,6 +79,14 @@ void xact_lock(LockSpace space, uint64 key) {
     });
 }
 
+bool try_xact_lock(LockSpace space, uint64 key) {
+    return pg_guard([&] {
+        LOCKTAG tag;
+        SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32)(key >> 32), (uint32)key, (uint16)space);
+        return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+    });
+}
+
 // ---- set-returning functions ----
 
 ResultSet::ResultSet(FunctionCallInfo fcinfo) {

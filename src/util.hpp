@@ -23,6 +23,8 @@ uint64 hash64(std::string_view bytes, uint64 seed = 0);
 // them in ascending key order, which keeps them deadlock-free.
 enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5 };
 void xact_lock(LockSpace space, uint64 key);
+// Takes the lock only if it is free right now; returns whether it did.
+bool try_xact_lock(LockSpace space, uint64 key);
 
 // ---- set-returning functions ----
 class ResultSet {
