@@ -8,8 +8,11 @@
 // 'scheduled' and become ready (or waiting) when a dequeue meets them due.
 //
 // Locks: every change to which job heads a group happens under that group's transaction-scoped lock
-// (LockSpace::group); every insert of a dedup key under the key's lock (LockSpace::dedup). Locks are
-// taken dedup keys first, then groups, each set in ascending key order: no deadlocks between them.
+// (LockSpace::group); every insert of a dedup key under the key's lock (LockSpace::dedup). The order
+// is: job rows (in id order), then dedup keys, then groups (each set in ascending key order). Whoever
+// holds a group lock never waits for a job row: the rows it changes are its own already, or it
+// takes them with SKIP LOCKED. Housekeeping (dequeue's, reap, maintain) only try-locks groups and
+// skips what is busy, so it never waits for a worker's transaction.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -216,12 +219,14 @@ static std::string day_text(int64 day, bool compact) {
 
 struct PartitionedTable {
     const char *name;
+    std::vector<std::pair<const char *, const char *>> index_definitions;  // name suffix, definition
     int64 ready_until = -1;  // partitions exist for every day up to here (this backend's knowledge)
     Oid parent = InvalidOid;
 };
 
-static PartitionedTable history_table{"job_history"};
-static PartitionedTable events_table{"job_events"};
+static PartitionedTable history_table{
+    "job_history", {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"}}};
+static PartitionedTable events_table{"job_events", {{"job_id_at", "(job_id, at)"}}};
 
 // Partitions created by a transaction that aborts are gone: forget what this backend believes.
 static void forget_partitions_on_abort(XactEvent event, void *) {
@@ -267,11 +272,20 @@ static void ensure_partitions(PartitionedTable &t, int64 first, int64 last) {
         // Serialize creators of one partition; then look again.
         xact_lock(LockSpace::partition, hash64(part));
         if (OidIsValid(conveyor_relid(part.c_str()))) continue;
-        const char *ident = pg_guard([&] { return quote_identifier(part.c_str()); });
+        const char *part_name = part.c_str();
+        const char *ident = pg_guard([&] { return quote_identifier(part_name); });
         std::string sql = fmt::format(
             "CREATE TABLE conveyor.{} PARTITION OF conveyor.{} FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
             ident, t.name, day_text(day, false), day_text(day + 1, false));
         spi::run_once(sql, {}, Params());
+        // Indexes belong to each partition, not to the extension's parent: pg_dump then restores
+        // partitions with their own indexes after CREATE EXTENSION without name clashes.
+        for (const auto &[suffix, definition] : t.index_definitions) {
+            std::string name = part + "_" + suffix;
+            const char *name_c = name.c_str();
+            const char *index_ident = pg_guard([&] { return quote_identifier(name_c); });
+            spi::run_once(fmt::format("CREATE INDEX {} ON conveyor.{} {}", index_ident, ident, definition), {}, Params());
+        }
     }
     t.ready_until = last;
 }
@@ -349,7 +363,8 @@ static void lock_dedup_keys(int32 queue_id, const std::vector<std::string> &dedu
 }
 
 // For each group (all of one queue) that has no ready or running job, the best waiting job becomes
-// ready. Callers hold the groups' locks.
+// ready. Callers hold the groups' locks. A waiting job whose row another transaction holds (an
+// operator cancelling it) is passed over rather than waited for.
 // Where a waiting job should run before its group's ready (unclaimed) head, the head steps back to
 // waiting; fill_group_heads then promotes the better job. Used where jobs join a group's waiting
 // set while it may have a head (due scheduled jobs, retries). A head a worker is claiming right now
@@ -381,7 +396,7 @@ static void fill_group_heads(int32 queue_id, const std::vector<std::string> &gro
         "  SELECT w.job_id FROM g CROSS JOIN LATERAL ("
         "    SELECT job_id FROM conveyor.jobs w"
         "    WHERE w.queue_id = $1 AND w.group_key = g.group_key AND w.state = 'waiting'"
-        "    ORDER BY w.priority DESC, w.run_at, w.job_id LIMIT 1) w"
+        "    ORDER BY w.priority DESC, w.run_at, w.job_id LIMIT 1 FOR UPDATE SKIP LOCKED) w"
         "  WHERE NOT EXISTS (SELECT 1 FROM conveyor.jobs h WHERE h.queue_id = $1 AND h.group_key = g.group_key"
         "                    AND h.state IN ('ready', 'running'))) "
         "UPDATE conveyor.jobs j SET state = 'ready' FROM best WHERE j.job_id = best.job_id AND j.state = 'waiting'",
@@ -950,11 +965,17 @@ struct JobRef {
     std::optional<std::string> worker_id;
 };
 
-static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids) {
-    static Statement stmt(
+// The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
+// which every change to a job does before it takes its group's lock.
+static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false) {
+    static Statement read(
         "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs WHERE job_id = ANY($1)",
         {UUIDARRAYOID});
-    auto rows = stmt.run(Params().uuid_array(0, ids));
+    static Statement locking(
+        "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs WHERE job_id = ANY($1)"
+        " ORDER BY job_id FOR UPDATE",
+        {UUIDARRAYOID});
+    auto rows = (lock ? locking : read).run(Params().uuid_array(0, ids));
     std::vector<JobRef> out;
     for (uint64 r = 0; r < rows.size(); ++r)
         out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4)});
@@ -996,7 +1017,7 @@ static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
 // 42704/55000); with one, jobs no longer leased to it are skipped.
 static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const std::optional<std::string> &error,
                          Datum stats, bool stats_null, const std::optional<std::string> &worker) {
-    std::vector<JobRef> jobs = find_jobs(ids);
+    std::vector<JobRef> jobs = find_jobs(ids, true);
     std::vector<JobRef> targets;
     for (const auto &id : ids) {
         auto it = std::find_if(jobs.begin(), jobs.end(), [&](const JobRef &j) { return std::memcmp(&j.id, &id, sizeof id) == 0; });
@@ -1064,9 +1085,9 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
     PG_RETURN_INT32((int32)count);
 }
 
-// Expires running jobs whose lease ran out (of one queue, or all); returns how many.
-// nowait (dequeue's housekeeping): skip jobs whose group or row another transaction holds.
-static int64 reap_expired(std::optional<int32> queue_id, int limit, bool nowait = false) {
+// Expires running jobs whose lease ran out (of one queue, or all); returns how many. Housekeeping
+// never waits: jobs whose group or row another transaction holds are left for the next pass.
+static int64 reap_expired(std::optional<int32> queue_id, int limit) {
     static Statement stmt(
         "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs"
         " WHERE state = 'running' AND lease_until < pg_catalog.now() AND ($1::int IS NULL OR queue_id = $1)"
@@ -1084,15 +1105,12 @@ static int64 reap_expired(std::optional<int32> queue_id, int limit, bool nowait 
         ids.push_back(j.id);
         if (j.group_key) groups.insert({j.queue_id, *j.group_key});
     }
-    if (nowait) {
-        std::set<GroupKey> held = try_lock_groups(groups);
-        ids.clear();
-        for (const auto &j : jobs)
-            if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
-        if (ids.empty()) return 0;
-    } else
-        lock_groups(groups);
-    std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, nowait);
+    std::set<GroupKey> held = try_lock_groups(groups);
+    ids.clear();
+    for (const auto &j : jobs)
+        if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
+    if (ids.empty()) return 0;
+    std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
 }
@@ -1180,7 +1198,7 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
         return (Datum)0;
     }
     // Housekeeping that never waits: expired leases, then jobs that came due.
-    reap_expired(q.id, 100, true);
+    reap_expired(q.id, 100);
     promote_due(q.id);
     ensure_event_partitions();
 
@@ -1279,7 +1297,7 @@ CONVEYOR_FUNCTION(conveyor_release) {
     int32 delay = PG_GETARG_INT32(2);
     check_delay(delay, "delay_seconds");
     spi::Connection spi;
-    auto jobs = find_jobs({id});
+    auto jobs = find_jobs({id}, true);
     if (jobs.empty()) {
         if (!finished_status(id)) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
         spi.finish();
@@ -1329,7 +1347,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     auto reason = arg_text(fcinfo, 1);
     spi::Connection spi;
-    auto jobs = find_jobs({id});
+    auto jobs = find_jobs({id}, true);
     if (jobs.empty()) {
         if (auto done = finished_status(id))
             throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} is already finished ({})", uuid_text(id), *done));
@@ -1724,10 +1742,8 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     auto hl = headless.run();
     std::set<GroupKey> groups;
     for (uint64 r = 0; r < hl.size(); ++r) groups.insert({*hl.int4(r, 0), *hl.text(r, 1)});
-    if (!groups.empty()) {
-        lock_groups(groups);
-        fill_group_heads(groups);
-    }
+    groups = try_lock_groups(groups);
+    fill_group_heads(groups);
 
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",

@@ -80,8 +80,8 @@ CREATE TABLE conveyor.job_history (
     finished_at  timestamptz NOT NULL,
     purge_at     timestamptz NOT NULL
 ) PARTITION BY RANGE (purge_at);
-CREATE INDEX job_history_job_id ON conveyor.job_history (job_id);
-CREATE INDEX job_history_unfinished ON conveyor.job_history (queue_id, status) WHERE status <> 'completed';
+-- Each partition carries its own indexes, (job_id) and (queue_id, status) WHERE status <> 'completed',
+-- created with it (not inherited from here), so pg_dump restores partitions without name clashes.
 
 -- The trail of every state change, partitioned by day.
 CREATE TABLE conveyor.job_events (
@@ -91,7 +91,7 @@ CREATE TABLE conveyor.job_events (
     worker_id text,
     details   jsonb
 ) PARTITION BY RANGE (at);
-CREATE INDEX job_events_job ON conveyor.job_events (job_id, at);
+-- Each partition carries its own index on (job_id, at).
 
 -- Counters behind queue_metrics, so it never counts a large table. Each backend writes its own rows
 -- (shard = backend id), one per queue and minute, so writers never wait on each other. Gauges

@@ -64,7 +64,8 @@ server_log() {
 TEST_DBS=()
 create_db() {  # create_db NAME: a fresh database with conveyor installed
     local db=$1
-    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+        -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" \
         -c "CREATE DATABASE \"$db\"" >/dev/null || return 1
     TEST_DBS+=("$db")
     psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "CREATE EXTENSION conveyor" >/dev/null
