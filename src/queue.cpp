@@ -595,6 +595,44 @@ static int64 insert_jobs(const Queue &q, const JobRows &rows) {
     return *res.int8(0, 0);
 }
 
+// One job: the same statement as insert_jobs_sql, with VALUES instead of arrays (no arrays to build
+// or unnest on the hottest producer path), and without the event insert when the trail is off.
+static std::string insert_one_sql(bool with_event) {
+    return std::string(
+        "WITH ins AS ("
+        "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
+        "                             payload, max_attempts, created_at)"
+        "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())"
+        "  ON CONFLICT DO NOTHING"
+        "  RETURNING job_id, queue_id, state, priority, run_at, group_key), ") +
+        (with_event ? "ev AS ("
+                      "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
+                      "  SELECT job_id, pg_catalog.clock_timestamp(), 'enqueued',"
+                      "         pg_catalog.jsonb_build_object('priority', priority, 'run_at', run_at, 'group_key', group_key)"
+                      "  FROM ins), "
+                    : "") +
+        "cnt AS (" +
+        counts_upsert("SELECT queue_id, (state <> 'scheduled')::int, (state = 'scheduled')::int, 1 FROM ins",
+                      {"pending", "scheduled", "enqueued"}) +
+        ") SELECT count(*) FROM ins";
+}
+
+static bool insert_one(const Queue &q, const pg_uuid_t &id, const std::string &state, const NewJob &job) {
+    static const std::string with_event = insert_one_sql(true), without_event = insert_one_sql(false);
+    static const std::initializer_list<Oid> types = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+                                                     TEXTOID, TEXTOID, JSONBOID, INT4OID};
+    static Statement all(with_event.c_str(), types);
+    static Statement quiet(without_event.c_str(), types);
+    bool trail = q.event_trail == "all";
+    if (trail) ensure_event_partitions();
+    Params p;
+    p.int4(0, q.id).uuid(1, id).text(2, state).int4(3, job.priority);
+    p.datum(4, TimestampTzGetDatum(job.run_at)).text(5, job.job_type).text(6, job.group_key).text(7, job.dedup_key);
+    p.datum(8, job.payload).int4(9, job.max_attempts);
+    auto res = (trail ? all : quiet).run(p);
+    return *res.int8(0, 0) == 1;
+}
+
 static Error concurrent_change(const std::string &what) {
     return Error(ERRCODE_T_R_SERIALIZATION_FAILURE, fmt::format("could not enqueue: {} changed concurrently", what),
                  "", "Retry the transaction.");
@@ -641,18 +679,8 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
             if (!first) state = "waiting";
         }
     }
-    JobRows rows;
     pg_uuid_t id = uuid_v7();
-    rows.ids = {id};
-    rows.states = {state};
-    rows.priorities = {job.priority};
-    rows.run_ats = {job.run_at};
-    rows.payloads = {job.payload};
-    rows.max_attempts = {job.max_attempts};
-    rows.job_types = {job.job_type};
-    rows.group_keys = {job.group_key};
-    rows.dedup_keys = {job.dedup_key};
-    if (insert_jobs(q, rows) != 1) throw concurrent_change("a job of the same group or dedup key");
+    if (!insert_one(q, id, state, job)) throw concurrent_change("a job of the same group or dedup key");
     if (due) notify_queue(q);
 
     Datum values[2] = {uuid_datum(id), BoolGetDatum(false)};
@@ -868,10 +896,10 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         "  SELECT job_id, pg_catalog.clock_timestamp(), 'succeeded', worker_id,"
         "         pg_catalog.jsonb_build_object('attempt', attempt, 'duration_ms',"
-        "           pg_catalog.round(extract(epoch FROM pg_catalog.now() - started_at) * 1000), 'stats', $3::jsonb)"
+        "           pg_catalog.round(extract(epoch FROM pg_catalog.clock_timestamp() - started_at) * 1000), 'stats', $3::jsonb)"
         "  FROM d WHERE event_trail = 'all'), "
         "cnt AS (" +
-        counts_upsert("SELECT queue_id, -count(*), count(*), sum(extract(epoch FROM pg_catalog.now() - started_at))::float8"
+        counts_upsert("SELECT queue_id, -count(*), count(*), sum(extract(epoch FROM pg_catalog.clock_timestamp() - started_at))::float8"
                       " FROM d GROUP BY queue_id",
                       {"running", "completed", "run_seconds"}) +
         ") SELECT job_id, queue_id, group_key, 'completed' FROM d";
@@ -963,22 +991,26 @@ struct JobRef {
     std::optional<std::string> group_key;
     std::string state;
     std::optional<std::string> worker_id;
+    int32 retention_days;  // of its queue: where it lands in job_history when it finishes
 };
 
 // The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
 // which every change to a job does before it takes its group's lock.
 static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false) {
     static Statement read(
-        "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs WHERE job_id = ANY($1)",
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)",
         {UUIDARRAYOID});
     static Statement locking(
-        "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs WHERE job_id = ANY($1)"
-        " ORDER BY job_id FOR UPDATE",
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)"
+        " ORDER BY j.job_id FOR UPDATE OF j",
         {UUIDARRAYOID});
     auto rows = (lock ? locking : read).run(Params().uuid_array(0, ids));
     std::vector<JobRef> out;
     for (uint64 r = 0; r < rows.size(); ++r)
-        out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4)});
+        out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
+                             *rows.int4(r, 5)});
     return out;
 }
 
@@ -1005,10 +1037,8 @@ static Error not_running(const pg_uuid_t &id, const std::optional<JobRef> &ref) 
 }
 
 static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
-    std::vector<int32> qids;
-    for (const auto &j : jobs) qids.push_back(j.queue_id);
     int32 retention = 0;
-    for (const auto &[id, q] : load_queues_by_id(qids)) retention = std::max(retention, q.retention_days);
+    for (const auto &j : jobs) retention = std::max(retention, j.retention_days);
     ensure_history_partitions(retention);
     ensure_event_partitions();
 }
@@ -1088,16 +1118,25 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
 // Expires running jobs whose lease ran out (of one queue, or all); returns how many. Housekeeping
 // never waits: jobs whose group or row another transaction holds are left for the next pass.
 static int64 reap_expired(std::optional<int32> queue_id, int limit) {
-    static Statement stmt(
-        "SELECT job_id, queue_id, group_key, state, worker_id FROM conveyor.jobs"
-        " WHERE state = 'running' AND lease_until < pg_catalog.now() AND ($1::int IS NULL OR queue_id = $1)"
-        " ORDER BY lease_until LIMIT $2",
+    // Two statements, so each has a plan that uses jobs_running for its case.
+    static Statement one_queue(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)"
+        " WHERE j.queue_id = $1 AND j.state = 'running' AND j.lease_until < pg_catalog.now()"
+        " ORDER BY j.lease_until LIMIT $2",
         {INT4OID, INT4OID});
-    auto rows = stmt.run(Params().int4(0, queue_id).int4(1, limit));
+    static Statement all_queues(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)"
+        " WHERE j.state = 'running' AND j.lease_until < pg_catalog.now() ORDER BY j.lease_until LIMIT $1",
+        {INT4OID});
+    auto rows = queue_id ? one_queue.run(Params().int4(0, *queue_id).int4(1, limit))
+                         : all_queues.run(Params().int4(0, limit));
     if (rows.size() == 0) return 0;
     std::vector<JobRef> jobs;
     for (uint64 r = 0; r < rows.size(); ++r)
-        jobs.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4)});
+        jobs.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
+                              *rows.int4(r, 5)});
     ensure_partitions_for(jobs);
     std::set<GroupKey> groups;
     std::vector<pg_uuid_t> ids;
@@ -1203,21 +1242,24 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
     ensure_event_partitions();
 
     static const std::string sql =
-        "WITH c AS ("
-        "  SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
-        "  ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED), "
-        "u AS ("
-        "  UPDATE conveyor.jobs j SET state = 'running', worker_id = $2, started_at = pg_catalog.now(),"
-        "    attempt = j.attempt + 1, lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $4)"
-        "  FROM c WHERE j.job_id = c.job_id"
-        "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at), "
+        // Leases and start times come from the clock, not the transaction start: a worker whose
+        // transaction began a while ago must still get the full lease.
+        "WITH u AS ("
+        "  UPDATE conveyor.jobs j SET state = 'running', worker_id = $2, started_at = pg_catalog.clock_timestamp(),"
+        "    attempt = j.attempt + 1, lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4)"
+        "  WHERE j.job_id = ANY(ARRAY("
+        "    SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
+        "    ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED))"
+        "    AND j.state = 'ready'"
+        "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at,"
+        "            j.started_at), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         "  SELECT job_id, pg_catalog.clock_timestamp(), 'started', $2, pg_catalog.jsonb_build_object('attempt', attempt,"
         "         'lease_until', lease_until) FROM u WHERE $5), "
         "cnt AS (" +
         counts_upsert("SELECT $1, -count(*), count(*), count(*),"
-                      " sum(GREATEST(extract(epoch FROM pg_catalog.now() - run_at), 0))::float8 FROM u HAVING count(*) > 0",
+                      " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
                       {"pending", "running", "started", "wait_seconds"}) +
         ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u"
         "  ORDER BY priority DESC, run_at, job_id";
@@ -1249,7 +1291,7 @@ CONVEYOR_FUNCTION(conveyor_heartbeat) {
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("extend_seconds must be between 1 and 604800, not {}", *extend));
     spi::Connection spi;
     static Statement stmt(
-        "UPDATE conveyor.jobs j SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs =>"
+        "UPDATE conveyor.jobs j SET lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs =>"
         "   COALESCE($3, q.lease_seconds))"
         " FROM conveyor.queues q"
         " WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2 AND q.queue_id = j.queue_id"

@@ -242,7 +242,10 @@ SPIPlanPtr Statement::plan() {
     int nargs = (int)types_.size();
     Oid *types = types_.data();
     plan_ = pg_guard([&] {
-        SPIPlanPtr p = SPI_prepare(sql, nargs, types);
+        // A generic plan, made once and reused: every statement here is a point or index-range
+        // lookup whose best plan does not depend on the values, and replanning each call cost
+        // more than executing. This also holds under plan_cache_mode = force_custom_plan.
+        SPIPlanPtr p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
         if (!p) elog(ERROR, "SPI_prepare failed (%s) for: %s", SPI_result_code_string(SPI_result), sql);
         if (SPI_keepplan(p) != 0) elog(ERROR, "SPI_keepplan failed");
         return p;

@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# conveyor benchmark:  bash bench/run.sh
+#
+# Sets up like the test suite (scripts/common.sh: packages, build, install, a fresh scratch cluster),
+# then measures with pgbench, on that one cluster and in one run, conveyor against "the floor": a
+# minimal hand-written queue table (floor.jobs) driven by plain SQL. Prints one table of jobs/s and
+# the ratio conveyor/floor, then the backlog-scaling ratios. See bench/README.md.
+#
+# Environment:
+#   BENCH_SECONDS        seconds per measurement (default 20)
+#   BENCH_CLIENTS        clients/workers for a-e (default 4)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f" (default all)
+#   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
+#   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT   which scratch cluster (see scripts/common.sh)
+source "$(dirname "$0")/../scripts/common.sh"
+
+BENCH_SECONDS=${BENCH_SECONDS:-20}
+BENCH_CLIENTS=${BENCH_CLIENTS:-4}
+SCALE_TARGET=1.5
+PHASES=${BENCH_ONLY:-"a b c d e f"}
+PROFILE=${BENCH_PROFILE:-0}
+PGBENCH=$PGBIN/pgbench
+HERE=$ROOT/bench
+WORK=$(mktemp -d /tmp/conveyor-bench.XXXXXX)
+
+on_exit() {
+    local rc=$?
+    # Fill sessions run in the background; end any that are left (only ours, by pid).
+    local p
+    for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+    cluster_stop
+    rm -rf "$WORK"
+    exit $rc
+}
+
+setup_all
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+export PGDATABASE=conveyor_bench
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+phase() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
+
+# ---- schema: conveyor, its queues, and the floor -----------------------------------------------------
+
+psql -X -q -d postgres -c "CREATE DATABASE conveyor_bench" >/dev/null
+if [ "$PROFILE" = 1 ]; then
+    cat >> "$CONVEYOR_PGDATA/postgresql.conf" <<'CONF'
+shared_preload_libraries = 'pg_cron,pg_stat_statements'
+pg_stat_statements.track = 'all'
+pg_stat_statements.track_planning = on
+CONF
+    pg_as "$PGBIN/pg_ctl" -D "$CONVEYOR_PGDATA" -l "$(dirname "$CONVEYOR_PGDATA")/server.log" -w restart >/dev/null
+    sql -c "CREATE EXTENSION pg_stat_statements"
+fi
+sql >/dev/null <<'SQL'
+CREATE EXTENSION conveyor;
+SELECT conveyor.create_queue('bench_enqueue');
+SELECT conveyor.create_queue('bench_enqueue_quiet', '{"notify": false}');
+SELECT conveyor.create_queue('bench_batch');
+SELECT conveyor.create_queue('bench_cycle');                              -- event_trail 'all' (default)
+SELECT conveyor.create_queue('bench_cycle_failures', '{"event_trail": "failures"}');
+SELECT conveyor.create_queue('bench_many');
+SELECT conveyor.create_queue('scale_1k');
+SELECT conveyor.create_queue('scale_1m');
+SELECT conveyor.create_queue('scale_groups');
+
+-- The floor: what a hand-written queue needs at the least. Same storage options as conveyor.jobs,
+-- one partial index for the dequeue order, bigserial ids.
+CREATE SCHEMA floor;
+CREATE TABLE floor.jobs (
+    id          bigserial PRIMARY KEY,
+    queue       text NOT NULL,
+    status      text NOT NULL DEFAULT 'pending',
+    priority    smallint NOT NULL DEFAULT 5,
+    run_at      timestamptz NOT NULL DEFAULT now(),
+    payload     jsonb NOT NULL,
+    attempt     integer NOT NULL DEFAULT 0,
+    worker_id   text,
+    lease_until timestamptz,
+    created_at  timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX jobs_pending ON floor.jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
+SQL
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+# Empties both sides (queues and their options stay), then VACUUM ANALYZE and CHECKPOINT so that no
+# measurement pays for the previous one's garbage or dirty buffers.
+reset_data() {
+    sql -c "TRUNCATE conveyor.jobs, conveyor.job_history, conveyor.job_events, conveyor.queue_counts, floor.jobs RESTART IDENTITY"
+}
+settle() { sql -c "VACUUM ANALYZE" -c "CHECKPOINT"; }
+
+# fill_conveyor QUEUE N: N ungrouped ready jobs through conveyor.enqueue_batch, 10,000 per call and
+# transaction; two sessions in parallel for large fills. Not measured.
+fill_conveyor_one() {
+    sql -c "DO \$\$
+        DECLARE left_ int := $2; n int;
+        BEGIN
+            WHILE left_ > 0 LOOP
+                n := least(left_, 10000);
+                PERFORM conveyor.enqueue_batch('$1', (SELECT jsonb_agg(jsonb_build_object('payload',
+                            jsonb_build_object('channel_id', 'UC' || g, 'n', g))) FROM generate_series(1, n) g));
+                COMMIT;
+                left_ := left_ - n;
+            END LOOP;
+        END \$\$"
+}
+fill_conveyor() {
+    if [ "$2" -lt 200000 ]; then fill_conveyor_one "$1" "$2"; return; fi
+    local half=$(($2 / 2)) p1 p2
+    fill_conveyor_one "$1" "$half" & p1=$!
+    fill_conveyor_one "$1" "$(($2 - half))" & p2=$!
+    wait "$p1"; wait "$p2"
+}
+fill_floor() {
+    sql -c "INSERT INTO floor.jobs (queue, payload)
+            SELECT '$1', jsonb_build_object('channel_id', 'UC' || g, 'n', g) FROM generate_series(1, $2) g"
+}
+conveyor_count() {  # QUEUE STATE
+    sql -c "SELECT count(*) FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)
+            WHERE q.name = '$1' AND j.state = '$2'"
+}
+floor_count() { sql -c "SELECT count(*) FROM floor.jobs WHERE queue = '$1' AND status = '$2'"; }
+side_count() {  # SIDE QUEUE pending|running
+    if [ "$1" = conveyor ]; then conveyor_count "$2" "$( [ "$3" = pending ] && echo ready || echo running)"
+    else floor_count "$2" "$3"; fi
+}
+
+# pgb SCRIPT CLIENTS ARGS...: one pgbench run; output in $WORK/pgbench.out. Fails if any client aborted.
+pgb() {
+    local script=$1 clients=$2 threads=2
+    shift 2
+    [ "$clients" -lt 2 ] && threads=1
+    [ "$PROFILE" = 1 ] && sql -c "SELECT pg_stat_statements_reset()" >/dev/null
+    "$PGBENCH" -n -M prepared -c "$clients" -j "$threads" -T "${PGB_SECONDS:-$BENCH_SECONDS}" -f "$HERE/pgbench/$script" "$@" \
+        > "$WORK/pgbench.out" 2>&1
+}
+pgb_tps() { sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/pgbench.out"; }
+pgb_txns() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$WORK/pgbench.out"; }
+# The average latency (ms) of the Nth command of the script, from pgbench -r.
+pgb_latency() { awk -v n="$1" '/^statement latencies/ { on = 1; next } on && $1 ~ /^[0-9.]+$/ && ++k == n { print $1 }' "$WORK/pgbench.out"; }
+pgb_fail() { log "pgbench failed ($1):"; cat "$WORK/pgbench.out" >&2; exit 1; }
+
+profile() {  # where conveyor spent its time in the last run (BENCH_PROFILE=1)
+    [ "$PROFILE" = 1 ] || return 0
+    psql -X -q -P pager=off -c "
+        SELECT calls, round((total_plan_time / calls)::numeric, 3) AS plan_ms, round(mean_exec_time::numeric, 3) AS exec_ms,
+               CASE WHEN toplevel THEN 'top' ELSE 'nested' END AS level,
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement
+        FROM pg_stat_statements WHERE calls > 10 AND query NOT LIKE '%pg_stat_statements%'
+        ORDER BY total_exec_time + total_plan_time DESC LIMIT 8" | sed 's/^/    /'
+}
+
+declare -A CONV FLOOR
+note() { printf '  %-58s %s\n' "$1" "$2" >&2; }
+
+# measure_enqueue KEY SIDE SCRIPT QUEUE CLIENTS JOBS_PER_TXN [pgbench args]: jobs/s into CONV/FLOOR[KEY].
+measure_enqueue() {
+    local key=$1 side=$2 script=$3 queue=$4 clients=$5 per=$6
+    shift 6
+    reset_data; settle
+    pgb "$script" "$clients" -D queue="$queue" "$@" || pgb_fail "$key $side"
+    local rate; rate=$(calc "$(pgb_tps) * $per")
+    # Every transaction must have added its jobs.
+    local want have
+    want=$(($(pgb_txns) * per))
+    have=$(side_count "$side" "$queue" pending)
+    [ "$have" -ge "$want" ] || { log "$key $side: $want jobs enqueued, $have found"; exit 1; }
+    if [ "$side" = conveyor ]; then CONV[$key]=$rate; else FLOOR[$key]=$rate; fi
+    note "$key $side $script" "$rate jobs/s"
+    [ "$side" = conveyor ] && profile
+    return 0
+}
+
+# measure_drain KEY SIDE SCRIPT QUEUE CLIENTS PREFILL: workers drain a prefilled queue; jobs/s (from
+# the backlog consumed) into CONV/FLOOR[KEY]. A backlog that runs dry is refilled three times larger
+# and the measurement repeated.
+measure_drain() {
+    local key=$1 side=$2 script=$3 queue=$4 clients=$5 prefill=$6 try before after rc running
+    for try in 1 2 3; do
+        reset_data
+        if [ "$side" = conveyor ]; then fill_conveyor "$queue" "$prefill"; else fill_floor "$queue" "$prefill"; fi
+        settle
+        before=$(side_count "$side" "$queue" pending)
+        rc=0
+        pgb "$script" "$clients" -D queue="$queue" || rc=$?
+        after=$(side_count "$side" "$queue" pending)
+        if [ "$rc" -eq 0 ] && [ "$after" -gt 0 ]; then break; fi
+        if [ "$after" -gt 0 ]; then pgb_fail "$key $side"; fi
+        [ "$try" -lt 3 ] || pgb_fail "$key $side: the backlog ran dry even with $prefill jobs"
+        log "$key $side: $prefill jobs ran dry; again with $((prefill * 3))"
+        prefill=$((prefill * 3))
+    done
+    running=$(side_count "$side" "$queue" running)
+    [ "$running" -eq 0 ] || { log "$key $side: $running jobs left running after the run"; exit 1; }
+    # jobs / elapsed, elapsed = transactions / tps
+    local rate; rate=$(calc "($before - $after) * $(pgb_tps) / $(pgb_txns)")
+    if [ "$side" = conveyor ]; then CONV[$key]=$rate; else FLOOR[$key]=$rate; fi
+    note "$key $side $script (backlog $before -> $after)" "$rate jobs/s"
+    [ "$side" = conveyor ] && profile
+    return 0
+}
+
+# ---- measurements --------------------------------------------------------------------------------------
+
+log "measuring: $BENCH_SECONDS s each, $BENCH_CLIENTS clients, phases: $PHASES"
+T=$BENCH_SECONDS
+C=$BENCH_CLIENTS
+
+if phase a; then
+    measure_enqueue a conveyor enqueue.sql bench_enqueue "$C" 1
+    measure_enqueue a floor floor_enqueue.sql bench_enqueue "$C" 1
+    measure_enqueue a_quiet conveyor enqueue.sql bench_enqueue_quiet "$C" 1
+fi
+
+if phase b; then
+    BATCH=$(sql -c "SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('channel_id', 'UC' || g, 'n', g)))
+                    FROM generate_series(1, 100) g")
+    measure_enqueue b conveyor enqueue_batch.sql bench_batch "$C" 100 -D batch="$BATCH"
+    measure_enqueue b floor floor_enqueue_batch.sql bench_batch "$C" 100 -D batch="$BATCH"
+fi
+
+# Prefill: a generous guess of what the run consumes (jobs/s x seconds); measure_drain grows it if not.
+if phase c; then
+    measure_drain c conveyor cycle.sql bench_cycle "$C" $((4000 * T))
+    measure_drain c floor floor_cycle.sql bench_cycle "$C" $((12000 * T))
+fi
+if phase e; then
+    measure_drain e conveyor cycle.sql bench_cycle_failures "$C" $((4000 * T))
+    phase c || measure_drain c floor floor_cycle.sql bench_cycle "$C" $((12000 * T))
+    FLOOR[e]=${FLOOR[c]}
+fi
+if phase d; then
+    measure_drain d conveyor cycle_many.sql bench_many "$C" $((30000 * T))
+    measure_drain d floor floor_cycle_many.sql bench_many "$C" $((80000 * T))
+fi
+
+# f. Backlog scaling: one worker enqueues one job (so the backlog stays where it is), dequeues one and
+#    acknowledges it; pgbench -r gives the dequeue's latency. Commands in scaling.sql: 1 \set,
+#    2 enqueue, 3 dequeue, 4 ack. These sessions run with synchronous_commit = off: the WAL flush
+#    at commit costs the same at any backlog and would only hide (and add disk noise to) the work
+#    that does depend on it. Each backlog is measured in 3 runs of a third of BENCH_SECONDS (at least
+#    5 s); the lowest latency counts, as noise from other processes only ever adds to it.
+declare -A DEQ CYC
+measure_scaling() {
+    local key=$1 queue=$2 ready d c secs=$((BENCH_SECONDS / 3))
+    [ "$secs" -ge 5 ] || secs=5
+    settle
+    for _ in 1 2 3; do
+        PGB_SECONDS=$secs PGOPTIONS="-c synchronous_commit=off" pgb scaling.sql 1 -r -D queue="$queue" ||
+            pgb_fail "scaling $key"
+        d=$(pgb_latency 3)
+        c=$(calc "$(pgb_latency 3) + $(pgb_latency 4)" 3)
+        if [ -z "${DEQ[$key]:-}" ] || awk -v a="$d" -v b="${DEQ[$key]}" 'BEGIN { exit !(a < b) }'; then DEQ[$key]=$d; fi
+        if [ -z "${CYC[$key]:-}" ] || awk -v a="$c" -v b="${CYC[$key]}" 'BEGIN { exit !(a < b) }'; then CYC[$key]=$c; fi
+    done
+    ready=$(conveyor_count "$queue" ready)
+    note "f $key (ready backlog after: $ready)" "dequeue ${DEQ[$key]} ms, dequeue+ack ${CYC[$key]} ms (best of 3)"
+    profile
+}
+if phase f; then
+    reset_data
+    fill_conveyor scale_1k 1000
+    measure_scaling 1k scale_1k
+
+    reset_data
+    fill_conveyor scale_1m 1000000
+    measure_scaling 1m scale_1m
+
+    # 1,000 groups, each with one running job (leased for a day to a worker that never comes back)
+    # and 100 waiting behind it; then the 1,000 ungrouped jobs the worker dequeues.
+    reset_data
+    sql -c "DO \$\$
+        BEGIN
+            FOR c IN 0..9 LOOP
+                PERFORM conveyor.enqueue_batch('scale_groups', (SELECT jsonb_agg(jsonb_build_object(
+                            'group_key', 'channel-' || g, 'payload', jsonb_build_object('channel_id', 'UC' || g, 'k', k)))
+                        FROM generate_series(c * 100 + 1, c * 100 + 100) g, generate_series(1, 101) k));
+                COMMIT;
+            END LOOP;
+        END \$\$"
+    sql -c "SELECT count(*) FROM conveyor.dequeue('scale_groups', 'bench-holder', 1000, 86400)" >/dev/null
+    fill_conveyor scale_groups 1000
+    counts=$(sql -c "SELECT string_agg(state || '=' || n, ' ' ORDER BY state) FROM (
+                         SELECT state, count(*) AS n FROM conveyor.jobs GROUP BY state) s")
+    [ "$counts" = "ready=1000 running=1000 waiting=100000" ] || { log "groups setup: $counts"; exit 1; }
+    measure_scaling groups scale_groups
+fi
+
+# ---- report --------------------------------------------------------------------------------------------
+
+row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
+    local key=$1 label=$2 spec=${3:-} c=${CONV[$1]:-} f=${FLOOR[$1]:-} ratio="-" verdict="" target="(info)"
+    [ -n "$c" ] || return 0
+    [ -n "$f" ] && ratio=$(calc "$c / $f" 2)
+    case $spec in
+        r*) target=">= ${spec#r}x"
+            [ -n "$f" ] && verdict=$(awk -v r="$ratio" -v t="${spec#r}" 'BEGIN { print (r >= t ? "ok" : "MISSED") }') ;;
+        a*) target=">= ${spec#a}/s"
+            verdict=$(awk -v r="$c" -v t="${spec#a}" 'BEGIN { print (r >= t ? "ok" : "MISSED") }') ;;
+    esac
+    printf '%-52s %14s %14s %8s   %-10s %s\n' "$label" "$c" "${f:--}" "${ratio}x" "$target" "$verdict"
+}
+
+echo
+echo "conveyor vs floor: $BENCH_SECONDS s per measurement, pgbench -M prepared -c $C -j 2; ratio = conveyor / floor"
+printf '%-52s %14s %14s %8s   %s\n' "operation" "conveyor jobs/s" "floor jobs/s" "ratio" "target"
+printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+[ -n "${FLOOR[a]:-}" ] && FLOOR[a_quiet]=${FLOOR[a]}
+row a "a. enqueue, 1 job/call, $C clients" r0.8
+row a_quiet "   same, queue option notify = false" ""
+row b "b. enqueue_batch, 100 jobs/call, $C clients" a50000
+row c "c. dequeue 1 + ack, $C workers, event_trail 'all'" r0.7
+row e "e. dequeue 1 + ack, $C workers, event_trail 'failures'" ""
+row d "d. dequeue 100 + ack_many, $C workers" a20000
+[ -n "${CONV[e]:-}" ] && echo "   (e. is compared with the floor of c.: the floor has no event trail)"
+
+if [ -n "${DEQ[1k]:-}" ]; then
+    echo
+    echo "f. backlog scaling: 1 worker, enqueue 1 + dequeue 1 + ack per cycle (backlog held constant),"
+    echo "   synchronous_commit = off, latency per job"
+    printf '%-60s %12s %12s %10s   %s\n' "backlog" "dequeue ms" "deq+ack ms" "ratio" "target"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    srow() {  # KEY LABEL
+        local ratio verdict="" target=""
+        ratio=$(calc "${DEQ[$1]} / ${DEQ[1k]}" 2)
+        if [ "$1" != 1k ]; then
+            target="<= ${SCALE_TARGET}x"
+            verdict=$(awk -v r="$ratio" -v t="$SCALE_TARGET" 'BEGIN { print (r <= t ? "ok" : "MISSED") }')
+        fi
+        printf '%-60s %12s %12s %10s   %-9s %s\n' "$2" "${DEQ[$1]}" "${CYC[$1]}" "${ratio}x" "$target" "$verdict"
+    }
+    srow 1k "1,000 ready jobs"
+    srow 1m "1,000,000 ready jobs"
+    srow groups "1,000 ready + 100,000 waiting behind 1,000 busy groups"
+    echo "   ratio = dequeue latency / dequeue latency at 1,000; deq+ack ratios:" \
+        "1m $(calc "${CYC[1m]} / ${CYC[1k]}" 2)x, groups $(calc "${CYC[groups]} / ${CYC[1k]}" 2)x"
+fi
