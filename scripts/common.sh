@@ -14,7 +14,8 @@ export PGUSER=postgres
 export PGDATABASE=postgres
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
-          libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3)
+          libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
+          valgrind)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -77,9 +78,9 @@ synchronous_commit = on
 log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 CONF
-    # CONVEYOR_SERVER_ENV: extra environment for the server (scripts/asan.sh preloads libasan).
-    # shellcheck disable=SC2086
-    pg_as env ${CONVEYOR_SERVER_ENV:-} $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -l "$base/server.log" -w start >/dev/null
+    # CONVEYOR_POSTGRES: another server binary or wrapper (scripts/memcheck.sh runs it under valgrind).
+    pg_as $PGBIN/pg_ctl -D "$CONVEYOR_PGDATA" -l "$base/server.log" ${CONVEYOR_POSTGRES:+-p "$CONVEYOR_POSTGRES"} \
+        -t 300 -w start >/dev/null
 }
 
 setup_all() {

@@ -410,6 +410,16 @@ static void fill_group_heads(const std::set<GroupKey> &groups) {
     for (const auto &[queue_id, keys] : by_queue) fill_group_heads(queue_id, keys);
 }
 
+// Returns every row of a statement's result as rows of a set-returning function, column for column.
+static void emit_rows(ResultSet &out, const spi::Rows &rows) {
+    std::vector<Datum> values(out.natts());
+    std::unique_ptr<bool[]> nulls(new bool[out.natts()]);
+    for (uint64 r = 0; r < rows.size(); ++r) {
+        for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
+        out.add(values.data(), nulls.get());
+    }
+}
+
 static void notify_queue(const Queue &q) {
     if (!q.notify) return;
     const char *payload = q.name.c_str();
@@ -1270,12 +1280,7 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
                               .int4(2, max_count)
                               .int4(3, lease.value_or(q.lease_seconds))
                               .boolean(4, q.event_trail == "all"));
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        Datum values[7];
-        bool nulls[7];
-        for (int c = 0; c < 7; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    emit_rows(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -1590,12 +1595,7 @@ CONVEYOR_FUNCTION(conveyor_list_queues) {
         " 'notify', notify, 'event_trail', event_trail), created_at FROM conveyor.queues ORDER BY name",
         {});
     auto rows = stmt.run();
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        Datum values[4];
-        bool nulls[4];
-        for (int c = 0; c < 4; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    emit_rows(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -1637,12 +1637,7 @@ CONVEYOR_FUNCTION(conveyor_job_events) {
     static Statement stmt(
         "SELECT at, event, worker_id, details FROM conveyor.job_events WHERE job_id = $1 ORDER BY at", {UUIDOID});
     auto rows = stmt.run(Params().uuid(0, id));
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        Datum values[4];
-        bool nulls[4];
-        for (int c = 0; c < 4; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    emit_rows(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -1689,12 +1684,7 @@ CONVEYOR_FUNCTION(conveyor_queue_metrics) {
         " ORDER BY q.name",
         {TEXTOID});
     auto rows = stmt.run(Params().text(0, name));
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        Datum values[11];
-        bool nulls[11];
-        for (int c = 0; c < 11; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    emit_rows(out, rows);
     spi.finish();
     return (Datum)0;
 }
