@@ -76,6 +76,7 @@ max_prepared_transactions = 10
 fsync = on
 synchronous_commit = on
 log_min_messages = warning
+log_lock_waits = on
 log_line_prefix = '%m [%p] %d '
 CONF
     # CONVEYOR_POSTGRES: another server binary or wrapper (scripts/memcheck.sh runs it under valgrind).

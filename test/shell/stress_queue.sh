@@ -45,7 +45,10 @@ CREATE TABLE work_log (
     outcome     text,                   -- succeeded / failed / abandoned
     acked       boolean                 -- what ack returned (NULL: abandoned, never acked)
 );
-CREATE TABLE worker_errors (worker text, job_id uuid, sqlstate text, message text, at timestamptz DEFAULT clock_timestamp());
+CREATE TABLE worker_errors (worker text, job_id uuid, sqlstate text, message text, detail text,
+                            at timestamptz DEFAULT clock_timestamp());
+-- Acks retried after 40P01/40001, as every caller must (README, "Errors"), with the server's DETAIL.
+CREATE TABLE ack_retries (worker text, job_id uuid, sqlstate text, detail text, at timestamptz DEFAULT clock_timestamp());
 CREATE TABLE producer_done (done boolean);
 CREATE TABLE producer_retries (batch int, sqlstate text, message text);
 
@@ -86,6 +89,27 @@ END
 $$;
 
 -- One worker: dequeue up to 10, then one transaction per job.
+-- A worker's ack: 40P01 and 40001 are retried (up to 5 times), as conveyor's callers are told to.
+-- Each retry is recorded with the server's DETAIL; any other error propagates.
+CREATE FUNCTION ack_retrying(jid uuid, ok boolean, w text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    d text;
+BEGIN
+    FOR i IN 1 .. 5 LOOP
+        BEGIN
+            IF ok THEN
+                RETURN conveyor.ack(jid, success => true, worker_id => w);
+            END IF;
+            RETURN conveyor.ack(jid, success => false, error_message => 'simulated failure', worker_id => w);
+        EXCEPTION WHEN deadlock_detected OR serialization_failure THEN
+            GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+            INSERT INTO ack_retries (worker, job_id, sqlstate, detail) VALUES (w, jid, SQLSTATE, d);
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'ack of % failed 5 times with 40P01/40001', jid;
+END
+$$;
+
 CREATE PROCEDURE work(w text, cap_seconds int)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -98,6 +122,7 @@ DECLARE
     r float8;
     ack_ok boolean;
     failures int := 0;   -- dequeue errors in a row
+    err_detail text;
 BEGIN
     WHILE clock_timestamp() < deadline LOOP
         batch := NULL;
@@ -108,7 +133,8 @@ BEGIN
               FROM conveyor.dequeue('stress', w, 10) d;
             failures := 0;
         EXCEPTION WHEN OTHERS THEN
-            INSERT INTO worker_errors (worker, sqlstate, message) VALUES (w, SQLSTATE, 'dequeue: ' || SQLERRM);
+            GET STACKED DIAGNOSTICS err_detail = PG_EXCEPTION_DETAIL;
+            INSERT INTO worker_errors (worker, sqlstate, message, detail) VALUES (w, SQLSTATE, 'dequeue: ' || SQLERRM, err_detail);
             failures := failures + 1;
         END;
         COMMIT;
@@ -136,15 +162,17 @@ BEGIN
                     UPDATE work_log SET finished = clock_timestamp(), outcome = 'abandoned' WHERE id = log_id;
                 ELSIF r < 0.11 THEN
                     UPDATE work_log SET finished = clock_timestamp(), outcome = 'failed' WHERE id = log_id;
-                    ack_ok := conveyor.ack(jid, success => false, error_message => 'simulated failure', worker_id => w);
+                    ack_ok := ack_retrying(jid, false, w);
                     UPDATE work_log SET acked = ack_ok WHERE id = log_id;
                 ELSE
                     UPDATE work_log SET finished = clock_timestamp(), outcome = 'succeeded' WHERE id = log_id;
-                    ack_ok := conveyor.ack(jid, success => true, worker_id => w);
+                    ack_ok := ack_retrying(jid, true, w);
                     UPDATE work_log SET acked = ack_ok WHERE id = log_id;
                 END IF;
             EXCEPTION WHEN OTHERS THEN
-                INSERT INTO worker_errors (worker, job_id, sqlstate, message) VALUES (w, jid, SQLSTATE, SQLERRM);
+                GET STACKED DIAGNOSTICS err_detail = PG_EXCEPTION_DETAIL;
+                INSERT INTO worker_errors (worker, job_id, sqlstate, message, detail)
+                VALUES (w, jid, SQLSTATE, SQLERRM, err_detail);
             END;
             COMMIT;
         END LOOP;
@@ -207,6 +235,8 @@ note "workers ran $((elapsed / 1000)).$((elapsed % 1000 / 100)) s: $attempts att
 note "$(q "$DB" "SELECT string_agg(outcome || coalesce(' (ack ' || acked || ')', '') || ': ' || n, ', ' ORDER BY outcome, acked)
                  FROM (SELECT outcome, acked, count(*) n FROM work_log GROUP BY 1, 2) s")"
 note "producer retries: $(q "$DB" "SELECT count(*) FROM producer_retries")"
+note "ack retries after 40P01/40001: $(q "$DB" "SELECT count(*) FROM ack_retries")"
+q "$DB" "SELECT sqlstate || ': ' || coalesce(detail, '') FROM ack_retries LIMIT 5" | sed 's/^/#   /'
 
 # ---- assertions -----------------------------------------------------------------------------------
 q "$DB" "CREATE INDEX ON work_log (job_id, attempt)" "ANALYZE work_log" "ANALYZE enqueued" >/dev/null
@@ -215,7 +245,7 @@ is "$(q "$DB" "SELECT count(*), count(DISTINCT job_id), count(*) FILTER (WHERE w
 
 errors=$(q "$DB" "SELECT count(*) FROM worker_errors")
 is "$errors" 0 "workers met no errors from dequeue or ack"
-[ "$errors" = 0 ] || q "$DB" "SELECT sqlstate, message, count(*) FROM worker_errors GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10" | sed 's/^/#   /'
+[ "$errors" = 0 ] || q "$DB" "SELECT sqlstate, message, count(*), min(detail) FROM worker_errors GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10" | sed 's/^/#   /'
 
 is "$(q "$DB" "SELECT count(*) FROM conveyor.jobs")" 0 "no job is left in conveyor.jobs"
 is "$(q "$DB" "SELECT count(*) FROM enqueued e WHERE (SELECT count(*) FROM conveyor.job_history h WHERE h.job_id = e.job_id) <> 1")" 0 \
