@@ -1227,6 +1227,32 @@ static void promote_due(int32 queue_id) {
     }
 }
 
+// Claims up to $3 ready jobs of queue $1 for worker $2 with a lease of $4 seconds, in dequeue order.
+// Leases and start times come from the clock, not the transaction start: a worker whose transaction
+// began a while ago must still get the full lease.
+static std::string claim_sql(bool with_event) {
+    return std::string(
+        "WITH u AS ("
+        "  UPDATE conveyor.jobs j SET state = 'running', worker_id = $2, started_at = pg_catalog.clock_timestamp(),"
+        "    attempt = j.attempt + 1, lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4)"
+        "  WHERE j.job_id = ANY(ARRAY("
+        "    SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
+        "    ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED))"
+        "    AND j.state = 'ready'"
+        "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at,"
+        "            j.started_at), ") +
+        std::string(with_event ? "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), 'started', $2, pg_catalog.jsonb_build_object('attempt', attempt,"
+        "         'lease_until', lease_until) FROM u), " : "") +
+        "cnt AS (" +
+        counts_upsert("SELECT $1, -count(*), count(*), count(*),"
+                      " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
+                      {"pending", "running", "started", "wait_seconds"}) +
+        ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u"
+        "  ORDER BY priority DESC, run_at, job_id";
+}
+
 CONVEYOR_FUNCTION(conveyor_dequeue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     auto worker = arg_text(fcinfo, 1);
@@ -1246,40 +1272,31 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
         spi.finish();
         return (Datum)0;
     }
-    // Housekeeping that never waits: expired leases, then jobs that came due.
-    reap_expired(q.id, 100);
-    promote_due(q.id);
-    ensure_event_partitions();
+    // Housekeeping that never waits: expired leases, then jobs that came due. One probe says whether
+    // either has anything to do, so an idle housekeeping costs one index lookup per index.
+    static Statement probe(
+        "SELECT EXISTS (SELECT 1 FROM conveyor.jobs WHERE queue_id = $1 AND state = 'running'"
+        "               AND lease_until < pg_catalog.now()),"
+        "       EXISTS (SELECT 1 FROM conveyor.jobs WHERE queue_id = $1 AND state = 'scheduled'"
+        "               AND run_at <= pg_catalog.now())",
+        {INT4OID});
+    auto due = probe.run(Params().int4(0, q.id));
+    bool expired = *due.boolean(0, 0), came_due = *due.boolean(0, 1);
+    if (expired) reap_expired(q.id, 100);
+    if (came_due) promote_due(q.id);
+    bool trail = q.event_trail == "all";
+    if (trail) ensure_event_partitions();
 
-    static const std::string sql =
-        // Leases and start times come from the clock, not the transaction start: a worker whose
-        // transaction began a while ago must still get the full lease.
-        "WITH u AS ("
-        "  UPDATE conveyor.jobs j SET state = 'running', worker_id = $2, started_at = pg_catalog.clock_timestamp(),"
-        "    attempt = j.attempt + 1, lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4)"
-        "  WHERE j.job_id = ANY(ARRAY("
-        "    SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
-        "    ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED))"
-        "    AND j.state = 'ready'"
-        "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at,"
-        "            j.started_at), "
-        "ev AS ("
-        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
-        "  SELECT job_id, pg_catalog.clock_timestamp(), 'started', $2, pg_catalog.jsonb_build_object('attempt', attempt,"
-        "         'lease_until', lease_until) FROM u WHERE $5), "
-        "cnt AS (" +
-        counts_upsert("SELECT $1, -count(*), count(*), count(*),"
-                      " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
-                      {"pending", "running", "started", "wait_seconds"}) +
-        ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u"
-        "  ORDER BY priority DESC, run_at, job_id";
-    static Statement claim(sql.c_str(), {INT4OID, TEXTOID, INT4OID, INT4OID, BOOLOID});
+    static const std::string with_event = claim_sql(true), without_event = claim_sql(false);
+    static const std::initializer_list<Oid> claim_types = {INT4OID, TEXTOID, INT4OID, INT4OID};
+    static Statement claim_all(with_event.c_str(), claim_types);
+    static Statement claim_quiet(without_event.c_str(), claim_types);
+    Statement &claim = trail ? claim_all : claim_quiet;
     auto rows = claim.run(Params()
                               .int4(0, q.id)
                               .text(1, *worker)
                               .int4(2, max_count)
-                              .int4(3, lease.value_or(q.lease_seconds))
-                              .boolean(4, q.event_trail == "all"));
+                              .int4(3, lease.value_or(q.lease_seconds)));
     emit_rows(out, rows);
     spi.finish();
     return (Datum)0;
