@@ -1238,7 +1238,6 @@ static std::string claim_sql(bool with_event) {
         "  WHERE j.job_id = ANY(ARRAY("
         "    SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
         "    ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED))"
-        "    AND j.state = 'ready'"
         "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at,"
         "            j.started_at), ") +
         std::string(with_event ? "ev AS ("
