@@ -10,15 +10,7 @@
 source "$(dirname "$0")/lib/tap.bash"
 
 DB=conveyor_shell_lock_order
-TMP=$(mktemp -d /tmp/conveyor-lockorder.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    drop_test_dbs
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+use_scratch lockorder
 
 create_db "$DB" || bail "could not create database $DB"
 q "$DB" "CREATE TABLE flags (name text PRIMARY KEY)" \

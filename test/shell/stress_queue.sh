@@ -13,16 +13,7 @@ NGROUPS=200
 BATCH=2000
 WORKERS=8
 CAP_SECONDS=${CONVEYOR_STRESS_CAP:-240}  # the workers' time cap; the run normally takes far less
-TMP=$(mktemp -d /tmp/conveyor-stress.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    drop_test_dbs
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+use_scratch stress
 
 create_db "$DB" || bail "could not create database $DB"
 

@@ -77,3 +77,17 @@ drop_test_dbs() {
     done
     TEST_DBS=()
 }
+
+# For tests that run background sessions: a scratch directory in $TMP, background pids collected in
+# PIDS, and on exit those sessions killed, the test's databases dropped and $TMP removed.
+use_scratch() {  # use_scratch NAME
+    TMP=$(mktemp -d "/tmp/conveyor-$1.XXXXXX")
+    PIDS=()
+    trap scratch_cleanup EXIT
+}
+scratch_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    drop_test_dbs
+    rm -rf "$TMP"
+}
