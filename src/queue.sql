@@ -128,34 +128,35 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.queue_counts', '');
 -- them are index lookups; the function-level settings below keep the planner on those indexes
 -- whatever the table statistics were when a backend first planned them (a bitmap AND of a partial
 -- index with the primary key, or a sequential scan chosen while the table was empty, would be kept
--- for the life of the backend).
+-- for the life of the backend). jit is off because those settings inflate the cost of the few plans
+-- that must scan (the queues table) past jit_above_cost, and JIT-compiling them each call costs ms.
 
 -- ---- queue management -----------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.create_queue(queue text, options jsonb DEFAULT '{}') RETURNS void
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_create_queue';
 CREATE FUNCTION conveyor.alter_queue(queue text, options jsonb) RETURNS void
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_alter_queue';
 CREATE FUNCTION conveyor.drop_queue(queue text, force boolean DEFAULT false) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_drop_queue';
 CREATE FUNCTION conveyor.pause_queue(queue text) RETURNS void
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_pause_queue';
 CREATE FUNCTION conveyor.resume_queue(queue text) RETURNS void
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_resume_queue';
 CREATE FUNCTION conveyor.list_queues()
     RETURNS TABLE(queue text, paused boolean, options jsonb, created_at timestamptz)
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_list_queues';
 
 -- ---- producing ---------------------------------------------------------------------------------------
@@ -166,12 +167,12 @@ CREATE FUNCTION conveyor.enqueue(queue text, payload jsonb DEFAULT '{}', job_typ
                                  max_attempts int DEFAULT NULL)
     RETURNS TABLE(job_id uuid, was_duplicate boolean)
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_enqueue';
 CREATE FUNCTION conveyor.enqueue_batch(queue text, jobs jsonb)
     RETURNS TABLE(ord int, job_id uuid, was_duplicate boolean)
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_enqueue_batch';
 
 -- ---- consuming ---------------------------------------------------------------------------------------
@@ -180,65 +181,65 @@ CREATE FUNCTION conveyor.dequeue(queue text, worker_id text, max_count int DEFAU
     RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, priority int, attempt int,
                   lease_until timestamptz)
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_dequeue';
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
                              stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_ack';
 CREATE FUNCTION conveyor.ack_many(job_ids uuid[], success boolean, error_message text DEFAULT NULL,
                                   worker_id text DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_ack_many';
 CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL) RETURNS timestamptz
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
 CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_release';
 
 -- ---- operating -------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_retry';
 CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
 CREATE FUNCTION conveyor.cancel(job_id uuid, reason text DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_cancel';
 CREATE FUNCTION conveyor.reap(queue text DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_reap';
 CREATE FUNCTION conveyor.maintain() RETURNS jsonb
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_maintain';
 
 -- ---- observing -------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.get_job(job_id uuid) RETURNS jsonb
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_get_job';
 CREATE FUNCTION conveyor.job_events(job_id uuid)
     RETURNS TABLE(at timestamptz, event text, worker_id text, details jsonb)
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_job_events';
 CREATE FUNCTION conveyor.queue_metrics(queue text DEFAULT NULL)
     RETURNS TABLE(queue text, pending bigint, scheduled bigint, running bigint, expired_leases bigint,
                   completed_1h bigint, failed_24h bigint, dead bigint, avg_queue_seconds numeric,
                   jobs_per_hour numeric, oldest_pending_seconds numeric)
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_queue_metrics';
