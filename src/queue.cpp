@@ -60,15 +60,6 @@ static void check_delay(const std::optional<int32> &delay, const char *name) {
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be negative, not {}", name, *delay));
 }
 
-static Datum uuid_datum(const pg_uuid_t &id) {
-    const pg_uuid_t *src = &id;
-    return pg_guard([&] {
-        auto *u = (pg_uuid_t *)palloc(sizeof(pg_uuid_t));
-        *u = *src;
-        return UUIDPGetDatum(u);
-    });
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Queues and their options
 
@@ -1057,11 +1048,12 @@ static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
 // 42704/55000); with one, jobs no longer leased to it are skipped.
 static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const std::optional<std::string> &error,
                          Datum stats, bool stats_null, const std::optional<std::string> &worker) {
-    std::vector<JobRef> jobs = find_jobs(ids, true);
+    std::map<pg_uuid_t, JobRef, UuidLess> found;
+    for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
     for (const auto &id : ids) {
-        auto it = std::find_if(jobs.begin(), jobs.end(), [&](const JobRef &j) { return std::memcmp(&j.id, &id, sizeof id) == 0; });
-        std::optional<JobRef> ref = it == jobs.end() ? std::nullopt : std::optional<JobRef>(*it);
+        auto it = found.find(id);
+        std::optional<JobRef> ref = it == found.end() ? std::nullopt : std::optional<JobRef>(it->second);
         bool ours = ref && ref->state == "running" && (!worker || ref->worker_id == worker);
         if (!ours) {
             if (!worker) throw not_running(id, ref);
@@ -1113,11 +1105,11 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
     int n;
     pg_guard([&] { deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &nulls, &n); });
     std::vector<pg_uuid_t> ids;
+    std::set<pg_uuid_t, UuidLess> seen;
     for (int i = 0; i < n; ++i) {
         if (nulls[i]) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("job_ids[{}] must not be NULL", i + 1));
         const pg_uuid_t &id = *DatumGetUUIDP(elems[i]);
-        if (std::none_of(ids.begin(), ids.end(), [&](const pg_uuid_t &x) { return std::memcmp(&x, &id, sizeof id) == 0; }))
-            ids.push_back(id);
+        if (seen.insert(id).second) ids.push_back(id);
     }
     spi::Connection spi;
     int64 count = ids.empty() ? 0 : acknowledge(ids, success, error, (Datum)0, true, worker);

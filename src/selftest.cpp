@@ -43,13 +43,7 @@ CONVEYOR_FUNCTION(conveyor_boundary_selftest) {
 
 CONVEYOR_FUNCTION(conveyor_uuid_v7) {
     (void)fcinfo;
-    pg_uuid_t id = conveyor::uuid_v7();
-    const pg_uuid_t *src = &id;
-    return conveyor::pg_guard([&] {
-        auto *u = (pg_uuid_t *)palloc(sizeof(pg_uuid_t));
-        *u = *src;
-        return UUIDPGetDatum(u);
-    });
+    return conveyor::uuid_datum(conveyor::uuid_v7());
 }
 
 CONVEYOR_FUNCTION(conveyor_uuid_v7_time) {

@@ -1,4 +1,5 @@
 #include "spi.hpp"
+#include "util.hpp"
 
 namespace conveyor::spi {
 
@@ -81,12 +82,7 @@ Params &Params::datum(int i, Datum v) {
 }
 
 Params &Params::uuid(int i, const pg_uuid_t &v) {
-    const pg_uuid_t *src = &v;
-    values[i] = pg_guard([&] {
-        auto *u = (pg_uuid_t *)palloc(sizeof(pg_uuid_t));
-        *u = *src;
-        return UUIDPGetDatum(u);
-    });
+    values[i] = uuid_datum(v);
     nulls[i] = ' ';
     return *this;
 }
@@ -129,18 +125,6 @@ Params &Params::int4_array(int i, const std::vector<int32> &v) {
     return *this;
 }
 
-Params &Params::bool_array(int i, const std::vector<bool> &v) {
-    values[i] = array_of(v, BOOLOID, [](bool x) { return BoolGetDatum(x); });
-    nulls[i] = ' ';
-    return *this;
-}
-
-Params &Params::float8_array(int i, const std::vector<double> &v) {
-    values[i] = array_of(v, FLOAT8OID, [](double x) { return Float8GetDatum(x); });
-    nulls[i] = ' ';
-    return *this;
-}
-
 Params &Params::timestamptz_array(int i, const std::vector<TimestampTz> &v) {
     values[i] = array_of(v, TIMESTAMPTZOID, [](TimestampTz x) { return TimestampTzGetDatum(x); });
     nulls[i] = ' ';
@@ -168,12 +152,6 @@ Params &Params::uuid_array(int i, const std::vector<pg_uuid_t> &v) {
     values[i] = make_array(d.data(), nulls_.get(), (int)n, UUIDOID);
     nulls[i] = ' ';
     return *this;
-}
-
-bool Rows::is_null(uint64 row, int col) const {
-    bool isnull;
-    datum(row, col, &isnull);
-    return isnull;
 }
 
 Datum Rows::datum(uint64 row, int col, bool *isnull) const {
@@ -220,13 +198,6 @@ std::optional<bool> Rows::boolean(uint64 row, int col) const {
     Datum d = datum(row, col, &n);
     if (n) return std::nullopt;
     return DatumGetBool(d);
-}
-
-std::optional<double> Rows::float8(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
-    return DatumGetFloat8(d);
 }
 
 std::optional<pg_uuid_t> Rows::uuid(uint64 row, int col) const {

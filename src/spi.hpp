@@ -47,8 +47,6 @@ class Params {
     Params &text_array(int i, const std::vector<std::string> &v);
     Params &int4_array(int i, const std::vector<int32> &v);
     Params &uuid_array(int i, const std::vector<pg_uuid_t> &v);
-    Params &bool_array(int i, const std::vector<bool> &v);
-    Params &float8_array(int i, const std::vector<double> &v);
     Params &timestamptz_array(int i, const std::vector<TimestampTz> &v);
     Params &jsonb_array(int i, const std::vector<Datum> &v);
 
@@ -61,16 +59,12 @@ class Params {
 class Rows {
   public:
     uint64 size() const { return count_; }
-    bool is_null(uint64 row, int col) const;
     Datum datum(uint64 row, int col, bool *isnull = nullptr) const;
     std::optional<std::string> text(uint64 row, int col) const;
     std::optional<int32> int4(uint64 row, int col) const;
     std::optional<int64> int8(uint64 row, int col) const;
     std::optional<bool> boolean(uint64 row, int col) const;
-    std::optional<double> float8(uint64 row, int col) const;
     std::optional<pg_uuid_t> uuid(uint64 row, int col) const;
-    TupleDesc desc() const { return table_->tupdesc; }
-    HeapTuple tuple(uint64 row) const { return table_->vals[row]; }
     // The result of the statement SPI ran last.
     static Rows last();
 

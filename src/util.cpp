@@ -16,7 +16,7 @@ namespace conveyor {
 static int64 last_ms = 0;
 static uint16 counter = 0;
 
-pg_uuid_t uuid_v7_at(int64 ms) {
+static pg_uuid_t uuid_v7_at(int64 ms) {
     // Keep ids from this backend strictly increasing: within one millisecond the 12-bit counter
     // advances; if it overflows, or the clock stepped back, borrow the next millisecond.
     if (ms <= last_ms) {
@@ -49,6 +49,15 @@ pg_uuid_t uuid_v7() {
     TimestampTz now = GetCurrentTimestamp();  // microseconds since 2000-01-01
     int64 unix_ms = now / 1000 + (int64)(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
     return uuid_v7_at(unix_ms);
+}
+
+Datum uuid_datum(const pg_uuid_t &u) {
+    const pg_uuid_t *src = &u;
+    return pg_guard([&] {
+        auto *copy = (pg_uuid_t *)palloc(sizeof(pg_uuid_t));
+        *copy = *src;
+        return UUIDPGetDatum(copy);
+    });
 }
 
 std::string uuid_text(const pg_uuid_t &u) {
@@ -191,10 +200,9 @@ int64 jsonb_int(const JsonbValue &v, const std::string &what, int64 lo, int64 hi
         ok = integral && !err;
         return r;
     });
+    if (ok && out >= lo && out <= hi) return out;
     std::string text = pg_guard([&] { return (const char *)numeric_normalize(num); });
-    if (!ok || out < lo || out > hi)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an integer between {} and {}, not {}", what, lo, hi, text));
-    return out;
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an integer between {} and {}, not {}", what, lo, hi, text));
 }
 
 Datum jsonb_value_datum(const JsonbValue &v) {
