@@ -23,19 +23,8 @@ PGBENCH=$PGBIN/pgbench
 HERE=$ROOT/bench
 WORK=$(mktemp -d /tmp/conveyor-bench.XXXXXX)
 
-on_exit() {
-    local rc=$?
-    # Fill sessions run in the background; end any that are left (only ours, by pid).
-    local p
-    for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
-    cluster_stop
-    rm -rf "$WORK"
-    exit $rc
-}
-
 setup_all
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "$WORK"
 
 export PGDATABASE=conveyor_bench
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }

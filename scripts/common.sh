@@ -84,6 +84,22 @@ CONF
         -t 300 -w start >/dev/null
 }
 
+# For scripts that start background sessions (bench, demo): on exit or Ctrl-C the shell's background
+# jobs are ended, the cluster is stopped and the work directory $1 is removed.
+cleanup_on_exit() {
+    CLEANUP_DIR=$1
+    trap cleanup_now EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup_now() {
+    local rc=$? p
+    for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+    for p in $(jobs -p); do wait "$p" 2>/dev/null || true; done
+    cluster_stop
+    rm -rf "$CLEANUP_DIR"
+    exit $rc
+}
+
 setup_all() {
     ensure_packages
     build_install

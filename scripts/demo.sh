@@ -21,18 +21,8 @@ WORK=$(mktemp -d /tmp/conveyor-demo.XXXXXX)
 chmod 755 "$WORK"
 WORKER_PIDS=()
 
-on_exit() {
-    local rc=$? p
-    for p in "${WORKER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    cluster_stop
-    rm -rf "$WORK"
-    exit $rc
-}
-
 setup_all
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "$WORK"
 
 export PGDATABASE=conveyor_demo
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
