@@ -4,8 +4,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PGBIN=/usr/lib/postgresql/15/bin
-PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
+# CONVEYOR_PGBIN: another PostgreSQL 15 installation (e.g. a copy, so two working trees can install
+# and test side by side without replacing each other's conveyor.so).
+PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
+PGXS_DIR=$(dirname "$PGBIN")/lib/pgxs
 export CONVEYOR_PGDATA=${CONVEYOR_PGDATA:-/tmp/conveyor-pg/data}
 export CONVEYOR_SOCKDIR=${CONVEYOR_SOCKDIR:-/tmp/conveyor-pg/sock}
 export PGHOST=$CONVEYOR_SOCKDIR
