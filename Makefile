@@ -3,7 +3,7 @@ EXTENSION = conveyor
 EXTVERSION = 0.1
 
 MODULE_big = conveyor
-OBJS = src/guard.o src/spi.o src/util.o src/selftest.o src/queue.o
+OBJS = src/guard.o src/spi.o src/util.o src/selftest.o src/queue.o src/wakeup.o
 
 # One SQL source per module; the versioned install script is built from them.
 SQL_SOURCES = src/infra.sql src/queue.sql src/grants.sql
@@ -31,4 +31,4 @@ override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
 conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
 
-$(OBJS): src/pg.hpp src/guard.hpp src/spi.hpp src/util.hpp
+$(OBJS): src/pg.hpp src/guard.hpp src/spi.hpp src/util.hpp src/wakeup.hpp

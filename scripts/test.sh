@@ -13,7 +13,7 @@ setup_all
 
 SUITES=${CONVEYOR_SUITES:-"regress isolation pgtap shell"}
 ONLY=${CONVEYOR_ONLY:-}
-OUT=$(mktemp -d /tmp/conveyor-test.XXXXXX)
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-test.XXXXXX")
 chmod 755 "$OUT"
 passed=0
 failed=0

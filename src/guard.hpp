@@ -4,10 +4,12 @@
 //  * pg_guard(f) runs f, which calls into PostgreSQL, under its own sigsetjmp. A PostgreSQL error is
 //    copied out of the error state (CopyErrorData + FlushErrorState) and thrown as PgError, so C++
 //    destructors above the guard run normally.
-//  * CONVEYOR_FUNCTION(name) declares the SQL-callable C stub. It runs the C++ body inside
-//    try/catch and raises the error only after the catch block has ended, so no exception object
-//    or destructor is skipped by the longjmp. PgError is re-raised with ReThrowError: the client
-//    sees the original SQLSTATE, message, detail, hint and context (40001, 40P01 and 23505 survive).
+//  * at_boundary(f) is the other direction, wherever PostgreSQL calls conveyor: it runs the C++
+//    code inside try/catch and raises the error only after the catch block has ended, so no
+//    exception object or destructor is skipped by the longjmp. PgError is re-raised with
+//    ReThrowError: the client sees the original SQLSTATE, message, detail, hint and context (40001,
+//    40P01 and 23505 survive). CONVEYOR_FUNCTION(name) declares a SQL-callable stub that does this;
+//    transaction callbacks call at_boundary themselves.
 //  * Inside f (the guarded lambda) no object with a non-trivial destructor may be created: a
 //    longjmp out of f would skip it. Build strings and vectors outside, pass pointers in.
 #pragma once
@@ -85,6 +87,45 @@ void capture(PendingError &out, const char *what, int sqlstate) noexcept;
 [[noreturn]] void raise(PendingError &pending);
 
 } // namespace detail
+
+// Runs f where PostgreSQL has called into conveyor (an entry point, a transaction callback): every
+// C++ exception is caught, and the error is raised only after the catch block has ended, so no
+// exception object or destructor is skipped by the longjmp. PgError is re-raised with ReThrowError:
+// the client sees the original SQLSTATE, message, detail, hint and context.
+template <typename F>
+auto at_boundary(F &&f) -> decltype(f()) {
+    using R = decltype(f());
+    static_assert(std::is_void_v<R> || std::is_trivially_destructible_v<R>,
+                  "a boundary must return a trivially destructible value");
+    detail::PendingError pending;
+    bool failed = false;
+    std::conditional_t<std::is_void_v<R>, int, R> result{};
+    MemoryContext outer_boundary = boundary_context;
+    boundary_context = CurrentMemoryContext;
+    try {
+        if constexpr (std::is_void_v<R>) f();
+        else result = f();
+    } catch (const PgError &e) {
+        pending.pg = e.data;
+        failed = true;
+    } catch (const Error &e) {
+        detail::capture(pending, e);
+        failed = true;
+    } catch (const std::bad_alloc &) {
+        detail::capture(pending, "out of memory", ERRCODE_OUT_OF_MEMORY);
+        failed = true;
+    } catch (const std::exception &e) {
+        detail::capture(pending, e.what(), ERRCODE_INTERNAL_ERROR);
+        failed = true;
+    } catch (...) {
+        detail::capture(pending, "unknown C++ exception", ERRCODE_INTERNAL_ERROR);
+        failed = true;
+    }
+    boundary_context = outer_boundary;
+    if (failed) detail::raise(pending);
+    if constexpr (!std::is_void_v<R>) return result;
+}
+
 } // namespace conveyor
 
 // Declares a SQL-callable function `name` whose C++ body is `name##_impl`.
@@ -93,33 +134,7 @@ void capture(PendingError &out, const char *what, int sqlstate) noexcept;
     extern "C" {                                                                       \
     PG_FUNCTION_INFO_V1(name);                                                         \
     Datum name(PG_FUNCTION_ARGS) {                                                     \
-        ::conveyor::detail::PendingError pending_;                                     \
-        bool failed_ = false;                                                          \
-        Datum result_ = (Datum)0;                                                      \
-        MemoryContext outer_boundary_ = ::conveyor::boundary_context;                  \
-        ::conveyor::boundary_context = CurrentMemoryContext;                           \
-        try {                                                                          \
-            result_ = name##_impl(fcinfo);                                             \
-        } catch (const ::conveyor::PgError &e) {                                       \
-            pending_.pg = e.data;                                                      \
-            failed_ = true;                                                            \
-        } catch (const ::conveyor::Error &e) {                                         \
-            ::conveyor::detail::capture(pending_, e);                                  \
-            failed_ = true;                                                            \
-        } catch (const std::bad_alloc &e) {                                            \
-            ::conveyor::detail::capture(pending_, "out of memory", ERRCODE_OUT_OF_MEMORY); \
-            failed_ = true;                                                            \
-        } catch (const std::exception &e) {                                            \
-            ::conveyor::detail::capture(pending_, e.what(), ERRCODE_INTERNAL_ERROR);   \
-            failed_ = true;                                                            \
-        } catch (...) {                                                                \
-            ::conveyor::detail::capture(pending_, "unknown C++ exception",             \
-                                        ERRCODE_INTERNAL_ERROR);                       \
-            failed_ = true;                                                            \
-        }                                                                              \
-        ::conveyor::boundary_context = outer_boundary_;                                \
-        if (failed_) ::conveyor::detail::raise(pending_);                              \
-        return result_;                                                                \
+        return ::conveyor::at_boundary([fcinfo] { return name##_impl(fcinfo); });      \
     }                                                                                  \
     }                                                                                  \
     static Datum name##_impl(FunctionCallInfo fcinfo)

@@ -17,9 +17,11 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <unordered_map>
 
 #include "spi.hpp"
 #include "util.hpp"
+#include "wakeup.hpp"
 
 namespace conveyor::queue {
 
@@ -131,6 +133,43 @@ static Queue load_queue(const std::string &name) {
     return *q;
 }
 
+static Oid conveyor_relid(const char *relname) {
+    return pg_guard([&] {
+        Oid ns = get_namespace_oid("conveyor", true);
+        return OidIsValid(ns) ? get_relname_relid(relname, ns) : InvalidOid;
+    });
+}
+
+// Queue rows for the hot paths (enqueue, enqueue_batch, dequeue), cached per backend. Every change to
+// conveyor.queues fires the statement trigger queues_changed, which invalidates the table's relcache
+// entry; each backend's relcache callback then empties its cache: others' changes are taken in at
+// their next transaction or lookup (which first accepts pending invalidations), the backend's own at
+// the end of the changing statement, and a rollback undoes them the same way.
+static std::unordered_map<std::string, Queue> queue_cache;
+static Oid queue_cache_relid = InvalidOid;
+
+static void forget_cached_queues(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == queue_cache_relid) {
+        queue_cache.clear();
+        queue_cache_relid = InvalidOid;
+    }
+}
+
+static Queue cached_queue(const std::string &name) {
+    static bool callback_registered = false;
+    if (!callback_registered) {
+        pg_guard([] { CacheRegisterRelcacheCallback(forget_cached_queues, (Datum)0); });
+        callback_registered = true;
+    }
+    pg_guard([] { AcceptInvalidationMessages(); });
+    if (auto it = queue_cache.find(name); it != queue_cache.end()) return it->second;
+    Oid relid = conveyor_relid("queues");
+    Queue q = load_queue(name);  // may take in invalidations, which empty the cache
+    queue_cache_relid = relid;
+    queue_cache.emplace(name, q);
+    return q;
+}
+
 static std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
     static const std::string sql =
         fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns);
@@ -232,13 +271,6 @@ static void forget_partitions_on_subabort(SubXactEvent event, SubTransactionId, 
         history_table.ready_until = -1;
         events_table.ready_until = -1;
     }
-}
-
-static Oid conveyor_relid(const char *relname) {
-    return pg_guard([&] {
-        Oid ns = get_namespace_oid("conveyor", true);
-        return OidIsValid(ns) ? get_relname_relid(relname, ns) : InvalidOid;
-    });
 }
 
 // Makes sure partitions exist for days [first, last] of table t.
@@ -411,11 +443,9 @@ static void emit_rows(ResultSet &out, const spi::Rows &rows) {
     }
 }
 
+// Due jobs became ready: workers waiting on the queue get a NOTIFY when this transaction commits.
 static void notify_queue(const Queue &q) {
-    if (!q.notify) return;
-    const char *payload = q.name.c_str();
-    // PostgreSQL folds identical notifications of one transaction into one.
-    pg_guard([&] { Async_Notify("conveyor", payload); });
+    if (q.notify) wake_workers_at_commit(q.id, q.name);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -597,15 +627,17 @@ static int64 insert_jobs(const Queue &q, const JobRows &rows) {
 }
 
 // One job: the same statement as insert_jobs_sql, with VALUES instead of arrays (no arrays to build
-// or unnest on the hottest producer path), and without the event insert when the trail is off.
-static std::string insert_one_sql(bool with_event) {
+// or unnest on the hottest producer path), without the event insert when the trail is off, and
+// without ON CONFLICT for a job with neither group nor dedup key (its fresh id cannot conflict, and a
+// plain insert skips the speculative-insertion checks of the unique indexes).
+static std::string insert_one_sql(bool with_event, bool may_conflict) {
     return std::string(
         "WITH ins AS ("
         "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
         "                             payload, max_attempts, created_at)"
-        "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())"
-        "  ON CONFLICT DO NOTHING"
-        "  RETURNING job_id, queue_id, state, priority, run_at, group_key), ") +
+        "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())") +
+        (may_conflict ? "  ON CONFLICT DO NOTHING" : "") +
+        "  RETURNING job_id, queue_id, state, priority, run_at, group_key), " +
         (with_event ? "ev AS ("
                       "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
                       "  SELECT job_id, pg_catalog.clock_timestamp(), 'enqueued',"
@@ -619,18 +651,20 @@ static std::string insert_one_sql(bool with_event) {
 }
 
 static bool insert_one(const Queue &q, const pg_uuid_t &id, const std::string &state, const NewJob &job) {
-    static const std::string with_event = insert_one_sql(true), without_event = insert_one_sql(false);
     static const std::initializer_list<Oid> types = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
                                                      TEXTOID, TEXTOID, JSONBOID, INT4OID};
-    static Statement all(with_event.c_str(), types);
-    static Statement quiet(without_event.c_str(), types);
+    static const std::string sql[2][2] = {{insert_one_sql(false, false), insert_one_sql(false, true)},
+                                          {insert_one_sql(true, false), insert_one_sql(true, true)}};
+    static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
+                                    {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
     bool trail = q.event_trail == "all";
+    bool may_conflict = job.group_key || job.dedup_key;
     if (trail) ensure_event_partitions();
     Params p;
     p.int4(0, q.id).uuid(1, id).text(2, state).int4(3, job.priority);
     p.datum(4, TimestampTzGetDatum(job.run_at)).text(5, job.job_type).text(6, job.group_key).text(7, job.dedup_key);
     p.datum(8, job.payload).int4(9, job.max_attempts);
-    auto res = (trail ? all : quiet).run(p);
+    auto res = stmts[trail][may_conflict].run(p);
     return *res.int8(0, 0) == 1;
 }
 
@@ -655,7 +689,7 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
 
     ResultSet out(fcinfo);
     spi::Connection spi;
-    Queue q = load_queue(queue_name);
+    Queue q = cached_queue(queue_name);
     job.max_attempts = max_attempts.value_or(q.max_attempts);
     validate_job(q, job, payload, -1);
 
@@ -710,7 +744,7 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
 
     ResultSet out(fcinfo);
     spi::Connection spi;
-    Queue q = load_queue(queue_name);
+    Queue q = cached_queue(queue_name);
     TimestampTz now = tx_now();
 
     // 1. Read and check every element before anything is written.
@@ -1258,8 +1292,9 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
 
     ResultSet out(fcinfo);
     spi::Connection spi;
-    Queue q = load_queue(queue_name);
+    Queue q = cached_queue(queue_name);
     if (q.paused) {
+        if (q.notify) worker_found_nothing(q.id, q.name);  // resume_queue wakes it
         spi.finish();
         return (Datum)0;
     }
@@ -1289,6 +1324,8 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
                               .int4(2, max_count)
                               .int4(3, lease.value_or(q.lease_seconds)));
     emit_rows(out, rows);
+    if (rows.size() > 0) worker_found_jobs(q.id);
+    else if (q.notify) worker_found_nothing(q.id, q.name);
     spi.finish();
     return (Datum)0;
 }
@@ -1591,6 +1628,14 @@ CONVEYOR_FUNCTION(conveyor_drop_queue) {
     drop.run(Params().int4(0, q.id));
     spi.finish();
     PG_RETURN_BOOL(true);
+}
+
+// AFTER ... FOR EACH STATEMENT trigger on conveyor.queues: every backend drops its cached queue rows.
+CONVEYOR_FUNCTION(conveyor_queues_changed) {
+    if (!CALLED_AS_TRIGGER(fcinfo)) throw Error(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "queues_changed must be called as a trigger");
+    Relation rel = ((TriggerData *)fcinfo->context)->tg_relation;
+    pg_guard([&] { CacheInvalidateRelcache(rel); });
+    return PointerGetDatum(nullptr);
 }
 
 CONVEYOR_FUNCTION(conveyor_list_queues) {

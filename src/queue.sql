@@ -21,6 +21,13 @@ CREATE TABLE conveyor.queues (
 );
 ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 
+-- Backends cache queue rows for enqueue and dequeue; any change to this table tells them to drop
+-- their cache (the trigger invalidates the table's relcache entry, which every backend hears of).
+CREATE FUNCTION conveyor.queues_changed() RETURNS trigger
+    LANGUAGE C AS 'MODULE_PATHNAME', 'conveyor_queues_changed';
+CREATE TRIGGER queues_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON conveyor.queues
+    FOR EACH STATEMENT EXECUTE FUNCTION conveyor.queues_changed();
+
 -- The hot table: pending and running jobs only. Finished jobs move to job_history.
 -- state: 'ready'     due and first in line: the only jobs dequeue scans (jobs_ready)
 --        'waiting'   due, but another job of its group is ready or running

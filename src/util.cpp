@@ -80,20 +80,20 @@ uint64 hash64(std::string_view bytes, uint64 seed) {
 
 // ---- internal locks ----
 
+LOCKTAG advisory_tag(LockSpace space, uint64 key) {
+    LOCKTAG tag;
+    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32)(key >> 32), (uint32)key, (uint16)space);
+    return tag;
+}
+
 void xact_lock(LockSpace space, uint64 key) {
-    pg_guard([&] {
-        LOCKTAG tag;
-        SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32)(key >> 32), (uint32)key, (uint16)space);
-        (void)LockAcquire(&tag, ExclusiveLock, false, false);
-    });
+    LOCKTAG tag = advisory_tag(space, key);
+    pg_guard([&] { (void)LockAcquire(&tag, ExclusiveLock, false, false); });
 }
 
 bool try_xact_lock(LockSpace space, uint64 key) {
-    return pg_guard([&] {
-        LOCKTAG tag;
-        SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32)(key >> 32), (uint32)key, (uint16)space);
-        return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
-    });
+    LOCKTAG tag = advisory_tag(space, key);
+    return pg_guard([&] { return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL; });
 }
 
 // ---- set-returning functions ----

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # LISTEN/NOTIFY: enqueueing a due job notifies channel "conveyor" with the queue's name as payload,
-# once per queue and transaction; a queue created with {"notify": false} stays silent, and so does a
-# transaction that rolls back.
+# once per queue and transaction, when a listening worker waits on the queue (its last dequeue found
+# the queue empty); a queue created with {"notify": false} stays silent, and so do a transaction
+# that rolls back and a queue no listener waits on.
 #
-# A listener session LISTENs, then waits inside one statement until the test says it is done (a row
-# in table done): psql prints every notification it received after that statement.
+# A listener session LISTENs, drains and then waits on the queues it is given (dequeue until one
+# finds nothing), then waits inside one statement until the test says it is done (a row in table
+# done): psql prints every notification it received after that statement.
 source "$(dirname "$0")/lib/tap.bash"
 
 DB=conveyor_shell_notify
@@ -24,12 +26,20 @@ q "$DB" "CREATE TABLE done (x int)" \
         "SELECT conveyor.create_queue('multi')" \
         "SELECT conveyor.create_queue('other')" \
         "SELECT conveyor.create_queue('batch one')" \
-        "SELECT conveyor.create_queue('rolled back')" >/dev/null || bail "could not create the queues"
+        "SELECT conveyor.create_queue('rolled back')" \
+        "SELECT conveyor.create_queue('unwatched')" >/dev/null || bail "could not create the queues"
 
-# listen: starts a listener in the background; waits until it is inside its waiting statement.
+# listen QUEUE...: starts a listener in the background, waiting on these queues; returns once it is
+# inside its waiting statement.
 listen() {
+    local queue dequeues=()
+    for queue in "$@"; do
+        # Twice: the first may take jobs left from before; the second finds the queue empty.
+        dequeues+=(-c "SELECT count(*) FROM conveyor.dequeue('$queue', 'listener', 1000)"
+                   -c "SELECT count(*) FROM conveyor.dequeue('$queue', 'listener', 1000)")
+    done
     : >"$TMP/listener.out"
-    PGAPPNAME=conveyor_notify_listener psql -X -q -d "$DB" -c "LISTEN conveyor" \
+    PGAPPNAME=conveyor_notify_listener psql -X -q -At -d "$DB" -c "LISTEN conveyor" "${dequeues[@]}" \
         -c "DO \$\$ BEGIN
               FOR i IN 1 .. 300 LOOP    -- at most 30 s
                   EXIT WHEN EXISTS (SELECT 1 FROM done);
@@ -59,7 +69,7 @@ stop_listening() {
 # received PAYLOAD: how many notifications on channel conveyor carried this payload.
 received() { grep -cF "Asynchronous notification \"conveyor\" with payload \"$1\" received" "$TMP/listener.out"; }
 
-listen || bail "the listener did not start"
+listen alpha quiet multi other "batch one" "rolled back" || bail "the listener did not start"
 listener_pid=$(q "$DB" "SELECT pid FROM pg_stat_activity WHERE application_name = 'conveyor_notify_listener' AND datname = current_database()")
 q "$DB" "SELECT count(*) FROM conveyor.enqueue('alpha', '{\"n\": 1}')" >/dev/null
 q "$DB" "SELECT count(*) FROM conveyor.enqueue('quiet', '{\"n\": 1}')" \
@@ -76,6 +86,7 @@ SELECT count(*) FROM conveyor.enqueue('other', '{"n": 2}');
 COMMIT;
 SQL
 q "$DB" "SELECT count(*) FROM conveyor.enqueue_batch('batch one', '[{}, {}, {}]')" >/dev/null
+q "$DB" "SELECT count(*) FROM conveyor.enqueue('unwatched', '{}')" >/dev/null
 psql -X -q -d "$DB" >/dev/null <<'SQL'
 BEGIN;
 SELECT count(*) FROM conveyor.enqueue('rolled back', '{}');
@@ -83,7 +94,7 @@ ROLLBACK;
 SQL
 stop_listening
 
-if [ -n "$(grep -v '^Asynchronous notification' "$TMP/listener.out")" ]; then
+if [ -n "$(grep -v '^Asynchronous notification\|^0$' "$TMP/listener.out")" ]; then
     note "listener said:"
     sed 's/^/#   /' "$TMP/listener.out"
 fi
@@ -95,16 +106,20 @@ is "$(received multi)" 1 "five jobs in one transaction send one notification for
 is "$(received other)" 1 "the same transaction sends one notification for its other queue"
 is "$(received "batch one")" 1 "enqueue_batch notifies once, with the queue name (with its space) as payload"
 is "$(received "rolled back")" 0 "a rolled-back enqueue sends nothing"
+is "$(received unwatched)" 0 "a queue no listener waits on sends nothing"
 is "$(grep -c '^Asynchronous notification' "$TMP/listener.out")" 4 "no other notification arrived"
 is "$(q "$DB" "SELECT string_agg(queue || ' ' || pending, ', ' ORDER BY queue) FROM conveyor.queue_metrics()")" \
-   "alpha 1, batch one 3, multi 5, other 2, quiet 3, rolled back 0" "the jobs themselves were enqueued (and the rolled-back one was not)"
+   "alpha 1, batch one 3, multi 5, other 2, quiet 3, rolled back 0, unwatched 1" "the jobs themselves were enqueued (and the rolled-back one was not)"
 
-# Turning notify off later silences the queue; turning it on again brings notifications back.
-listen || bail "the listener did not start again"
+# Turning notify off later silences the queue, also for a worker already waiting on it; turning it
+# on again brings notifications back.
+listen alpha || bail "the listener did not start again"
 q "$DB" "SELECT conveyor.alter_queue('alpha', '{\"notify\": false}')" \
         "SELECT count(*) FROM conveyor.enqueue('alpha', '{\"n\": 2}')" \
-        "SELECT conveyor.alter_queue('quiet', '{\"notify\": true}')" \
-        "SELECT count(*) FROM conveyor.enqueue('quiet', '{\"n\": 2}')" >/dev/null
+        "SELECT conveyor.alter_queue('quiet', '{\"notify\": true}')" >/dev/null
+stop_listening
+listen quiet || bail "the listener did not start a third time"
+q "$DB" "SELECT count(*) FROM conveyor.enqueue('quiet', '{\"n\": 2}')" >/dev/null
 stop_listening
 is "$(received alpha)" 0 "after alter_queue(notify => false) the queue is silent"
 is "$(received quiet)" 1 "after alter_queue(notify => true) the queue notifies"
