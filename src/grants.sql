@@ -22,7 +22,9 @@ GRANT EXECUTE ON FUNCTION
     conveyor.ack(uuid, boolean, text, jsonb, text),
     conveyor.ack_many(uuid[], boolean, text, text),
     conveyor.heartbeat(uuid, text, int),
-    conveyor.release(uuid, text, int)
+    conveyor.release(uuid, text, int),
+    conveyor.idempotency_begin(text, jsonb, int), conveyor.idempotency_finish(text, jsonb),
+    conveyor.idempotency_release(text)
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION

@@ -36,6 +36,12 @@ struct Error final : std::exception {
     const char *what() const noexcept override { return message.c_str(); }
 };
 
+// conveyor's own SQLSTATEs (README, "Errors").
+constexpr int errcode_budget_exceeded = MAKE_SQLSTATE('C', 'V', '0', '0', '1');   // CV001
+constexpr int errcode_quota_exhausted = MAKE_SQLSTATE('C', 'V', '0', '0', '2');   // CV002
+constexpr int errcode_lease_lost = MAKE_SQLSTATE('C', 'V', '0', '0', '3');        // CV003
+constexpr int errcode_idempotency_reused = MAKE_SQLSTATE('C', 'V', '0', '0', '4'); // CV004
+
 // The memory context of the innermost active boundary; errors are copied into it.
 extern MemoryContext boundary_context;
 

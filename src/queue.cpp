@@ -19,6 +19,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "idempotency.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 #include "wakeup.hpp"
@@ -1830,9 +1831,18 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     groups = try_lock_groups(groups);
     fill_group_heads(groups);
 
+    // 5. Idempotency keys past their time to live.
+    int64 keys_purged = 0;
+    for (;;) {
+        int64 n = idempotency::purge_expired(10000);
+        keys_purged += n;
+        if (n < 10000) break;
+    }
+
     std::string summary = fmt::format(
-        "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",
-        dropped, folded, reaped, groups.size());
+        "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {},"
+        " \"idempotency_keys_purged\": {}}}",
+        dropped, folded, reaped, groups.size(), keys_purged);
     const char *s = summary.c_str();
     Datum result = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
     spi.finish();
