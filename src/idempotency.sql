@@ -5,11 +5,12 @@
 -- One row per key: scope 'user' for idempotency_begin/finish; conveyor's own callers (upsert's
 -- operation_id, charge's idempotency_key) use scopes of their own. Expired keys count as absent and
 -- conveyor.maintain() deletes them.
+CREATE DOMAIN conveyor.idempotency_state AS text CHECK (VALUE IN ('in_progress', 'completed'));
 CREATE TABLE conveyor.idempotency_keys (
     scope        text NOT NULL,
     key          text NOT NULL,
     request      jsonb,
-    state        text NOT NULL CHECK (state IN ('in_progress', 'completed')),
+    state        conveyor.idempotency_state NOT NULL,
     result       jsonb,
     created_at   timestamptz NOT NULL,
     completed_at timestamptz,
