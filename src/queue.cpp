@@ -147,28 +147,47 @@ static Oid conveyor_relid(const char *relname) {
 // their next transaction or lookup (which first accepts pending invalidations), the backend's own at
 // the end of the changing statement, and a rollback undoes them the same way.
 static std::unordered_map<std::string, Queue> queue_cache;
+static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
 static Oid queue_cache_relid = InvalidOid;
 
 static void forget_cached_queues(Datum, Oid relid) {
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
+        longest_retention_cache.reset();
         queue_cache_relid = InvalidOid;
     }
 }
 
-static Queue cached_queue(const std::string &name) {
+static void take_in_queue_changes() {
     static bool callback_registered = false;
     if (!callback_registered) {
         pg_guard([] { CacheRegisterRelcacheCallback(forget_cached_queues, (Datum)0); });
         callback_registered = true;
     }
     pg_guard([] { AcceptInvalidationMessages(); });
+}
+
+static Queue cached_queue(const std::string &name) {
+    take_in_queue_changes();
     if (auto it = queue_cache.find(name); it != queue_cache.end()) return it->second;
     Oid relid = conveyor_relid("queues");
     Queue q = load_queue(name);  // may take in invalidations, which empty the cache
     queue_cache_relid = relid;
     queue_cache.emplace(name, q);
     return q;
+}
+
+// The largest retention_days of all queues (7 when there are none): history partitions made for it
+// fit a job of any queue.
+static int32 longest_retention() {
+    take_in_queue_changes();
+    if (longest_retention_cache) return *longest_retention_cache;
+    static Statement stmt("SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {});
+    Oid relid = conveyor_relid("queues");
+    int32 days = *stmt.run().int4(0, 0);
+    queue_cache_relid = relid;
+    longest_retention_cache = days;
+    return days;
 }
 
 static std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
@@ -1072,6 +1091,11 @@ static Error not_running(const pg_uuid_t &id, const std::optional<JobRef> &ref) 
     return Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", idt));
 }
 
+static Error changed_while_acknowledged() {
+    return Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "a job changed state while it was being acknowledged", "",
+                 "Another session acknowledged, cancelled or reaped it; retry.");
+}
+
 static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
     int32 retention = 0;
     for (const auto &j : jobs) retention = std::max(retention, j.retention_days);
@@ -1081,8 +1105,40 @@ static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
 
 // Acknowledges jobs; returns how many were. Without a worker every job must be running (else
 // 42704/55000); with one, jobs no longer leased to it are skipped.
+// Successful acks, the hot path: complete the jobs first (the DELETE locks their rows), then take
+// the groups that lost their running job and give each its next head; rows before groups, as
+// everywhere. Only ids that did not complete are looked up, to tell "no longer yours" (false) from
+// an unknown or not running job (an error).
+static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats, bool stats_null,
+                                 const std::optional<std::string> &worker) {
+    ensure_history_partitions(longest_retention());
+    ensure_event_partitions();
+    std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null);
+    if (changes.size() != ids.size()) {
+        std::set<pg_uuid_t, UuidLess> done;
+        for (const auto &c : changes) done.insert(c.id);
+        std::vector<pg_uuid_t> missing;
+        for (const auto &id : ids)
+            if (!done.count(id)) missing.push_back(id);
+        std::map<pg_uuid_t, JobRef, UuidLess> found;
+        for (auto &j : find_jobs(missing)) found.emplace(j.id, std::move(j));
+        for (const auto &id : missing) {
+            auto it = found.find(id);
+            std::optional<JobRef> ref = it == found.end() ? std::nullopt : std::optional<JobRef>(it->second);
+            if (!worker && ref && ref->state == "running") throw changed_while_acknowledged();
+            if (!worker) throw not_running(id, ref);
+            if (!ref && !finished_status(id)) throw not_running(id, ref);  // unknown is an error either way
+        }
+    }
+    std::set<GroupKey> groups = groups_losing_head(changes);
+    lock_groups(groups);
+    fill_group_heads(groups);
+    return (int64)changes.size();
+}
+
 static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const std::optional<std::string> &error,
                          Datum stats, bool stats_null, const std::optional<std::string> &worker) {
+    if (success) return acknowledge_success(ids, stats, stats_null, worker);
     std::map<pg_uuid_t, JobRef, UuidLess> found;
     for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
@@ -1109,9 +1165,7 @@ static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const 
     std::vector<Changed> changes = success ? complete_jobs(target_ids, worker, stats, stats_null)
                                            : fail_jobs(target_ids, error, worker, false);
     fill_group_heads(groups_losing_head(changes));
-    if (!worker && changes.size() != target_ids.size())
-        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "a job changed state while it was being acknowledged",
-                    "", "Another session acknowledged, cancelled or reaped it; retry.");
+    if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
     return (int64)changes.size();
 }
 
