@@ -1311,26 +1311,33 @@ static void promote_due(int32 queue_id) {
 // Claims up to $3 ready jobs of queue $1 for worker $2 with a lease of $4 seconds, in dequeue order.
 // Leases and start times come from the clock, not the transaction start: a worker whose transaction
 // began a while ago must still get the full lease.
-static std::string claim_sql(bool with_event) {
+// The claim: leases up to $3 ready jobs of queue $1 to worker $2 for $4 seconds, in dequeue order,
+// skipping jobs another claim holds; writes their 'started' events (with_event) and the counters.
+// single: the same for exactly one job, without the array, the aggregate and the sort that a batch
+// needs (the cheaper plan for the most common call, dequeue of 1).
+static std::string claim_sql(bool with_event, bool single) {
+    std::string pick = "SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
+                       " ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED";
     return std::string(
         "WITH u AS ("
         "  UPDATE conveyor.jobs j SET state = 'running', worker_id = $2, started_at = pg_catalog.clock_timestamp(),"
         "    attempt = j.attempt + 1, lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4)"
-        "  WHERE j.job_id = ANY(ARRAY("
-        "    SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
-        "    ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED))"
+        "  WHERE j.job_id ") +
+        (single ? "= (" + pick + ")" : "= ANY(ARRAY(" + pick + "))") +
         "  RETURNING j.job_id, j.job_type, j.group_key, j.payload, j.priority, j.attempt, j.lease_until, j.run_at,"
-        "            j.started_at), ") +
+        "            j.started_at), " +
         std::string(with_event ? "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         "  SELECT job_id, pg_catalog.clock_timestamp(), 'started', $2, pg_catalog.jsonb_build_object('attempt', attempt,"
         "         'lease_until', lease_until) FROM u), " : "") +
         "cnt AS (" +
-        counts_upsert("SELECT $1, -count(*), count(*), count(*),"
-                      " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
-                      {"pending", "running", "started", "wait_seconds"}) +
-        ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u"
-        "  ORDER BY priority DESC, run_at, job_id";
+        (single ? counts_upsert("SELECT $1, -1, 1, 1, GREATEST(extract(epoch FROM started_at - run_at), 0)::float8 FROM u",
+                                {"pending", "running", "started", "wait_seconds"})
+                : counts_upsert("SELECT $1, -count(*), count(*), count(*),"
+                                " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
+                                {"pending", "running", "started", "wait_seconds"})) +
+        ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u" +
+        (single ? "" : "  ORDER BY priority DESC, run_at, job_id");
 }
 
 CONVEYOR_FUNCTION(conveyor_dequeue) {
@@ -1368,11 +1375,12 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
     bool trail = q.event_trail == "all";
     if (trail) ensure_event_partitions();
 
-    static const std::string with_event = claim_sql(true), without_event = claim_sql(false);
     static const std::initializer_list<Oid> claim_types = {INT4OID, TEXTOID, INT4OID, INT4OID};
-    static Statement claim_all(with_event.c_str(), claim_types);
-    static Statement claim_quiet(without_event.c_str(), claim_types);
-    Statement &claim = trail ? claim_all : claim_quiet;
+    static const std::string sql[2][2] = {{claim_sql(false, false), claim_sql(false, true)},
+                                          {claim_sql(true, false), claim_sql(true, true)}};
+    static Statement claims[2][2] = {{{sql[0][0].c_str(), claim_types}, {sql[0][1].c_str(), claim_types}},
+                                     {{sql[1][0].c_str(), claim_types}, {sql[1][1].c_str(), claim_types}}};
+    Statement &claim = claims[trail][max_count == 1];
     auto rows = claim.run(Params()
                               .int4(0, q.id)
                               .text(1, *worker)
