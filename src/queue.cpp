@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 
+#include "locks.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 
@@ -1784,6 +1785,9 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     for (uint64 r = 0; r < hl.size(); ++r) groups.insert({*hl.int4(r, 0), *hl.text(r, 1)});
     groups = try_lock_groups(groups);
     fill_group_heads(groups);
+
+    // 5. Old lock events.
+    locks::maintain_locks();
 
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",
