@@ -128,6 +128,17 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
     auto correlation_id = arg_text(fcinfo, 3);
     Jsonb *metadata = optional_object(fcinfo, 4, "metadata");
     spi::Connection spi;
+    // Another owner's live lease, as of now: NULL, without taking a lock or writing anything (so a
+    // refused acquisition costs no WAL flush and does not queue behind the holder's transaction).
+    // The answer is the one the upsert below would give at this instant.
+    static Statement held_by_other(
+        "SELECT true FROM conveyor.locks WHERE key = $1 AND owner <> $2"
+        " AND heartbeat_at + pg_catalog.make_interval(secs => ttl_seconds) >= pg_catalog.clock_timestamp()",
+        {TEXTOID, TEXTOID});
+    if (held_by_other.run(Params().text(0, key).text(1, owner)).size() > 0) {
+        spi.finish();
+        PG_RETURN_NULL();
+    }
     // Held to the end of the transaction: no other token for this key is drawn before ours commits.
     xact_lock(LockSpace::lease, lease_lock_key(key));
     // New key: insert. Same owner: refresh the lease, keep the token. Stale lease of another owner:
