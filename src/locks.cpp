@@ -21,6 +21,7 @@
 #include "util.hpp"
 
 extern "C" {
+#include "commands/sequence.h"
 #include "mb/pg_wchar.h"
 #include "utils/guc.h"
 #include "utils/resowner.h"
@@ -121,6 +122,16 @@ static const char *ttl_hint = "A lease lives from 1 second to 30 days; keep a lo
 // The key's lock while a token is drawn; a seed of its own keeps it apart from other hashes of text.
 static uint64 lease_lock_key(const std::string &key) { return hash64(key, 0x6c65617365ULL /* "lease" */); }
 
+// The next fencing token: nextval of conveyor.lock_token_seq, called directly (no statement).
+static int64 next_token() {
+    return pg_guard([] {
+        Oid ns = get_namespace_oid("conveyor", false);
+        Oid seq = get_relname_relid("lock_token_seq", ns);
+        if (!OidIsValid(seq)) elog(ERROR, "sequence conveyor.lock_token_seq does not exist");
+        return nextval_internal(seq, false);
+    });
+}
+
 CONVEYOR_FUNCTION(conveyor_lock_acquire) {
     std::string key = required_name(fcinfo, 0, "key");
     std::string owner = required_name(fcinfo, 1, "owner");
@@ -141,13 +152,13 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
     }
     // Held to the end of the transaction: no other token for this key is drawn before ours commits.
     xact_lock(LockSpace::lease, lease_lock_key(key));
+    int64 fresh = next_token();
     // New key: insert. Same owner: refresh the lease, keep the token. Stale lease of another owner:
-    // take it over with the fresh token and record the takeover. Live lease of another owner: no row.
+    // take it over with the fresh token. Live lease of another owner (committed since the look
+    // above, or a concurrent transaction's that we waited for): no row.
     static Statement stmt(
-        "WITH t AS (SELECT pg_catalog.nextval('conveyor.lock_token_seq') AS token), "
-        "up AS ("
-        " INSERT INTO conveyor.locks AS l (key, owner, token, ttl_seconds, acquired_at, heartbeat_at, correlation_id, metadata)"
-        " SELECT $1, $2, t.token, $3, pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), $4, $5 FROM t"
+        "INSERT INTO conveyor.locks AS l (key, owner, token, ttl_seconds, acquired_at, heartbeat_at, correlation_id, metadata)"
+        " VALUES ($1, $2, $6, $3, pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp(), $4, $5)"
         " ON CONFLICT (key) DO UPDATE SET"
         "  token = CASE WHEN l.owner = excluded.owner THEN l.token ELSE excluded.token END,"
         "  acquired_at = CASE WHEN l.owner = excluded.owner THEN l.acquired_at ELSE excluded.acquired_at END,"
@@ -159,18 +170,26 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
         "  owner = excluded.owner, ttl_seconds = excluded.ttl_seconds, heartbeat_at = excluded.heartbeat_at"
         " WHERE l.owner = excluded.owner"
         "    OR l.heartbeat_at + pg_catalog.make_interval(secs => l.ttl_seconds) < pg_catalog.clock_timestamp()"
-        " RETURNING l.token, l.taken_from_owner, l.taken_from_token), "
-        "ev AS ("
-        " INSERT INTO conveyor.lock_events (at, key, event, old_owner, old_token, new_owner, new_token)"
-        " SELECT pg_catalog.clock_timestamp(), $1, 'takeover', up.taken_from_owner, up.taken_from_token, $2, up.token"
-        " FROM up, t WHERE up.token = t.token AND up.taken_from_token IS NOT NULL) "
-        "SELECT token FROM up",
-        {TEXTOID, TEXTOID, INT4OID, TEXTOID, JSONBOID});
+        " RETURNING l.token, l.taken_from_owner, l.taken_from_token",
+        {TEXTOID, TEXTOID, INT4OID, TEXTOID, JSONBOID, INT8OID});
     Params p;
     p.text(0, key).text(1, owner).int4(2, ttl).text(3, correlation_id);
     jsonb_param(p, 4, metadata);
+    p.int8(5, fresh);
     auto rows = stmt.run(p);
     std::optional<int64> token = rows.size() ? rows.int8(0, 0) : std::nullopt;
+    // The fresh token on a row that names a previous holder: this call took a stale lease over.
+    if (token && *token == fresh) {
+        auto old_owner = rows.text(0, 1);
+        auto old_token = rows.int8(0, 2);
+        if (old_token) {
+            static Statement event(
+                "INSERT INTO conveyor.lock_events (at, key, event, old_owner, old_token, new_owner, new_token)"
+                " VALUES (pg_catalog.clock_timestamp(), $1, 'takeover', $2, $3, $4, $5)",
+                {TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID});
+            event.run(Params().text(0, key).text(1, old_owner).int8(2, *old_token).text(3, owner).int8(4, fresh));
+        }
+    }
     spi.finish();
     if (!token) PG_RETURN_NULL();
     PG_RETURN_INT64(*token);
