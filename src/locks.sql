@@ -167,6 +167,8 @@ CREATE FUNCTION conveyor.advisory_lock(key text, timeout_ms int) RETURNS boolean
 CREATE FUNCTION conveyor.advisory_unlock(key text) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock';
+-- Releases every session-level hold of this session on the key and returns how many. (A key this
+-- transaction holds only at transaction level gets PostgreSQL's "you don't own a lock" warning.)
 CREATE FUNCTION conveyor.advisory_unlock_all(key text) RETURNS int
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock_all';

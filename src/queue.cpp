@@ -1792,9 +1792,11 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {}}}",
         dropped, folded, reaped, groups.size());
+    // Built after SPI_finish, in the caller's memory context: SPI_finish frees the SPI procedure
+    // context, and a result built there would be read after it was freed.
+    spi.finish();
     const char *s = summary.c_str();
     Datum result = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
-    spi.finish();
     PG_RETURN_DATUM(result);
 }
 
