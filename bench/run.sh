@@ -4,12 +4,13 @@
 # Sets up like the test suite (scripts/common.sh: packages, build, install, a fresh scratch cluster),
 # then measures with pgbench, on that one cluster and in one run, conveyor against "the floor": a
 # minimal hand-written queue table (floor.jobs) driven by plain SQL. Prints one table of jobs/s and
-# the ratio conveyor/floor, then the backlog-scaling ratios. See bench/README.md.
+# the ratio conveyor/floor, then the backlog-scaling ratios and the lease cycles. See bench/README.md.
 #
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g" (default all)
+#   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT   which scratch cluster (see scripts/common.sh)
 source "$(dirname "$0")/../scripts/common.sh"
@@ -17,7 +18,9 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f"}
+PHASES=${BENCH_ONLY:-"a b c d e f g"}
+LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
+LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
 PGBENCH=$PGBIN/pgbench
 HERE=$ROOT/bench
@@ -279,6 +282,47 @@ if phase f; then
     measure_scaling groups scale_groups
 fi
 
+# g. Leases: acquire + release cycles per second with LOCK_CLIENTS clients, on distinct keys (one per
+#    client) and on one hot key: conveyor against the same cycle in plain SQL on a minimal table, and
+#    pg_try_advisory_lock/pg_advisory_unlock as the floor. The three sides alternate in 3 rounds of a
+#    third of BENCH_SECONDS (at least 5 s) each, each run from empty lease tables; each side's best
+#    round counts, as noise from other processes only ever takes throughput away.
+declare -A LOCKS
+measure_locks() {  # KEY SCRIPT HOT SECONDS
+    local rate
+    sql -c "TRUNCATE conveyor.locks, conveyor.lock_events, floor.locks" >/dev/null
+    settle
+    # Every side plans on the primary key, as conveyor's functions do: after the TRUNCATE the planner
+    # would otherwise keep a sequential scan for the plain-SQL DELETE while its heap fills with
+    # dead rows.
+    PGB_SECONDS=$4 PGOPTIONS="-c enable_seqscan=off" pgb "$2" "$LOCK_CLIENTS" -D hot="$3" || pgb_fail "g $1"
+    rate=$(calc "$(pgb_tps)")
+    note "g $1 ($2)" "$rate cycles/s"
+    if [ -z "${LOCKS[$1]:-}" ] || [ "$rate" -gt "${LOCKS[$1]}" ]; then LOCKS[$1]=$rate; fi
+    [ "$2" = lock_cycle.sql ] && profile
+    return 0
+}
+if phase g; then
+    sql >/dev/null <<'SQL'
+CREATE TABLE IF NOT EXISTS floor.locks (
+    key text PRIMARY KEY, owner text NOT NULL, token bigint NOT NULL, ttl_seconds integer NOT NULL,
+    acquired_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+CREATE SEQUENCE IF NOT EXISTS floor.lock_token_seq;
+SQL
+    lock_secs=$((BENCH_SECONDS / 3))
+    [ "$lock_secs" -ge 5 ] || lock_secs=5
+    for mode in distinct hot; do
+        hot=0
+        [ "$mode" = hot ] && hot=1
+        for _ in 1 2 3; do
+            measure_locks "${mode}_conveyor" lock_cycle.sql "$hot" "$lock_secs"
+            measure_locks "${mode}_sql" floor_lock_cycle.sql "$hot" "$lock_secs"
+            measure_locks "${mode}_advisory" floor_advisory_cycle.sql "$hot" "$lock_secs"
+        done
+    done
+fi
+
 # ---- report --------------------------------------------------------------------------------------------
 
 row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
@@ -327,4 +371,21 @@ if [ -n "${DEQ[1k]:-}" ]; then
     srow groups "1,000 ready + 100,000 waiting behind 1,000 busy groups"
     echo "   ratio = dequeue latency / dequeue latency at 1,000; deq+ack ratios:" \
         "1m $(calc "${CYC[1m]} / ${CYC[1k]}" 2)x, groups $(calc "${CYC[groups]} / ${CYC[1k]}" 2)x"
+fi
+
+if [ -n "${LOCKS[distinct_conveyor]:-}" ]; then
+    echo
+    echo "g. leases: acquire + release cycles/s (two transactions each), $LOCK_CLIENTS clients, pgbench -M prepared,"
+    echo "   best of 3 alternating rounds of $lock_secs s; ratio = conveyor / plain SQL; floor = pg_try_advisory_lock + pg_advisory_unlock"
+    printf '%-34s %12s %12s %12s %8s %10s   %s\n' "keys" "conveyor" "plain SQL" "advisory" "ratio" "vs floor" "target"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    for mode in distinct hot; do
+        c=${LOCKS[${mode}_conveyor]} f=${LOCKS[${mode}_sql]} a=${LOCKS[${mode}_advisory]}
+        ratio=$(calc "$c / $f" 2)
+        verdict=$(awk -v r="$ratio" -v t="$LOCK_TARGET" 'BEGIN { print (r >= t ? "ok" : "MISSED") }')
+        label="distinct keys (one per client)"
+        [ "$mode" = hot ] && label="one hot key"
+        printf '%-34s %12s %12s %12s %8s %10s   %-9s %s\n' "$label" "$c" "$f" "$a" "${ratio}x" "$(calc "$c / $a" 2)x" \
+            ">= ${LOCK_TARGET}x" "$verdict"
+    done
 fi

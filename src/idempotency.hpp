@@ -15,7 +15,7 @@ namespace conveyor::idempotency {
 struct Claim {
     bool acquired = false;     // the caller owns the key now and does the work
     std::string state;         // 'in_progress' or 'completed'
-    Datum result = (Datum)0;   // jsonb, when completed with a result (in the caller's memory context)
+    Datum result = (Datum)0;   // jsonb, when completed with a result; lives until the entry point returns
     bool result_null = true;
 };
 

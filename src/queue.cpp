@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "idempotency.hpp"
+#include "locks.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 #include "wakeup.hpp"
@@ -1901,13 +1902,18 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         if (n < 10000) break;
     }
 
+    // 6. Old lock events.
+    locks::maintain_locks();
+
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {},"
         " \"idempotency_keys_purged\": {}}}",
         dropped, folded, reaped, groups.size(), keys_purged);
+    // Built after SPI_finish, in the caller's memory context: SPI_finish frees the SPI procedure
+    // context, and a result built there would be read after it was freed.
+    spi.finish();
     const char *s = summary.c_str();
     Datum result = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
-    spi.finish();
     PG_RETURN_DATUM(result);
 }
 
