@@ -50,6 +50,7 @@ sql >/dev/null <<'SQL'
 CREATE EXTENSION conveyor;
 SELECT conveyor.create_queue('bench_enqueue');
 SELECT conveyor.create_queue('bench_enqueue_quiet', '{"notify": false}');
+SELECT conveyor.create_queue('bench_enqueue_waiting');
 SELECT conveyor.create_queue('bench_batch');
 SELECT conveyor.create_queue('bench_cycle');                              -- event_trail 'all' (default)
 SELECT conveyor.create_queue('bench_cycle_failures', '{"event_trail": "failures"}');
@@ -206,6 +207,17 @@ if phase a; then
     measure_enqueue a conveyor enqueue.sql bench_enqueue "$C" 1
     measure_enqueue a floor floor_enqueue.sql bench_enqueue "$C" 1
     measure_enqueue a_quiet conveyor enqueue.sql bench_enqueue_quiet "$C" 1
+    # A worker that LISTENs and found its queue empty waits on it through the whole run, so every
+    # enqueue notifies: what producers pay while a worker sleeps (a. has no waiting worker).
+    psql -X -q -c "LISTEN conveyor" -c "SELECT count(*) FROM conveyor.dequeue('bench_enqueue_waiting', 'idle', 1)" \
+        -c "SELECT pg_sleep($((BENCH_SECONDS * 3 + 60)))" >/dev/null 2>&1 &
+    WAITER=$!
+    for _ in $(seq 1 100); do
+        [ "$(sql -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 6 AND mode = 'ShareLock'")" = 1 ] && break
+        sleep 0.1
+    done
+    measure_enqueue a_waiting conveyor enqueue.sql bench_enqueue_waiting "$C" 1
+    kill "$WAITER" 2>/dev/null || true
 fi
 
 if phase b; then
@@ -342,9 +354,10 @@ echo
 echo "conveyor vs floor: $BENCH_SECONDS s per measurement, pgbench -M prepared -c $C -j 2; ratio = conveyor / floor"
 printf '%-52s %14s %14s %8s   %s\n' "operation" "conveyor jobs/s" "floor jobs/s" "ratio" "target"
 printf '%s\n' "$(printf -- '-%.0s' {1..110})"
-[ -n "${FLOOR[a]:-}" ] && FLOOR[a_quiet]=${FLOOR[a]}
+[ -n "${FLOOR[a]:-}" ] && FLOOR[a_quiet]=${FLOOR[a]} && FLOOR[a_waiting]=${FLOOR[a]}
 row a "a. enqueue, 1 job/call, $C clients" r0.8
 row a_quiet "   same, queue option notify = false" ""
+row a_waiting "   same, a listening worker waiting (all notify)" ""
 row b "b. enqueue_batch, 100 jobs/call, $C clients" a50000
 row c "c. dequeue 1 + ack, $C workers, event_trail 'all'" r0.7
 row e "e. dequeue 1 + ack, $C workers, event_trail 'failures'" ""
