@@ -358,9 +358,8 @@ CONVEYOR_FUNCTION(conveyor_reserve) {
             if (claim.state != "completed" || claim.result_null) throw key_in_progress(*key);
             static Statement stored("SELECT ($1->>'reservation_id')::uuid", {JSONBOID});
             pg_uuid_t id = *stored.run(Params().datum(0, claim.result)).uuid(0, 0);
-            Datum d = uuid_datum(id);
             spi.finish();
-            PG_RETURN_DATUM(d);
+            PG_RETURN_DATUM(uuid_datum(id));  // after finish: in the caller's memory context
         }
     }
 
@@ -387,9 +386,8 @@ CONVEYOR_FUNCTION(conveyor_reserve) {
         Datum jb = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
         idempotency::finish(scope, *key, jb);
     }
-    Datum d = uuid_datum(id);
     spi.finish();
-    PG_RETURN_DATUM(d);
+    PG_RETURN_DATUM(uuid_datum(id));
 }
 
 // Why a reservation could not be settled or released: unknown (42704) or already resolved (55000).
