@@ -24,6 +24,7 @@
 
 extern "C" {
 #include "pgtime.h"
+#include "storage/backendid.h"
 }
 
 namespace conveyor::costs {
@@ -33,6 +34,17 @@ using spi::Statement;
 
 // Amounts are stored as numeric(24, 6): 6 decimal places, below 10^18 in magnitude.
 constexpr int money_scale = 6;
+
+// Accounts without a hard budget take charges on one of this many slot rows, picked by backend.
+constexpr int account_slots = 16;
+
+// Every charge holds the account's lock in share mode, account_update in exclusive mode: an account
+// changes between slots and its single row only while no charge is in flight.
+static void lock_account(const std::string &account, bool exclusive) {
+    uint64 key = hash64(account);
+    if (exclusive) xact_lock(LockSpace::account, key);
+    else xact_lock_shared(LockSpace::account, key);
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Arguments
@@ -156,7 +168,8 @@ static void require_account(const std::string &account) {
 // (42704), or the amount would pass its hard budget (CV001, with the figures).
 [[noreturn]] static void refuse(const std::string &account, const char *what, Datum amount) {
     static Statement stmt(
-        "SELECT a.total::text, (a.reserved - COALESCE(x.lapsed, 0))::text, a.budget::text FROM conveyor.accounts a"
+        "SELECT (a.total + COALESCE((SELECT sum(s.total) FROM conveyor.account_slots s WHERE s.account = a.account), 0))::text,"
+        "  (a.reserved - COALESCE(x.lapsed, 0))::text, a.budget::text FROM conveyor.accounts a"
         " LEFT JOIN LATERAL (SELECT sum(r.amount) AS lapsed FROM conveyor.reservations r"
         "                    WHERE r.account = a.account AND r.state = 'open' AND r.expires_at <= pg_catalog.now()) x ON true"
         " WHERE a.account = $1",
@@ -213,9 +226,15 @@ CONVEYOR_FUNCTION(conveyor_account_update) {
     if (remove_budget && budget)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "budget and remove_budget => true contradict each other");
     spi::Connection spi;
+    // With no charge in flight (the exclusive lock), the slots fold back into the account's row, so
+    // that an account that gets a hard budget is decided by that row alone.
+    lock_account(account, true);
     static Statement stmt(
-        "UPDATE conveyor.accounts SET budget = CASE WHEN $6 THEN NULL ELSE COALESCE($2, budget) END,"
+        "WITH folded AS (DELETE FROM conveyor.account_slots WHERE account = $1 RETURNING total, entries)"
+        " UPDATE conveyor.accounts SET budget = CASE WHEN $6 THEN NULL ELSE COALESCE($2, budget) END,"
         "  currency = COALESCE($3, currency), hard_limit = COALESCE($4, hard_limit), metadata = COALESCE($5, metadata),"
+        "  total = total + COALESCE((SELECT sum(total) FROM folded), 0),"
+        "  entries = entries + COALESCE((SELECT sum(entries) FROM folded), 0)::bigint,"
         "  updated_at = pg_catalog.now()"
         " WHERE account = $1 RETURNING 1",
         {TEXTOID, NUMERICOID, TEXTOID, BOOLOID, JSONBOID, BOOLOID});
@@ -238,13 +257,15 @@ CONVEYOR_FUNCTION(conveyor_account_status) {
     // reserved and available leave out reservations that have lapsed but are not yet expired: they
     // hold nothing any more, and the next charge, reserve or maintain() frees them.
     static Statement stmt(
-        "SELECT a.account, a.total, a.reserved - COALESCE(x.lapsed, 0), a.budget,"
-        "  a.budget - a.total - (a.reserved - COALESCE(x.lapsed, 0)), a.entries,"
+        "SELECT a.account, a.total + sl.total, a.reserved - COALESCE(x.lapsed, 0), a.budget,"
+        "  a.budget - (a.total + sl.total) - (a.reserved - COALESCE(x.lapsed, 0)), a.entries + sl.entries,"
         "  COALESCE((SELECT pg_catalog.jsonb_object_agg(s.service, pg_catalog.jsonb_build_object("
         "               'amount', s.amount, 'items', s.items, 'entries', s.n) ORDER BY s.service)"
         "            FROM (SELECT l.service, sum(l.amount) AS amount, sum(l.items) AS items, count(*) AS n"
         "                  FROM conveyor.ledger l WHERE l.account = a.account GROUP BY l.service) s), '{}')"
         " FROM conveyor.accounts a"
+        " CROSS JOIN LATERAL (SELECT COALESCE(sum(s.total), 0) AS total, COALESCE(sum(s.entries), 0)::bigint AS entries"
+        "                     FROM conveyor.account_slots s WHERE s.account = a.account) sl"
         " LEFT JOIN LATERAL (SELECT sum(r.amount) AS lapsed FROM conveyor.reservations r"
         "                    WHERE r.account = a.account AND r.state = 'open' AND r.expires_at <= pg_catalog.now()) x ON true"
         " WHERE $1::text IS NULL OR a.account = $1 ORDER BY a.account",
@@ -290,6 +311,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
     auto key = optional_key(fcinfo, 5);
     ResultSet out(fcinfo);
     spi::Connection spi;
+    lock_account(account, false);
 
     std::string scope = "charge:" + account;
     if (key) {
@@ -307,25 +329,52 @@ CONVEYOR_FUNCTION(conveyor_charge) {
         }
     }
 
+    // strict: a hard budget decides, on the account's row (the UPDATE's WHERE clause). Otherwise the
+    // charge goes to this backend's slot row, and the account's row is touched only to free lapsed
+    // reservations. The returned total adds the account's row and every slot.
     static Statement stmt(
-        EXPIRE_LAPSED
+        "WITH m AS (SELECT a.hard_limit AND a.budget IS NOT NULL AS strict, a.total, a.reserved, a.budget"
+        "           FROM conveyor.accounts a WHERE a.account = $1),"
+        " expired AS ("
+        "  UPDATE conveyor.reservations r SET state = 'expired', resolved_at = pg_catalog.now()"
+        "  WHERE r.account = $1 AND r.state = 'open' AND r.expires_at <= pg_catalog.now()"
+        "  RETURNING r.amount),"
+        " freed AS (SELECT COALESCE(sum(amount), 0)::numeric AS amount FROM expired),"
         " acct AS ("
-        "  UPDATE conveyor.accounts a SET total = a.total + $3, reserved = a.reserved - freed.amount,"
-        "         entries = a.entries + 1, updated_at = pg_catalog.now()"
-        "  FROM freed"
-        "  WHERE a.account = $1 AND (NOT a.hard_limit OR a.budget IS NULL OR $3 <= 0"
-        "        OR a.total + a.reserved - freed.amount + $3 <= a.budget)"
-        "  RETURNING a.total, a.budget - a.total - a.reserved AS available),"
+        "  UPDATE conveyor.accounts a SET total = a.total + CASE WHEN m.strict THEN $3 ELSE 0 END,"
+        "         reserved = a.reserved - freed.amount,"
+        "         entries = a.entries + CASE WHEN m.strict THEN 1 ELSE 0 END, updated_at = pg_catalog.now()"
+        "  FROM freed, m"
+        "  WHERE a.account = $1 AND (m.strict OR freed.amount > 0)"
+        "    AND (NOT m.strict OR $3 <= 0 OR a.total + a.reserved - freed.amount + $3 <= a.budget)"
+        "  RETURNING a.total, a.reserved, a.budget),"
+        " slot AS ("
+        "  INSERT INTO conveyor.account_slots AS s (account, slot, total, entries)"
+        "  SELECT $1, $8, $3, 1 FROM m WHERE NOT m.strict"
+        "  ON CONFLICT (account, slot) DO UPDATE SET total = s.total + excluded.total, entries = s.entries + 1"
+        "  RETURNING s.total),"
+        " info AS ("
+        "  SELECT t.total, t.reserved, t.budget FROM acct t"
+        "  UNION ALL"
+        "  SELECT m.total, m.reserved - freed.amount, m.budget FROM freed, m"
+        "  WHERE NOT m.strict AND NOT EXISTS (SELECT FROM acct)),"
+        " done AS ("
+        "  SELECT i.total + CASE WHEN m.strict THEN 0 ELSE (SELECT total FROM slot) + COALESCE((SELECT sum(o.total)"
+        "           FROM conveyor.account_slots o WHERE o.account = $1 AND o.slot <> $8), 0) END AS total,"
+        "         i.reserved, i.budget"
+        "  FROM info i, m),"
         " ins AS ("
         "  INSERT INTO conveyor.ledger (entry_id, account, service, amount, items, metadata, created_at)"
-        "  SELECT $5, $1, $2, $3, $4, $6, pg_catalog.now() FROM acct RETURNING 1)"
-        " SELECT $5, acct.total, acct.available, (SELECT count(*) FROM ins),"
-        "   CASE WHEN $7 THEN pg_catalog.jsonb_build_object('entry_id', $5, 'total', acct.total, 'available', acct.available) END"
-        " FROM acct",
-        {TEXTOID, TEXTOID, NUMERICOID, INT4OID, UUIDOID, JSONBOID, BOOLOID});
+        "  SELECT $5, $1, $2, $3, $4, $6, pg_catalog.now() FROM done RETURNING 1)"
+        " SELECT $5, d.total, d.budget - d.total - d.reserved, (SELECT count(*) FROM ins),"
+        "   CASE WHEN $7 THEN pg_catalog.jsonb_build_object('entry_id', $5, 'total', d.total,"
+        "     'available', d.budget - d.total - d.reserved) END"
+        " FROM done d",
+        {TEXTOID, TEXTOID, NUMERICOID, INT4OID, UUIDOID, JSONBOID, BOOLOID, INT4OID});
     pg_uuid_t entry = uuid_v7();
     Params p;
     p.text(0, account).text(1, service).datum(2, amount).int4(3, items).uuid(4, entry).boolean(6, key.has_value());
+    p.int4(7, (int32)(MyBackendId % account_slots));
     jsonb_or_null(p, 5, metadata);
     auto rows = stmt.run(p);
     if (rows.size() == 0) refuse(account, refund ? "refund" : "charge", amount);
@@ -517,9 +566,12 @@ CONVEYOR_FUNCTION(conveyor_ledger_verify) {
     spi::Connection spi;
     // One statement, one snapshot: totals and the rows they sum are read at the same instant.
     static Statement stmt(
-        "SELECT a.account, a.total, COALESCE(l.amount, 0), a.reserved, COALESCE(r.amount, 0),"
-        "  a.total = COALESCE(l.amount, 0) AND a.entries = COALESCE(l.n, 0) AND a.reserved = COALESCE(r.amount, 0)"
+        "SELECT a.account, a.total + sl.total, COALESCE(l.amount, 0), a.reserved, COALESCE(r.amount, 0),"
+        "  a.total + sl.total = COALESCE(l.amount, 0) AND a.entries + sl.entries = COALESCE(l.n, 0)"
+        "  AND a.reserved = COALESCE(r.amount, 0)"
         " FROM conveyor.accounts a"
+        " CROSS JOIN LATERAL (SELECT COALESCE(sum(s.total), 0) AS total, COALESCE(sum(s.entries), 0) AS entries"
+        "                     FROM conveyor.account_slots s WHERE s.account = a.account) sl"
         " LEFT JOIN LATERAL (SELECT sum(amount) AS amount, count(*) AS n FROM conveyor.ledger"
         "                    WHERE account = a.account) l ON true"
         " LEFT JOIN LATERAL (SELECT sum(amount) AS amount FROM conveyor.reservations"

@@ -2,9 +2,13 @@
 -- Costs, budgets and quotas
 -- ===================================================================================================
 
--- An account pays for calls (a campaign, a customer, a pipeline). total is the running sum of its
+-- An account pays for calls (a campaign, a customer, a pipeline). Its running total is the sum of its
 -- ledger; reserved the running sum of its open reservations. Both change only together with the
 -- ledger or reservation rows they sum, in one statement (ledger_verify checks it).
+-- An account with a hard budget keeps its whole running total in total, so that one row decides
+-- every charge. Any other account (no budget, or a soft one) takes charges on account_slots rows,
+-- one per backend slot, so that concurrent charges to one hot account do not queue on one row; its
+-- running total is total plus the sum of its slots. account_update folds the slots back into total.
 CREATE TABLE conveyor.accounts (
     account    text PRIMARY KEY,
     budget     numeric(24, 6) CHECK (budget >= 0),
@@ -18,6 +22,15 @@ CREATE TABLE conveyor.accounts (
     updated_at timestamptz NOT NULL
 ) WITH (fillfactor = 50);
 SELECT pg_catalog.pg_extension_config_dump('conveyor.accounts', '');
+
+CREATE TABLE conveyor.account_slots (
+    account text NOT NULL,
+    slot    integer NOT NULL,
+    total   numeric(30, 6) NOT NULL,
+    entries bigint NOT NULL,
+    PRIMARY KEY (account, slot)
+) WITH (fillfactor = 50);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.account_slots', '');
 
 -- The ledger: one immutable row per charge, refund or settlement.
 CREATE TABLE conveyor.ledger (

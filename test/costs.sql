@@ -1,7 +1,7 @@
 -- Costs: accounts, charge, refunds, idempotency keys, hard and soft budgets, ledger_verify,
 -- account_status, cost_report, and bad input that writes nothing.
 BEGIN;
-SELECT plan(61);
+SELECT plan(73);
 
 -- ---- accounts ------------------------------------------------------------------------------------
 
@@ -120,6 +120,45 @@ SELECT throws_ok($$ SELECT conveyor.account_update('tap_nobody', 1) $$, '42704',
 SELECT throws_ok($$ SELECT conveyor.account_update('tap_hard', 1, remove_budget => true) $$, '22023', NULL,
     'a budget and remove_budget together are refused');
 
+-- ---- accounts without a hard budget: charges on slot rows --------------------------------------
+
+SELECT conveyor.account_create('tap_slots');
+SELECT lives_ok($$ SELECT * FROM conveyor.charge('tap_slots', 'maps', 1.5) $$, 'a charge to an account without a budget');
+SELECT results_eq(
+    $$ SELECT (SELECT total FROM conveyor.accounts WHERE account = 'tap_slots'),
+              (SELECT sum(total) FROM conveyor.account_slots WHERE account = 'tap_slots'),
+              (SELECT sum(entries) FROM conveyor.account_slots WHERE account = 'tap_slots')::int $$,
+    $$ VALUES (0::numeric, 1.5::numeric, 1) $$,
+    'goes to a slot row, not to the account row');
+SELECT results_eq(
+    $$ SELECT total FROM conveyor.charge('tap_slots', 'maps', 2.25) $$,
+    $$ VALUES (3.75::numeric) $$,
+    'the returned total adds the account row and the slots');
+SELECT results_eq(
+    $$ SELECT total, entries, ok FROM conveyor.account_status('tap_slots') JOIN conveyor.ledger_verify('tap_slots') USING (account, total) $$,
+    $$ VALUES (3.75::numeric, 2::bigint, true) $$,
+    'account_status and ledger_verify count the slots');
+SELECT lives_ok($$ SELECT conveyor.account_update('tap_slots', 4) $$, 'a hard budget is set');
+SELECT results_eq(
+    $$ SELECT total, entries, (SELECT count(*) FROM conveyor.account_slots WHERE account = 'tap_slots')
+       FROM conveyor.accounts WHERE account = 'tap_slots' $$,
+    $$ VALUES (3.75::numeric, 2::bigint, 0::bigint) $$,
+    'account_update folds the slots into the account row');
+SELECT throws_ok($$ SELECT * FROM conveyor.charge('tap_slots', 'maps', 0.250001) $$, 'CV001', NULL,
+    'and the budget counts what the slots held');
+SELECT results_eq(
+    $$ SELECT total, available FROM conveyor.charge('tap_slots', 'maps', 0.25) $$,
+    $$ VALUES (4::numeric, 0::numeric) $$,
+    'up to the budget exactly');
+SELECT is((SELECT count(*)::int FROM conveyor.account_slots WHERE account = 'tap_slots'), 0,
+    'a hard-limited account takes no slot rows');
+SELECT lives_ok($$ SELECT conveyor.account_update('tap_slots', hard_limit => false) $$, 'a soft limit');
+SELECT results_eq(
+    $$ SELECT total, available FROM conveyor.charge('tap_slots', 'maps', 1) $$,
+    $$ VALUES (5::numeric, -1::numeric) $$,
+    'a soft-limited account is charged on a slot row past its budget');
+SELECT is((SELECT ok FROM conveyor.ledger_verify('tap_slots')), true, 'ledger_verify agrees');
+
 -- ---- idempotency keys ----------------------------------------------------------------------------
 
 SELECT conveyor.account_create('tap_idem', 100);
@@ -168,7 +207,7 @@ SELECT results_eq(
     $$ VALUES ('tap_idem', 10.008::numeric, 0::numeric, 100::numeric, 89.992::numeric, 2::bigint,
                '{"bouncer": {"amount": 0.008, "items": 2, "entries": 1}, "x": {"amount": 10, "items": 1, "entries": 1}}'::jsonb) $$,
     'account_status: totals and the per-service breakdown');
-SELECT ok((SELECT count(*) FROM conveyor.account_status()) >= 4, 'account_status() lists every account');
+SELECT ok((SELECT count(*) FROM conveyor.account_status()) >= 5, 'account_status() lists every account');
 SELECT throws_ok($$ SELECT * FROM conveyor.account_status('tap_nobody') $$, '42704', NULL,
     'account_status of an unknown account raises 42704');
 
