@@ -9,7 +9,7 @@
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g i" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT   which scratch cluster (see scripts/common.sh)
@@ -18,7 +18,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g"}
+PHASES=${BENCH_ONLY:-"a b c d e f g i"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -75,6 +75,26 @@ CREATE TABLE floor.jobs (
     created_at  timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX jobs_pending ON floor.jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
+
+-- i. Charges: conveyor's accounts, the floor's and the seed's, 8 of each, with the same storage
+-- options as conveyor.accounts and a ledger indexed by account and time like conveyor.ledger.
+-- conveyor's bench_ accounts have no budget, like the floor's and the seed's; hard_0 has a hard one
+-- (never reached), so every charge is decided on its one row.
+SELECT conveyor.account_create('bench_' || n) FROM generate_series(0, 7) n;
+SELECT conveyor.account_create('hard_0', 1000000000);
+CREATE TABLE floor.accounts (account text PRIMARY KEY, total numeric(30, 6) NOT NULL DEFAULT 0) WITH (fillfactor = 50);
+CREATE TABLE floor.ledger (id bigserial PRIMARY KEY, account text NOT NULL, service text NOT NULL,
+                           amount numeric(24, 6) NOT NULL, items integer NOT NULL,
+                           created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON floor.ledger (account, created_at);
+CREATE SCHEMA seed;
+CREATE TABLE seed.accounts (LIKE floor.accounts INCLUDING ALL) WITH (fillfactor = 50);
+CREATE TABLE seed.ledger (id bigserial PRIMARY KEY, account text NOT NULL, service text NOT NULL,
+                          amount numeric(24, 6) NOT NULL, items integer NOT NULL,
+                          created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX ON seed.ledger (account, created_at);
+INSERT INTO floor.accounts (account) SELECT 'bench_' || n FROM generate_series(0, 7) n;
+INSERT INTO seed.accounts (account) SELECT 'bench_' || n FROM generate_series(0, 7) n;
 SQL
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -242,6 +262,53 @@ if phase d; then
     measure_drain d floor floor_cycle_many.sql bench_many "$C" $((80000 * T))
 fi
 
+# i. Charges: 8 clients on 8 accounts (one each) and on one hot account, conveyor.charge against the
+#    floor and the seed's SERIALIZABLE recipe (pgbench retries its 40001s). Each side starts from empty
+#    ledgers and zero totals; charges/s = successful transactions per second; every one must be in
+#    its ledger. The sides run in 3 interleaved rounds of a third of BENCH_SECONDS (at least 5 s) and
+#    each keeps its best round: load from other processes only ever lowers a figure, and interleaving
+#    spreads a burst of it over all sides instead of one.
+declare -A SEED
+reset_charges() {
+    sql -c "TRUNCATE conveyor.ledger, floor.ledger, seed.ledger RESTART IDENTITY" \
+        -c "TRUNCATE conveyor.account_slots" -c "UPDATE conveyor.accounts SET total = 0, entries = 0" \
+        -c "UPDATE floor.accounts SET total = 0" -c "UPDATE seed.accounts SET total = 0"
+}
+measure_charge() {  # KEY SIDE SCRIPT ACCOUNTS [pgbench args]
+    local key=$1 side=$2 script=$3 accounts=$4 table want have retries
+    shift 4
+    reset_charges; settle
+    pgb "$script" 8 -D accounts="$accounts" "$@" || pgb_fail "$key $side"
+    case $side in conveyor) table=conveyor.ledger ;; floor) table=floor.ledger ;; seed) table=seed.ledger ;; esac
+    want=$(pgb_txns)
+    have=$(sql -c "SELECT count(*) FROM $table")
+    [ "$have" -eq "$want" ] || { log "$key $side: $want charges committed, $have in the ledger"; exit 1; }
+    [ "$side" = conveyor ] && { [ "$(sql -c "SELECT bool_and(ok) FROM conveyor.ledger_verify()")" = t ] ||
+        { log "$key conveyor: ledger_verify failed"; exit 1; }; }
+    local rate best; rate=$(calc "$(pgb_tps)")
+    retries=$(sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p' "$WORK/pgbench.out")
+    case $side in conveyor) best=${CONV[$key]:-0} ;; floor) best=${FLOOR[$key]:-0} ;; seed) best=${SEED[$key]:-0} ;; esac
+    best=$(awk -v a="$rate" -v b="$best" 'BEGIN { print (a > b ? a : b) }')
+    case $side in conveyor) CONV[$key]=$best ;; floor) FLOOR[$key]=$best ;; seed) SEED[$key]=$best ;; esac
+    note "$key $side $script ($accounts accounts)${retries:+, $retries transactions retried}" "$rate charges/s"
+    [ "$side" = conveyor ] && profile
+    return 0
+}
+ISECS=$((BENCH_SECONDS / 3))
+[ "$ISECS" -ge 5 ] || ISECS=5
+if phase i; then
+    for round in 1 2 3; do
+        log "i. round $round of 3, $ISECS s per measurement"
+        PGB_SECONDS=$ISECS measure_charge i8 conveyor charge.sql 8 -D prefix=bench_
+        PGB_SECONDS=$ISECS measure_charge i8 floor floor_charge.sql 8
+        PGB_SECONDS=$ISECS measure_charge i8 seed seed_charge.sql 8 --max-tries=1000000
+        PGB_SECONDS=$ISECS measure_charge i1 conveyor charge.sql 1 -D prefix=bench_
+        PGB_SECONDS=$ISECS measure_charge i1 floor floor_charge.sql 1
+        PGB_SECONDS=$ISECS measure_charge i1 seed seed_charge.sql 1 --max-tries=1000000
+        PGB_SECONDS=$ISECS measure_charge i1h conveyor charge.sql 1 -D prefix=hard_
+    done
+fi
+
 # f. Backlog scaling: one worker enqueues one job (so the backlog stays where it is), dequeues one and
 #    acknowledges it; pgbench -r gives the dequeue's latency. Commands in scaling.sql: 1 \set,
 #    2 enqueue, 3 dequeue, 4 ack. These sessions run with synchronous_commit = off: the WAL flush
@@ -350,19 +417,44 @@ row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = a
     printf '%-52s %14s %14s %8s   %-10s %s\n' "$label" "$c" "${f:--}" "${ratio}x" "$target" "$verdict"
 }
 
-echo
-echo "conveyor vs floor: $BENCH_SECONDS s per measurement, pgbench -M prepared -c $C -j 2; ratio = conveyor / floor"
-printf '%-52s %14s %14s %8s   %s\n' "operation" "conveyor jobs/s" "floor jobs/s" "ratio" "target"
-printf '%s\n' "$(printf -- '-%.0s' {1..110})"
-[ -n "${FLOOR[a]:-}" ] && FLOOR[a_quiet]=${FLOOR[a]} && FLOOR[a_waiting]=${FLOOR[a]}
-row a "a. enqueue, 1 job/call, $C clients" r0.8
-row a_quiet "   same, queue option notify = false" ""
-row a_waiting "   same, a listening worker waiting (all notify)" ""
-row b "b. enqueue_batch, 100 jobs/call, $C clients" a50000
-row c "c. dequeue 1 + ack, $C workers, event_trail 'all'" r0.7
-row e "e. dequeue 1 + ack, $C workers, event_trail 'failures'" ""
-row d "d. dequeue 100 + ack_many, $C workers" a20000
-[ -n "${CONV[e]:-}" ] && echo "   (e. is compared with the floor of c.: the floor has no event trail)"
+if [ -n "${CONV[a]:-}${CONV[b]:-}${CONV[c]:-}${CONV[d]:-}${CONV[e]:-}" ]; then
+    echo
+    echo "conveyor vs floor: $BENCH_SECONDS s per measurement, pgbench -M prepared -c $C -j 2; ratio = conveyor / floor"
+    printf '%-52s %14s %14s %8s   %s\n' "operation" "conveyor jobs/s" "floor jobs/s" "ratio" "target"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    [ -n "${FLOOR[a]:-}" ] && FLOOR[a_quiet]=${FLOOR[a]} && FLOOR[a_waiting]=${FLOOR[a]}
+    row a "a. enqueue, 1 job/call, $C clients" r0.8
+    row a_quiet "   same, queue option notify = false" ""
+    row a_waiting "   same, a listening worker waiting (all notify)" ""
+    row b "b. enqueue_batch, 100 jobs/call, $C clients" a50000
+    row c "c. dequeue 1 + ack, $C workers, event_trail 'all'" r0.7
+    row e "e. dequeue 1 + ack, $C workers, event_trail 'failures'" ""
+    row d "d. dequeue 100 + ack_many, $C workers" a20000
+    [ -n "${CONV[e]:-}" ] && echo "   (e. is compared with the floor of c.: the floor has no event trail)"
+fi
+
+if [ -n "${CONV[i8]:-}" ]; then
+    echo
+    echo "i. charges: best of 3 interleaved rounds of $ISECS s, pgbench -M prepared -c 8 -j 2; charges/s"
+    printf '%-40s %10s %10s %10s %12s %12s\n' "operation" "conveyor" "floor" "seed" "conv/floor" "conv/seed"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    [ -n "${CONV[i1h]:-}" ] && { FLOOR[i1h]=${FLOOR[i1]}; SEED[i1h]=${SEED[i1]}; }
+    irow() {  # KEY LABEL SEED_TARGET FLOOR_TARGET
+        local c=${CONV[$1]} f=${FLOOR[$1]} sd=${SEED[$1]} rf rs vf vs
+        rf=$(calc "$c / $f" 2); rs=$(calc "$c / $sd" 2)
+        vf="info"
+        [ -n "${4:-}" ] && vf=$(awk -v r="$rf" -v t="$4" 'BEGIN { print (r >= t ? "ok" : "MISSED") }')
+        vs="(info)"
+        [ -n "$3" ] && vs=$(awk -v r="$rs" -v t="$3" 'BEGIN { print (r >= t ? "ok" : "MISSED") }')
+        printf '%-40s %10s %10s %10s %7sx %-4s %7sx %s\n' "$2" "$c" "$f" "$sd" "$rf" "$vf" "$rs" "$vs"
+    }
+    irow i8 "8 clients, 8 accounts (one each)" "" 0.8
+    irow i1 "8 clients, one hot account" 3 0.8
+    irow i1h "8 clients, one hot account, hard budget" ""
+    echo "   (the hard-budget row: every charge is decided on the account's one row; its floor and seed"
+    echo "    columns repeat the row above)"
+    echo "   targets: conveyor >= 0.8x the floor; >= 3x the seed's SERIALIZABLE recipe on the hot account"
+fi
 
 if [ -n "${DEQ[1k]:-}" ]; then
     echo

@@ -16,6 +16,12 @@ GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid),
 GRANT SELECT ON conveyor.queues TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.entity_stats(), conveyor.entity_state(text, text) TO conveyor_reader;
 GRANT SELECT ON conveyor.locks_view, conveyor.lock_events TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.account_status(text), conveyor.ledger_verify(text),
+    conveyor.cost_report(text, timestamptz, timestamptz, text),
+    conveyor.quota_status(text), conveyor.quota_window(text, text, timestamptz),
+    conveyor.quota_projection(bigint, bigint, timestamptz, timestamptz, timestamptz)
+    TO conveyor_reader;
 
 GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
@@ -26,7 +32,13 @@ GRANT EXECUTE ON FUNCTION
     conveyor.heartbeat(uuid, text, int),
     conveyor.release(uuid, text, int),
     conveyor.idempotency_begin(text, jsonb, int), conveyor.idempotency_finish(text, jsonb),
-    conveyor.idempotency_release(text)
+    conveyor.idempotency_release(text),
+    conveyor.charge(text, text, numeric, int, jsonb, text, boolean),
+    conveyor.reserve(text, numeric, int, text),
+    conveyor.settle(uuid, numeric, text, int, jsonb),
+    conveyor.release_reservation(uuid),
+    conveyor.quota_consume(text, int, text, text),
+    conveyor.rate_limit(text, int, int, int)
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION
@@ -51,6 +63,9 @@ GRANT EXECUTE ON FUNCTION
     conveyor.pause_queue(text), conveyor.resume_queue(text),
     conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
     conveyor.reap(text), conveyor.maintain(),
-    conveyor.lock_force_release(text)
+    conveyor.lock_force_release(text),
+    conveyor.account_create(text, numeric, text, boolean, jsonb),
+    conveyor.account_update(text, numeric, text, boolean, jsonb, boolean),
+    conveyor.quota_define(text, bigint, text, text, jsonb)
     TO conveyor_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA conveyor TO conveyor_admin;

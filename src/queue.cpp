@@ -19,6 +19,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "costs.hpp"
 #include "idempotency.hpp"
 #include "locks.hpp"
 #include "spi.hpp"
@@ -1905,10 +1906,19 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     // 6. Old lock events.
     locks::maintain_locks();
 
+    // 7. Reservations past their time to live free their budget; rate limiter rows that hold no state.
+    int64 reservations_expired = 0;
+    for (;;) {
+        int64 n = costs::expire_reservations(10000);
+        reservations_expired += n;
+        if (n < 10000) break;
+    }
+    int64 rate_limits_purged = costs::purge_rate_limits();
+
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {},"
-        " \"idempotency_keys_purged\": {}}}",
-        dropped, folded, reaped, groups.size(), keys_purged);
+        " \"idempotency_keys_purged\": {}, \"reservations_expired\": {}, \"rate_limits_purged\": {}}}",
+        dropped, folded, reaped, groups.size(), keys_purged, reservations_expired, rate_limits_purged);
     // Built after SPI_finish, in the caller's memory context: SPI_finish frees the SPI procedure
     // context, and a result built there would be read after it was freed.
     spi.finish();

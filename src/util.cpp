@@ -91,6 +91,11 @@ void xact_lock(LockSpace space, uint64 key) {
     pg_guard([&] { (void)LockAcquire(&tag, ExclusiveLock, false, false); });
 }
 
+void xact_lock_shared(LockSpace space, uint64 key) {
+    LOCKTAG tag = advisory_tag(space, key);
+    pg_guard([&] { (void)LockAcquire(&tag, ShareLock, false, false); });
+}
+
 bool try_xact_lock(LockSpace space, uint64 key) {
     LOCKTAG tag = advisory_tag(space, key);
     return pg_guard([&] { return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL; });

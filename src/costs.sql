@@ -1,0 +1,199 @@
+-- ===================================================================================================
+-- Costs, budgets and quotas
+-- ===================================================================================================
+
+-- An account pays for calls (a campaign, a customer, a pipeline). Its running total is the sum of its
+-- ledger; reserved the running sum of its open reservations. Both change only together with the
+-- ledger or reservation rows they sum, in one statement (ledger_verify checks it).
+-- An account with a hard budget keeps its whole running total in total, so that one row decides
+-- every charge. Any other account (no budget, or a soft one) takes charges on account_slots rows,
+-- one per backend slot, so that concurrent charges to one hot account do not queue on one row; its
+-- running total is total plus the sum of its slots. account_update folds the slots back into total.
+CREATE TABLE conveyor.accounts (
+    account    text PRIMARY KEY,
+    budget     numeric(24, 6) CHECK (budget >= 0),
+    currency   text NOT NULL,
+    hard_limit boolean NOT NULL,
+    metadata   jsonb,
+    total      numeric(30, 6) NOT NULL DEFAULT 0,
+    reserved   numeric(30, 6) NOT NULL DEFAULT 0,
+    entries    bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+) WITH (fillfactor = 50);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.accounts', '');
+
+CREATE TABLE conveyor.account_slots (
+    account text NOT NULL,
+    slot    integer NOT NULL,
+    total   numeric(30, 6) NOT NULL,
+    entries bigint NOT NULL,
+    PRIMARY KEY (account, slot)
+) WITH (fillfactor = 50);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.account_slots', '');
+
+-- The ledger: one immutable row per charge, refund or settlement.
+CREATE TABLE conveyor.ledger (
+    entry_id       uuid PRIMARY KEY,
+    account        text NOT NULL,
+    service        text NOT NULL,
+    amount         numeric(24, 6) NOT NULL,
+    items          integer NOT NULL,
+    metadata       jsonb,
+    reservation_id uuid,
+    created_at     timestamptz NOT NULL
+);
+CREATE INDEX ledger_account ON conveyor.ledger (account, created_at);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.ledger', '');
+
+-- Budget held for work of unknown cost. state: 'open' until it resolves, exactly once, as
+-- 'settled' (charged through the ledger), 'released' or 'expired'.
+CREATE TABLE conveyor.reservations (
+    reservation_id uuid PRIMARY KEY,
+    account        text NOT NULL,
+    amount         numeric(24, 6) NOT NULL,
+    state          text NOT NULL CHECK (state IN ('open', 'settled', 'released', 'expired')),
+    created_at     timestamptz NOT NULL,
+    expires_at     timestamptz NOT NULL,
+    resolved_at    timestamptz,
+    entry_id       uuid
+);
+CREATE INDEX reservations_open ON conveyor.reservations (account, expires_at) WHERE state = 'open';
+CREATE INDEX reservations_expiry ON conveyor.reservations (expires_at) WHERE state = 'open';
+SELECT pg_catalog.pg_extension_config_dump('conveyor.reservations', '');
+
+-- A quota: quota_limit units per calendar window ('hour', 'day', 'month') in the time zone reset_tz.
+-- used counts the window [window_start, window_end); the first consume after window_end starts the
+-- next window.
+CREATE TABLE conveyor.quotas (
+    name         text PRIMARY KEY,
+    quota_limit  bigint NOT NULL CHECK (quota_limit > 0),
+    period       text NOT NULL CHECK (period IN ('hour', 'day', 'month')),
+    reset_tz     text NOT NULL,
+    costs        jsonb,
+    used         bigint NOT NULL DEFAULT 0,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    created_at   timestamptz NOT NULL
+) WITH (fillfactor = 50);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.quotas', '');
+
+-- GCRA rate limiters: one row per key holding its theoretical arrival time (microseconds since
+-- 2000-01-01, PostgreSQL's timestamp origin). A row whose tat has passed is as good as absent;
+-- conveyor.maintain() deletes those.
+CREATE TABLE conveyor.rate_limits (
+    key text PRIMARY KEY,
+    tat bigint NOT NULL
+) WITH (fillfactor = 50);
+
+-- The calendar window of `period` in time zone `reset_tz` that contains `instant`:
+-- date_trunc in that zone for the start; the end is the start of the next window, found by truncating
+-- an instant safely inside it (local days last 23 to 25 hours, months 28 to 31 days), so a window
+-- always ends at the local midnight (or hour, or first of the month) whatever the offset change.
+CREATE FUNCTION conveyor.quota_window(period text, reset_tz text, instant timestamptz DEFAULT pg_catalog.now(),
+                                      OUT window_start timestamptz, OUT window_end timestamptz)
+    LANGUAGE sql STABLE SET search_path = pg_catalog, conveyor, pg_temp
+    BEGIN ATOMIC
+        SELECT s.start, pg_catalog.date_trunc(period, s.start + CASE period
+                   WHEN 'hour' THEN interval '90 minutes' WHEN 'day' THEN interval '26 hours'
+                   WHEN 'month' THEN interval '768 hours' END, reset_tz)
+        FROM (SELECT pg_catalog.date_trunc(period, instant, reset_tz) AS start) s;
+    END;
+
+-- The projection and risk level of quota_status (README, "Risk levels"), for any instant:
+-- projected = used extrapolated to the end of the window at the rate so far, the rate measured over
+-- at least the first 1/24 of the window (one hour of a day); risk_level
+--   'exhausted' when used >= quota_limit,
+--   'high'      when projected >= quota_limit or used >= 90% of it,
+--   'medium'    when projected >= 75% of quota_limit,
+--   'low'       otherwise.
+CREATE FUNCTION conveyor.quota_projection(used bigint, quota_limit bigint, window_start timestamptz,
+                                          window_end timestamptz, instant timestamptz DEFAULT pg_catalog.now(),
+                                          OUT projected_usage bigint, OUT risk_level text)
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, conveyor, pg_temp
+    BEGIN ATOMIC
+        SELECT p.projected, CASE
+                   WHEN used >= quota_limit THEN 'exhausted'
+                   WHEN p.projected >= quota_limit OR used * 10 >= quota_limit * 9 THEN 'high'
+                   WHEN p.projected * 4 >= quota_limit * 3 THEN 'medium'
+                   ELSE 'low' END
+        FROM (SELECT pg_catalog.ceil(used * extract(epoch FROM window_end - window_start)
+                     / greatest(extract(epoch FROM least(instant, window_end) - window_start),
+                                extract(epoch FROM window_end - window_start) / 24))::bigint AS projected) p;
+    END;
+
+CREATE FUNCTION conveyor.account_create(account text, budget numeric DEFAULT NULL, currency text DEFAULT 'USD',
+                                        hard_limit boolean DEFAULT true, metadata jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_account_create';
+CREATE FUNCTION conveyor.account_update(account text, budget numeric DEFAULT NULL, currency text DEFAULT NULL,
+                                        hard_limit boolean DEFAULT NULL, metadata jsonb DEFAULT NULL,
+                                        remove_budget boolean DEFAULT false)
+    RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_account_update';
+CREATE FUNCTION conveyor.account_status(account text DEFAULT NULL)
+    RETURNS TABLE(account text, total numeric, reserved numeric, budget numeric, available numeric,
+                  entries bigint, by_service jsonb)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_account_status';
+CREATE FUNCTION conveyor.charge(account text, service text, amount numeric, items int DEFAULT 1,
+                                metadata jsonb DEFAULT NULL, idempotency_key text DEFAULT NULL,
+                                refund boolean DEFAULT false)
+    RETURNS TABLE(entry_id uuid, total numeric, available numeric)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_charge';
+CREATE FUNCTION conveyor.reserve(account text, amount numeric, ttl_seconds int DEFAULT 600,
+                                 idempotency_key text DEFAULT NULL)
+    RETURNS uuid
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_reserve';
+CREATE FUNCTION conveyor.settle(reservation_id uuid, actual numeric, service text, items int DEFAULT 1,
+                                metadata jsonb DEFAULT NULL)
+    RETURNS TABLE(entry_id uuid, total numeric, available numeric)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_settle';
+CREATE FUNCTION conveyor.release_reservation(reservation_id uuid)
+    RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_release_reservation';
+CREATE FUNCTION conveyor.ledger_verify(account text DEFAULT NULL)
+    RETURNS TABLE(account text, total numeric, ledger_sum numeric, reserved numeric,
+                  open_reservations_sum numeric, ok boolean)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_ledger_verify';
+CREATE FUNCTION conveyor.cost_report(account text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL,
+                                     bucket text DEFAULT 'day')
+    RETURNS TABLE(bucket_start timestamptz, service text, items bigint, amount numeric)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_cost_report';
+
+CREATE FUNCTION conveyor.quota_define(name text, quota_limit bigint, period text DEFAULT 'day',
+                                      reset_tz text DEFAULT 'UTC', costs jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_quota_define';
+CREATE FUNCTION conveyor.quota_consume(name text, units int DEFAULT NULL, operation text DEFAULT NULL,
+                                       idempotency_key text DEFAULT NULL)
+    RETURNS TABLE(allowed boolean, used bigint, remaining bigint, reset_at timestamptz)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_quota_consume';
+CREATE FUNCTION conveyor.quota_status(name text DEFAULT NULL)
+    RETURNS TABLE(name text, current_quota_used bigint, quota_limit bigint, quota_remaining bigint,
+                  reset_time timestamptz, projected_daily_usage bigint, risk_level text)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_quota_status';
+CREATE FUNCTION conveyor.rate_limit(key text, rate int, per_seconds int DEFAULT 1, burst int DEFAULT NULL)
+    RETURNS TABLE(allowed boolean, retry_after_ms int)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_rate_limit';
