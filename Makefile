@@ -3,10 +3,10 @@ EXTENSION = conveyor
 EXTVERSION = 0.1
 
 MODULE_big = conveyor
-OBJS = src/guard.o src/spi.o src/util.o src/selftest.o src/queue.o src/wakeup.o src/idempotency.o
+OBJS = src/guard.o src/spi.o src/util.o src/selftest.o src/queue.o src/wakeup.o src/idempotency.o src/locks.o
 
 # One SQL source per module; the versioned install script is built from them.
-SQL_SOURCES = src/infra.sql src/queue.sql src/idempotency.sql src/grants.sql
+SQL_SOURCES = src/infra.sql src/queue.sql src/idempotency.sql src/locks.sql src/grants.sql
 DATA_built = conveyor--$(EXTVERSION).sql
 
 # pg_regress (sql/, expected/): what users see.
@@ -31,4 +31,4 @@ override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
 conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
 
-$(OBJS): src/pg.hpp src/guard.hpp src/spi.hpp src/util.hpp src/wakeup.hpp src/idempotency.hpp
+$(OBJS): src/pg.hpp src/guard.hpp src/spi.hpp src/util.hpp src/wakeup.hpp src/idempotency.hpp src/locks.hpp

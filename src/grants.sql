@@ -14,6 +14,8 @@ GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid),
     conveyor.get_job(uuid), conveyor.job_events(uuid), conveyor.queue_metrics(text), conveyor.list_queues()
     TO conveyor_reader;
 GRANT SELECT ON conveyor.queues TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.entity_stats(), conveyor.entity_state(text, text) TO conveyor_reader;
+GRANT SELECT ON conveyor.locks_view, conveyor.lock_events TO conveyor_reader;
 
 GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
@@ -28,9 +30,27 @@ GRANT EXECUTE ON FUNCTION
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION
+    conveyor.lock_acquire(text, text, int, text, jsonb),
+    conveyor.lock_heartbeat(text, text, bigint),
+    conveyor.lock_release(text, text, bigint),
+    conveyor.lock_check(text, bigint),
+    conveyor.locks_cleanup(int),
+    conveyor.entity_acquire(text, text, int, text, int),
+    conveyor.entity_complete(text, text, jsonb),
+    conveyor.entity_fail(text, text, text, boolean),
+    conveyor.entity_reset(text, int),
+    conveyor.entity_inconsistencies(),
+    conveyor.advisory_key(text),
+    conveyor.try_advisory_lock(text), conveyor.advisory_lock(text, int),
+    conveyor.advisory_unlock(text), conveyor.advisory_unlock_all(text), conveyor.advisory_lock_held(text),
+    conveyor.try_advisory_xact_lock(text), conveyor.advisory_xact_lock(text, int)
+    TO conveyor_worker;
+
+GRANT EXECUTE ON FUNCTION
     conveyor.create_queue(text, jsonb), conveyor.alter_queue(text, jsonb), conveyor.drop_queue(text, boolean),
     conveyor.pause_queue(text), conveyor.resume_queue(text),
     conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
-    conveyor.reap(text), conveyor.maintain()
+    conveyor.reap(text), conveyor.maintain(),
+    conveyor.lock_force_release(text)
     TO conveyor_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA conveyor TO conveyor_admin;

@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "idempotency.hpp"
+#include "locks.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 #include "wakeup.hpp"
@@ -1838,6 +1839,9 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         keys_purged += n;
         if (n < 10000) break;
     }
+
+    // 6. Old lock events.
+    locks::maintain_locks();
 
     std::string summary = fmt::format(
         "{{\"partitions_dropped\": {}, \"counter_rows_folded\": {}, \"leases_expired\": {}, \"groups_repaired\": {},"
