@@ -26,7 +26,8 @@ GRANT EXECUTE ON FUNCTION
     conveyor.heartbeat(uuid, text, int),
     conveyor.release(uuid, text, int),
     conveyor.idempotency_begin(text, jsonb, int), conveyor.idempotency_finish(text, jsonb),
-    conveyor.idempotency_release(text)
+    conveyor.idempotency_release(text),
+    conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb)
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION

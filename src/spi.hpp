@@ -79,6 +79,8 @@ class Statement {
     // Runs the statement (read-write, fresh snapshot under READ COMMITTED). limit 0 = all rows.
     Rows run(const Params &params, long limit = 0);
     Rows run() { return run(Params{}); }
+    // Frees the kept plan (the next run prepares it again). Never while the plan is executing.
+    void release();
 
   private:
     SPIPlanPtr plan();
