@@ -73,8 +73,8 @@ struct Column {
 };
 
 struct Plans {
-    std::string sql_a, sql_b, sql_c;
-    std::unique_ptr<Statement> a, b, c;
+    std::string sql_a_all, sql_a, sql_b, sql_c;
+    std::unique_ptr<Statement> a_all, a, b, c;
 };
 
 struct Target {
@@ -224,7 +224,7 @@ static Target &target_for(Oid relid) {
     auto it = targets.find(relid);
     if (it != targets.end() && it->second->stale) {
         for (auto &[sig, p] : it->second->plans)
-            for (auto *s : {p->a.get(), p->b.get(), p->c.get()})
+            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->c.get()})
                 if (s) s->release();
         targets.erase(it);
         it = targets.end();
@@ -531,15 +531,23 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
         key_join_i.push_back(fmt::format("s.{0} {1} i.{0}", col.ident, eq));
         key_join_t.push_back(fmt::format("s.{0} {1} t.{0}", col.ident, eq));
     }
-    std::string src = fmt::format(
-        "src AS (SELECT u.n AS {0}, {1} FROM pg_catalog.unnest($2::pg_catalog.int4[]) AS u(n),"
-        " LATERAL pg_catalog.jsonb_populate_record(NULL::{2}, $1 OPERATOR(pg_catalog.->) u.n) AS r)",
+    // The elements as rows of the target's type: all of them (one pass over the array), or those
+    // whose positions $2 lists. Either way $1 is the rows array and `ord` the element's position.
+    std::string from_all = fmt::format(
+        "SELECT (r.ordinality OPERATOR(pg_catalog.-) 1)::pg_catalog.int4 AS {0}, {1}"
+        " FROM pg_catalog.jsonb_populate_recordset(NULL::{2}, $1) WITH ORDINALITY AS r",
+        ord, fmt::join(src_cols, ", "), t.qualified);
+    std::string from_some = fmt::format(
+        "SELECT u.n AS {0}, {1} FROM pg_catalog.unnest($2::pg_catalog.int4[]) AS u(n),"
+        " LATERAL pg_catalog.jsonb_populate_record(NULL::{2}, $1 OPERATOR(pg_catalog.->) u.n) AS r",
         ord, fmt::join(src_cols, ", "), t.qualified);
     std::vector<std::string> differs;
     for (int c : shape.compared) differs.push_back(distinct_expr(t.columns[c]));
     std::string any_differs = differs.empty() ? "false" : fmt::format("({})", fmt::join(differs, " OR "));
 
-    // A. insert what is new (in key order), classify the rest against the rows the snapshot sees.
+    // A. One probe of the key's index per element: found and equal (2), found and different (3), or
+    //    not found (0): those are inserted in key order, and the ones the insert took are reported (1).
+    //    An element not found whose insert met a row committed meanwhile gets neither 1 nor 2/3.
     std::vector<std::string> ins_cols, ins_vals;
     for (int c : shape.present) {
         ins_cols.push_back(t.columns[c].ident);
@@ -549,21 +557,33 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
         ins_cols.push_back(t.columns[c].ident);
         ins_vals.push_back("pg_catalog.now()");
     }
-    p->sql_a = fmt::format(
-        "WITH {src}, "
-        "ins AS (INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM src s ORDER BY {keys_s}, s.{ord}"
-        " ON CONFLICT ({keys}) DO NOTHING RETURNING {keys_t}) "
-        "SELECT s.{ord}, 1 FROM src s JOIN ins i ON {join_i} "
-        "UNION ALL SELECT s.{ord}, CASE WHEN {differs} THEN 3 ELSE 2 END FROM src s JOIN {t} t ON {join_t} "
-        "UNION ALL SELECT pg_catalog.count(*)::pg_catalog.int4, 4 FROM ins",
-        fmt::arg("src", src), fmt::arg("t", t.qualified), fmt::arg("cols", fmt::join(ins_cols, ", ")),
-        fmt::arg("vals", fmt::join(ins_vals, ", ")), fmt::arg("keys_s", fmt::join(key_s, ", ")), fmt::arg("ord", ord),
-        fmt::arg("keys", fmt::join(key_idents, ", ")),
-        fmt::arg("keys_t", "t." + fmt::format("{}", fmt::join(key_idents, ", t."))),
-        fmt::arg("join_i", fmt::join(key_join_i, " AND ")), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
-        fmt::arg("differs", any_differs));
+    // The target's row for an element, looked up by its key (a LATERAL subquery with LIMIT: always a
+    // probe of the key's index, never a join that could scan the table).
+    std::vector<std::string> t_cols;
+    for (int c : shape.compared) t_cols.push_back("t." + t.columns[c].ident);
+    std::string probe_cols = t_cols.empty() ? std::string() : fmt::format(", {}", fmt::join(t_cols, ", "));
+    auto statement_a = [&](const std::string &from) {
+        return fmt::format(
+            "WITH e AS ({from}), "
+            "s AS MATERIALIZED (SELECT s.*, t.conveyor_found IS NOT NULL AS conveyor_found,"
+            "  t.conveyor_found IS NOT NULL AND {differs} AS conveyor_differs"
+            "  FROM e s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true), "
+            "ins AS (INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM s WHERE NOT s.conveyor_found ORDER BY {keys_s}, s.{ord}"
+            " ON CONFLICT ({keys}) DO NOTHING RETURNING {keys_t}) "
+            "SELECT s.{ord}, CASE WHEN NOT s.conveyor_found THEN 0 WHEN s.conveyor_differs THEN 3 ELSE 2 END FROM s "
+            "UNION ALL SELECT s.{ord}, 1 FROM ins i JOIN s ON {join_i} AND NOT s.conveyor_found "
+            "UNION ALL SELECT pg_catalog.count(*)::pg_catalog.int4, 4 FROM ins",
+            fmt::arg("from", from), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
+            fmt::arg("cols", fmt::join(ins_cols, ", ")), fmt::arg("vals", fmt::join(ins_vals, ", ")),
+            fmt::arg("keys_s", fmt::join(key_s, ", ")), fmt::arg("ord", ord), fmt::arg("keys", fmt::join(key_idents, ", ")),
+            fmt::arg("keys_t", "t." + fmt::format("{}", fmt::join(key_idents, ", t."))),
+            fmt::arg("join_i", fmt::join(key_join_i, " AND ")), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
+            fmt::arg("differs", any_differs));
+    };
+    p->sql_a_all = statement_a(from_all);
+    p->sql_a = statement_a(from_some);
 
-    // B. lock the differing rows in key order; compare against the latest version.
+    // B. Lock the differing rows in key order; compare again against the latest version.
     std::vector<std::string> changed;
     for (int c : shape.compared) {
         const Column &col = t.columns[c];
@@ -574,25 +594,32 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     }
     std::string changed_expr = changed.empty() ? "'{}'::pg_catalog.jsonb"
                                                : fmt::format("{}", fmt::join(changed, " OPERATOR(pg_catalog.||) "));
+    // The elements in key order, each row locked in turn by the LATERAL subquery (a nested loop keeps
+    // the outer order); EvalPlanQual hands the latest version of a row changed meanwhile.
     p->sql_b = fmt::format(
-        "WITH {src} SELECT s.{ord}, {differs}, {changed}, t.ctid::pg_catalog.text FROM src s JOIN {t} t ON {join_t}"
-        " ORDER BY {keys_s} FOR UPDATE OF t",
-        fmt::arg("src", src), fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr),
-        fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
-        fmt::arg("keys_s", fmt::join(key_s, ", ")));
+        "WITH e AS ({from}) SELECT s.{ord}, {differs}, {changed}, t.conveyor_tid::pg_catalog.text"
+        " FROM (SELECT * FROM e ORDER BY {keys_e}) s"
+        " CROSS JOIN LATERAL (SELECT t.ctid AS conveyor_tid{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t",
+        fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr),
+        fmt::arg("keys_e", fmt::join(key_idents, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
+        fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
 
-    // C. write the rows that differ (locked by B).
+    // C. Write the rows that differ, found by the tids B locked (locked rows do not move).
     std::vector<std::string> sets;
     for (int c : shape.compared) sets.push_back(fmt::format("{0} = s.{0}", t.columns[c].ident));
     for (int c : o.touch) sets.push_back(fmt::format("{} = pg_catalog.now()", t.columns[c].ident));
     if (!sets.empty())
-        p->sql_c = fmt::format("WITH {src} UPDATE {t} t SET {sets} FROM src s WHERE {join_t}", fmt::arg("src", src),
-                               fmt::arg("t", t.qualified), fmt::arg("sets", fmt::join(sets, ", ")),
-                               fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
-    p->a = std::make_unique<Statement>(p->sql_a.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID});
-    p->b = std::make_unique<Statement>(p->sql_b.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID});
+        p->sql_c = fmt::format(
+            "WITH s AS ({from}) UPDATE {t} t SET {sets} FROM s"
+            " WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.tid[]) AND {join_t}",
+            fmt::arg("from", from_some), fmt::arg("t", t.qualified), fmt::arg("sets", fmt::join(sets, ", ")),
+            fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
+    std::initializer_list<Oid> types{JSONBOID, INT4ARRAYOID};
+    p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
+    p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
+    p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
     if (!p->sql_c.empty())
-        p->c = std::make_unique<Statement>(p->sql_c.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID});
+        p->c = std::make_unique<Statement>(p->sql_c.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID, TEXTARRAYOID});
     return *t.plans.emplace(sig, std::move(p)).first->second;
 }
 
@@ -636,8 +663,9 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
     Datum rows = PointerGetDatum(call.rows);
     int rounds = call.rls ? 2 : max_rounds;
     for (int round = 0; round < rounds && !pending.empty(); ++round) {
-        // A.
-        auto a = p.a->run(Params().datum(0, rows).int4_array(1, pending));
+        // A. (All elements of the batch, in order: one pass over the array.)
+        bool all = round == 0 && pending.size() == call.elements.size();
+        auto a = (all ? p.a_all : p.a)->run(Params().datum(0, rows).int4_array(1, pending));
         std::vector<int32> differ;
         int64 marked_inserted = 0, really_inserted = 0;
         for (uint64 r = 0; r < a.size(); ++r) {
@@ -651,23 +679,22 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
             if (code == 1) {
                 o.action = inserted;
                 ++marked_inserted;
-            } else if (o.action == none) {
-                if (code == 2) o.action = unchanged;
-                else differ.push_back(n);
+            } else if (code == 2) {
+                o.action = unchanged;
+            } else if (code == 3) {
+                differ.push_back(n);
             }
         }
         if (marked_inserted != really_inserted)
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
                         "Their key values differ as text but are equal for the key column's type.",
                         "Send each key once per batch.");
-        // Elements marked both inserted and differing: the row was deleted and inserted again meanwhile.
-        differ.erase(std::remove_if(differ.begin(), differ.end(), [&](int32 n) { return call.out[n].action != none; }),
-                     differ.end());
         // B and C.
         if (!differ.empty()) {
             std::sort(differ.begin(), differ.end());
             auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ));
             std::vector<int32> write;
+            std::vector<std::string> tids;
             std::map<std::string, int32> by_tid;
             for (uint64 r = 0; r < b.size(); ++r) {
                 int32 n = *b.int4(r, 0);
@@ -682,11 +709,12 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                     o.action = updated;
                     o.changed = b.datum(r, 2);
                     write.push_back(n);
+                    tids.push_back(tid);
                 } else
                     o.action = unchanged;
             }
             if (!write.empty()) {
-                p.c->run(Params().datum(0, rows).int4_array(1, write));
+                p.c->run(Params().datum(0, rows).int4_array(1, write).text_array(2, tids));
                 if (SPI_processed != write.size())
                     throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", SPI_processed, write.size()));
             }
@@ -916,9 +944,20 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
     for (int c : call.opt.immutable) is_immutable[c] = 1;
 
     std::unordered_map<std::string, size_t> seen_keys;
+    seen_keys.reserve(n);
     std::map<std::vector<int>, size_t> shape_of;
-    std::string name, ktext;
-    std::vector<int> present;
+    std::string name, ktext, part;
+    std::vector<int> present, last_present;
+    size_t last_shape = 0;
+    std::vector<JsonbValue> kv;
+    // Elements of a batch usually carry the same keys, and jsonb stores an object's keys in one order:
+    // the column of the f-th key of the previous element is the first guess for the f-th key.
+    struct Guess {
+        const char *key = nullptr;
+        int len = -1;
+        int col = -1;  // -1: not a column (or not to be written)
+    };
+    std::vector<Guess> guesses;
     for (size_t i = 0; i < n; ++i) {
         const JsonbValue &e = values[i];
         if (e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
@@ -927,7 +966,7 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
         el.obj = e.val.binary.data;
         const JsonbContainer *obj = el.obj;
         uint32 nf = JsonContainerSize(obj);
-        std::vector<JsonbValue> kv(2 * nf);
+        kv.resize(2 * nf);
         JsonbValue *dst = kv.data();
         pg_guard([&] {
             JsonbIterator *it = JsonbIteratorInit(const_cast<JsonbContainer *>(obj));
@@ -937,28 +976,44 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
             while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
                 if (tok == WJB_KEY || tok == WJB_VALUE) dst[k++] = v;
         });
+        if (guesses.size() < nf) guesses.resize(nf);
+        el.fields.reserve(nf);
         present.clear();
         for (uint32 f = 0; f < nf; ++f) {
             const JsonbValue &k = kv[2 * f];
-            name.assign(k.val.string.val, k.val.string.len);
-            auto it = t.by_name.find(name);
-            if (it == t.by_name.end()) {
-                if (!call.opt.strict) continue;
-                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: table {} has no column {}", at(i), t.display, quoted(name)),
-                            "", "Pass the option \"strict\": false to ignore keys that are not columns.");
+            Guess &g = guesses[f];
+            int c;
+            if (g.len == k.val.string.len && std::memcmp(g.key, k.val.string.val, g.len) == 0) {
+                c = g.col;
+            } else {
+                name.assign(k.val.string.val, k.val.string.len);
+                auto it = t.by_name.find(name);
+                if (it == t.by_name.end()) {
+                    if (call.opt.strict)
+                        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                                    fmt::format("{}: table {} has no column {}", at(i), t.display, quoted(name)), "",
+                                    "Pass the option \"strict\": false to ignore keys that are not columns.");
+                    c = -1;
+                } else {
+                    c = it->second;
+                    if (is_touch[c]) {
+                        if (call.opt.strict)
+                            throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                                        fmt::format("{}: {} is a touch column; upsert sets it", at(i), quoted(name)), "",
+                                        "Leave it out of the rows, or pass \"strict\": false to ignore it.");
+                        c = -1;
+                    } else if (t.columns[c].generated)
+                        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                                    fmt::format("{}: column {} is generated and cannot be written", at(i), quoted(name)));
+                }
+                g = Guess{k.val.string.val, k.val.string.len, c};
             }
-            int c = it->second;
-            if (is_touch[c]) {
-                if (!call.opt.strict) continue;
-                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: {} is a touch column; upsert sets it", at(i), quoted(name)),
-                            "", "Leave it out of the rows, or pass \"strict\": false to ignore it.");
-            }
-            if (t.columns[c].generated)
-                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: column {} is generated and cannot be written", at(i), quoted(name)));
+            if (c < 0) continue;
             el.fields.emplace_back(c, kv[2 * f + 1]);
             present.push_back(c);
         }
-        std::sort(present.begin(), present.end());
+        // jsonb orders keys by length, then bytes: sort the columns for the shape.
+        if (!std::is_sorted(present.begin(), present.end())) std::sort(present.begin(), present.end());
         // The key: present, not null; no key twice in a batch.
         ktext.clear();
         for (int c : call.key) {
@@ -969,7 +1024,7 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: key column {} is missing", at(i), quoted(t.columns[c].name)));
             if (v->type == jbvNull)
                 throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{}: key column {} must not be null", at(i), quoted(t.columns[c].name)));
-            std::string part;
+            part.clear();
             append_input_text(part, *v);
             ktext += std::to_string(part.size());
             ktext += ':';
@@ -980,15 +1035,19 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} and {} have the same key ({})", at(dup->second), at(i), key_text(call, i)),
                         "A batch holds each key once: which element should win is not defined.",
                         "Merge or drop the repeated elements before the call.");
-        auto [sh, added] = shape_of.emplace(present, call.shapes.size());
-        if (added) {
-            Shape s;
-            s.present = present;
-            for (int c : present)
-                if (!is_key[c] && !is_immutable[c]) s.compared.push_back(c);
-            call.shapes.push_back(std::move(s));
+        if (i == 0 || present != last_present) {
+            auto [sh, added] = shape_of.emplace(present, call.shapes.size());
+            if (added) {
+                Shape s;
+                s.present = present;
+                for (int c : present)
+                    if (!is_key[c] && !is_immutable[c]) s.compared.push_back(c);
+                call.shapes.push_back(std::move(s));
+            }
+            last_shape = sh->second;
+            last_present = present;
         }
-        call.shapes[sh->second].ords.push_back(i);
+        call.shapes[last_shape].ords.push_back(i);
     }
     call.rls = pg_guard([&] { return check_enable_rls(relid, InvalidOid, true); }) == RLS_ENABLED;
     check_privileges(call);
@@ -1093,8 +1152,9 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                             "Retry when the first call's transaction has ended.");
             Jsonb *stored = (Jsonb *)DatumGetPointer(claim.result);
             static Statement replay(
-                "SELECT (r OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4, r OPERATOR(pg_catalog.->) 1,"
-                "       r OPERATOR(pg_catalog.->>) 2, r OPERATOR(pg_catalog.->) 3"
+                "SELECT (r OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4, r OPERATOR(pg_catalog.->) 1, r OPERATOR(pg_catalog.->>) 2,"
+                "       CASE WHEN pg_catalog.jsonb_typeof(r OPERATOR(pg_catalog.->) 3) OPERATOR(pg_catalog.<>) 'null'"
+                "            THEN r OPERATOR(pg_catalog.->) 3 END"
                 " FROM pg_catalog.jsonb_array_elements($1 OPERATOR(pg_catalog.->) 'rows') AS e(r)",
                 {JSONBOID});
             static Statement counts(
