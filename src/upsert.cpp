@@ -596,30 +596,31 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
                                                : fmt::format("{}", fmt::join(changed, " OPERATOR(pg_catalog.||) "));
     // The elements in key order, each row locked in turn by the LATERAL subquery (a nested loop keeps
     // the outer order); EvalPlanQual hands the latest version of a row changed meanwhile.
+    std::vector<std::string> key_t;
+    for (const auto &k : key_idents) key_t.push_back("t." + k);
     p->sql_b = fmt::format(
-        "WITH e AS ({from}) SELECT s.{ord}, {differs}, {changed}, t.conveyor_tid::pg_catalog.text"
+        "WITH e AS ({from}) SELECT s.{ord}, {differs}, {changed}, ROW({key_t}, NULL)::pg_catalog.text"
         " FROM (SELECT * FROM e ORDER BY {keys_e}) s"
-        " CROSS JOIN LATERAL (SELECT t.ctid AS conveyor_tid{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t",
+        " CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t",
         fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr),
-        fmt::arg("keys_e", fmt::join(key_idents, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
-        fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
+        fmt::arg("key_t", fmt::join(key_t, ", ")), fmt::arg("keys_e", fmt::join(key_idents, ", ")),
+        fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
 
-    // C. Write the rows that differ, found by the tids B locked (locked rows do not move).
+    // C. Write the rows that differ (all locked by B). A nested loop of key lookups: the kept plan
+    //    was made for the handful of rows unnest($2) is estimated to give.
     std::vector<std::string> sets;
     for (int c : shape.compared) sets.push_back(fmt::format("{0} = s.{0}", t.columns[c].ident));
     for (int c : o.touch) sets.push_back(fmt::format("{} = pg_catalog.now()", t.columns[c].ident));
     if (!sets.empty())
-        p->sql_c = fmt::format(
-            "WITH s AS ({from}) UPDATE {t} t SET {sets} FROM s"
-            " WHERE t.ctid OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.tid[]) AND {join_t}",
-            fmt::arg("from", from_some), fmt::arg("t", t.qualified), fmt::arg("sets", fmt::join(sets, ", ")),
-            fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
+        p->sql_c = fmt::format("WITH s AS ({from}) UPDATE {t} t SET {sets} FROM s WHERE {join_t}", fmt::arg("from", from_some),
+                               fmt::arg("t", t.qualified), fmt::arg("sets", fmt::join(sets, ", ")),
+                               fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
     std::initializer_list<Oid> types{JSONBOID, INT4ARRAYOID};
     p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
     p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
     p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
     if (!p->sql_c.empty())
-        p->c = std::make_unique<Statement>(p->sql_c.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID, TEXTARRAYOID});
+        p->c = std::make_unique<Statement>(p->sql_c.c_str(), types);
     return *t.plans.emplace(sig, std::move(p)).first->second;
 }
 
@@ -694,12 +695,11 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
             std::sort(differ.begin(), differ.end());
             auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ));
             std::vector<int32> write;
-            std::vector<std::string> tids;
-            std::map<std::string, int32> by_tid;
+            std::map<std::string, int32> by_key;
             for (uint64 r = 0; r < b.size(); ++r) {
                 int32 n = *b.int4(r, 0);
-                std::string tid = *b.text(r, 3);
-                auto [it, fresh] = by_tid.emplace(tid, n);
+                std::string row_key = *b.text(r, 3);
+                auto [it, fresh] = by_key.emplace(row_key, n);
                 if (!fresh)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                                 fmt::format("{} and {} have the same key", at(std::min(it->second, n)), at(std::max(it->second, n))),
@@ -709,12 +709,11 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                     o.action = updated;
                     o.changed = b.datum(r, 2);
                     write.push_back(n);
-                    tids.push_back(tid);
                 } else
                     o.action = unchanged;
             }
             if (!write.empty()) {
-                p.c->run(Params().datum(0, rows).int4_array(1, write).text_array(2, tids));
+                p.c->run(Params().datum(0, rows).int4_array(1, write));
                 if (SPI_processed != write.size())
                     throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", SPI_processed, write.size()));
             }
