@@ -960,7 +960,8 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
     for (size_t i = 0; i < n; ++i) {
         const JsonbValue &e = values[i];
         if (e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
-            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a JSON object, not {}", at(i), jsonb_type_name(e)));
+            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a JSON object, not {} {}", at(i),
+                                                                     e.type == jbvBinary ? "an" : "a", jsonb_type_name(e)));
         Element &el = call.elements[i];
         el.obj = e.val.binary.data;
         const JsonbContainer *obj = el.obj;
