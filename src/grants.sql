@@ -16,6 +16,8 @@ GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid),
 GRANT SELECT ON conveyor.queues TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.entity_stats(), conveyor.entity_state(text, text) TO conveyor_reader;
 GRANT SELECT ON conveyor.locks_view, conveyor.lock_events TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)
+    TO conveyor_reader;
 
 GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
@@ -27,7 +29,8 @@ GRANT EXECUTE ON FUNCTION
     conveyor.release(uuid, text, int),
     conveyor.idempotency_begin(text, jsonb, int), conveyor.idempotency_finish(text, jsonb),
     conveyor.idempotency_release(text),
-    conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb)
+    conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb),
+    conveyor.snapshot(text, text, jsonb, timestamptz, text, text), conveyor.snapshot_batch(text, jsonb, text, text)
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION

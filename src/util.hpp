@@ -27,8 +27,9 @@ uint64 hash64(std::string_view bytes, uint64 seed = 0);
 // Advisory locks in conveyor's own namespaces (objsubid 3 and up; pg_advisory_* use 1 and 2), held
 // until the transaction ends, so they work behind a transaction-mode pooler. Callers that take several
 // take them in ascending key order, which keeps them deadlock-free. wake: a queue's wake lock (see
-// src/wakeup.hpp); lease: the key of a lease while lock_acquire draws its fencing token (src/locks.cpp).
-enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7 };
+// src/wakeup.hpp); lease: the key of a lease while lock_acquire draws its fencing token (src/locks.cpp);
+// snapshot: a (series, entity) while its captures are written (src/snapshot.cpp).
+enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7, snapshot = 8 };
 LOCKTAG advisory_tag(LockSpace space, uint64 key);
 void xact_lock(LockSpace space, uint64 key);
 // Takes the lock only if it is free right now; returns whether it did.
