@@ -73,8 +73,8 @@ struct Column {
 };
 
 struct Plans {
-    std::string sql_a_all, sql_a, sql_b, sql_c;
-    std::unique_ptr<Statement> a_all, a, b, c;
+    std::string sql_a_all, sql_a, sql_b;
+    std::unique_ptr<Statement> a_all, a, b;
 };
 
 struct Target {
@@ -224,7 +224,7 @@ static Target &target_for(Oid relid) {
     auto it = targets.find(relid);
     if (it != targets.end() && it->second->stale) {
         for (auto &[sig, p] : it->second->plans)
-            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->c.get()})
+            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get()})
                 if (s) s->release();
         targets.erase(it);
         it = targets.end();
@@ -594,33 +594,39 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     }
     std::string changed_expr = changed.empty() ? "'{}'::pg_catalog.jsonb"
                                                : fmt::format("{}", fmt::join(changed, " OPERATOR(pg_catalog.||) "));
-    // The elements in key order, each row locked in turn by the LATERAL subquery (a nested loop keeps
-    // the outer order); EvalPlanQual hands the latest version of a row changed meanwhile.
-    std::vector<std::string> key_t;
+    // B. The elements in key order, each row locked in turn by the LATERAL subquery (a nested loop
+    //    keeps the outer order); EvalPlanQual hands the latest version of a row changed meanwhile, so
+    //    `differs` and `changed` are computed against it. Then the rows that still differ are updated
+    //    from the same parsed elements (the UPDATE's own EvalPlanQual reaches the version B locked).
+    std::vector<std::string> key_t, b_cols, sets;
     for (const auto &k : key_idents) key_t.push_back("t." + k);
-    p->sql_b = fmt::format(
-        "WITH e AS ({from}) SELECT s.{ord}, {differs}, {changed}, ROW({key_t}, NULL)::pg_catalog.text"
-        " FROM (SELECT * FROM e ORDER BY {keys_e}) s"
-        " CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t",
-        fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr),
-        fmt::arg("key_t", fmt::join(key_t, ", ")), fmt::arg("keys_e", fmt::join(key_idents, ", ")),
-        fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
-
-    // C. Write the rows that differ (all locked by B). A nested loop of key lookups: the kept plan
-    //    was made for the handful of rows unnest($2) is estimated to give.
-    std::vector<std::string> sets;
-    for (int c : shape.compared) sets.push_back(fmt::format("{0} = s.{0}", t.columns[c].ident));
+    for (int c : key) b_cols.push_back("s." + t.columns[c].ident);
+    for (int c : shape.compared) b_cols.push_back("s." + t.columns[c].ident);
+    for (int c : shape.compared) sets.push_back(fmt::format("{0} = b.{0}", t.columns[c].ident));
     for (int c : o.touch) sets.push_back(fmt::format("{} = pg_catalog.now()", t.columns[c].ident));
-    if (!sets.empty())
-        p->sql_c = fmt::format("WITH s AS ({from}) UPDATE {t} t SET {sets} FROM s WHERE {join_t}", fmt::arg("from", from_some),
-                               fmt::arg("t", t.qualified), fmt::arg("sets", fmt::join(sets, ", ")),
-                               fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
+    std::vector<std::string> key_join_b;
+    for (int c : key) {
+        const Column &col = t.columns[c];
+        key_join_b.push_back(fmt::format("b.{0} {1} t.{0}", col.ident, col.eq.empty() ? "OPERATOR(pg_catalog.=)" : col.eq));
+    }
+    if (!shape.compared.empty())
+        p->sql_b = fmt::format(
+            "WITH e AS ({from}), "
+            "b AS MATERIALIZED (SELECT s.{ord}, {b_cols}, {differs} AS conveyor_differs, {changed} AS conveyor_changed,"
+            "  ROW({key_t}, NULL)::pg_catalog.text AS conveyor_row"
+            "  FROM (SELECT * FROM e ORDER BY {keys_e}) s"
+            "  CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t), "
+            "u AS (UPDATE {t} t SET {sets} FROM b WHERE b.conveyor_differs AND {join_b} RETURNING 1) "
+            "SELECT b.{ord}, b.conveyor_differs, b.conveyor_changed, b.conveyor_row, (SELECT pg_catalog.count(*) FROM u) FROM b",
+            fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("b_cols", fmt::join(b_cols, ", ")),
+            fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr), fmt::arg("key_t", fmt::join(key_t, ", ")),
+            fmt::arg("keys_e", fmt::join(key_idents, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
+            fmt::arg("join_t", fmt::join(key_join_t, " AND ")), fmt::arg("sets", fmt::join(sets, ", ")),
+            fmt::arg("join_b", fmt::join(key_join_b, " AND ")));
     std::initializer_list<Oid> types{JSONBOID, INT4ARRAYOID};
     p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
     p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
-    p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
-    if (!p->sql_c.empty())
-        p->c = std::make_unique<Statement>(p->sql_c.c_str(), types);
+    if (!p->sql_b.empty()) p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
     return *t.plans.emplace(sig, std::move(p)).first->second;
 }
 
@@ -690,12 +696,12 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
                         "Their key values differ as text but are equal for the key column's type.",
                         "Send each key once per batch.");
-        // B and C.
+        // B.
         if (!differ.empty()) {
             std::sort(differ.begin(), differ.end());
             auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ));
-            std::vector<int32> write;
             std::map<std::string, int32> by_key;
+            int64 written = 0, updated_rows = b.size() ? *b.int8(0, 4) : 0;
             for (uint64 r = 0; r < b.size(); ++r) {
                 int32 n = *b.int4(r, 0);
                 std::string row_key = *b.text(r, 3);
@@ -708,15 +714,12 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                 if (*b.boolean(r, 1)) {
                     o.action = updated;
                     o.changed = b.datum(r, 2);
-                    write.push_back(n);
+                    ++written;
                 } else
                     o.action = unchanged;
             }
-            if (!write.empty()) {
-                p.c->run(Params().datum(0, rows).int4_array(1, write));
-                if (SPI_processed != write.size())
-                    throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", SPI_processed, write.size()));
-            }
+            if (written != updated_rows)
+                throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", updated_rows, written));
         }
         std::vector<int32> missing;
         for (int32 n : pending)
