@@ -380,8 +380,24 @@ static std::vector<int> match_key(const Target &t, ArrayType *arr) {
 
 struct Element {
     const JsonbContainer *obj = nullptr;
-    std::vector<std::pair<int, JsonbValue>> fields;  // (column index, value), in storage order
 };
+
+// The keys of a jsonb object in storage order, read from its entries directly (no iterator, no
+// allocation): an object's first n children are its n keys, strings stored one after another. An
+// entry holds either its length or, every JB_OFFSET_STRIDE entries, its end offset.
+static void object_keys(const JsonbContainer *c, std::vector<std::pair<const char *, int>> &out) {
+    uint32 n = JsonContainerSize(c);
+    out.resize(n);
+    const JEntry *children = c->children;
+    const char *base = (const char *)&children[n * 2];
+    uint32 offset = 0;
+    for (uint32 i = 0; i < n; ++i) {
+        JEntry e = children[i];
+        uint32 end = JBE_HAS_OFF(e) ? JBE_OFFLENFLD(e) : offset + JBE_OFFLENFLD(e);
+        out[i] = {base + offset, (int)(end - offset)};
+        offset = end;
+    }
+}
 
 // The text PostgreSQL's input function gets for a scalar (what jsonb_populate_record passes it):
 // keys that give the same text are the same key.
@@ -547,7 +563,7 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
 
     // A. One probe of the key's index per element: found and equal (2), found and different (3), or
     //    not found (0): those are inserted in key order, and the ones the insert took are reported (1).
-    //    An element not found whose insert met a row committed meanwhile gets neither 1 nor 2/3.
+    //    An element not found whose insert met a row committed meanwhile stays 0 (another round).
     std::vector<std::string> ins_cols, ins_vals;
     for (int c : shape.present) {
         ins_cols.push_back(t.columns[c].ident);
@@ -570,10 +586,12 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
             "  FROM e s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true), "
             "ins AS (INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM s WHERE NOT s.conveyor_found ORDER BY {keys_s}, s.{ord}"
             " ON CONFLICT ({keys}) DO NOTHING RETURNING {keys_t}) "
-            "SELECT s.{ord}, CASE WHEN NOT s.conveyor_found THEN 0 WHEN s.conveyor_differs THEN 3 ELSE 2 END FROM s "
-            "UNION ALL SELECT s.{ord}, 1 FROM ins i JOIN s ON {join_i} AND NOT s.conveyor_found "
+            "SELECT s.{ord}, CASE WHEN s.conveyor_found THEN CASE WHEN s.conveyor_differs THEN 3 ELSE 2 END"
+            "                     WHEN i.{first_key} IS NOT NULL THEN 1 ELSE 0 END"
+            " FROM s LEFT JOIN ins i ON {join_i} AND NOT s.conveyor_found "
             "UNION ALL SELECT pg_catalog.count(*)::pg_catalog.int4, 4 FROM ins",
             fmt::arg("from", from), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
+            fmt::arg("first_key", t.columns[key[0]].ident),
             fmt::arg("cols", fmt::join(ins_cols, ", ")), fmt::arg("vals", fmt::join(ins_vals, ", ")),
             fmt::arg("keys_s", fmt::join(key_s, ", ")), fmt::arg("ord", ord), fmt::arg("keys", fmt::join(key_idents, ", ")),
             fmt::arg("keys_t", "t." + fmt::format("{}", fmt::join(key_idents, ", t."))),
@@ -646,6 +664,7 @@ struct Call {
     Options opt;
     Jsonb *rows = nullptr;
     std::vector<Element> elements;
+    std::vector<JsonbValue> key_values;  // element i's key column k at [i * key.size() + k]
     std::vector<Shape> shapes;
     std::vector<Outcome> out;
     bool rls = false;
@@ -653,14 +672,35 @@ struct Call {
 
 static std::string key_text(const Call &call, size_t i) {
     std::vector<std::string> parts;
-    for (int c : call.key)
-        for (const auto &[col, v] : call.elements[i].fields)
-            if (col == c) {
-                std::string s;
-                append_input_text(s, v);
-                parts.push_back(fmt::format("{}={}", call.t->columns[c].name, s));
-            }
+    for (size_t k = 0; k < call.key.size(); ++k) {
+        std::string v;
+        append_input_text(v, call.key_values[i * call.key.size() + k]);
+        parts.push_back(fmt::format("{}={}", call.t->columns[call.key[k]].name, v));
+    }
     return fmt::format("{}", fmt::join(parts, ", "));
+}
+
+// The fields of element i that are columns to write, (column, value) in storage order (error paths).
+static std::vector<std::pair<int, JsonbValue>> fields_of(const Call &call, size_t i) {
+    const JsonbContainer *obj = call.elements[i].obj;
+    uint32 nf = JsonContainerSize(obj);
+    std::vector<JsonbValue> kv(2 * nf);
+    JsonbValue *dst = kv.data();
+    pg_guard([&] {
+        JsonbIterator *it = JsonbIteratorInit(const_cast<JsonbContainer *>(obj));
+        JsonbValue v;
+        JsonbIteratorToken tok;
+        uint32 k = 0;
+        while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+            if (tok == WJB_KEY || tok == WJB_VALUE) dst[k++] = v;
+    });
+    std::vector<std::pair<int, JsonbValue>> out;
+    for (uint32 f = 0; f < nf; ++f) {
+        auto it = call.t->by_name.find(std::string(kv[2 * f].val.string.val, kv[2 * f].val.string.len));
+        if (it == call.t->by_name.end() || std::binary_search(call.opt.touch.begin(), call.opt.touch.end(), it->second)) continue;
+        out.emplace_back(it->second, kv[2 * f + 1]);
+    }
+    return out;
 }
 
 // Upserts the elements `ords` (all of one shape) until each has an outcome.
@@ -757,7 +797,7 @@ static ErrorData *trace_error(Call &call, ErrorData *error) {
             if (!e) continue;
             if (passes_through(e->sqlerrcode)) return e;
             // A value that does not fit its column: which one?
-            for (const auto &[col, v] : call.elements[i].fields) {
+            for (const auto &[col, v] : fields_of(call, i)) {
                 Datum value = jsonb_value_datum(v);
                 std::string sql = fmt::format("SELECT 1 FROM pg_catalog.jsonb_populate_record(NULL::{},"
                                               " pg_catalog.jsonb_build_object($1::pg_catalog.text, $2::pg_catalog.jsonb))",
@@ -777,7 +817,7 @@ static ErrorData *trace_error(Call &call, ErrorData *error) {
             if (e->sqlerrcode == ERRCODE_NOT_NULL_VIOLATION && e->column_name) {
                 std::string col = e->column_name;
                 bool given = false;
-                for (const auto &[c, v] : call.elements[i].fields)
+                for (const auto &[c, v] : fields_of(call, i))
                     if (call.t->columns[c].name == col) given = true;
                 if (!given) hint = fmt::format("{} has no {} and the column has no default: give it a value.", at(i), quoted(col));
             }
@@ -856,9 +896,10 @@ static Datum build_key(const Call &call, size_t i) {
         const JsonbValue *value;
     };
     std::vector<Pair> pairs;
-    for (int c : call.key)
-        for (const auto &[col, v] : call.elements[i].fields)
-            if (col == c) pairs.push_back({call.t->columns[c].name.c_str(), (int)call.t->columns[c].name.size(), &v});
+    for (size_t k = 0; k < call.key.size(); ++k) {
+        const std::string &name = call.t->columns[call.key[k]].name;
+        pairs.push_back({name.c_str(), (int)name.size(), &call.key_values[i * call.key.size() + k]});
+    }
     Pair *ps = pairs.data();
     size_t n = pairs.size();
     return pg_guard([&] {
@@ -951,7 +992,9 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
     std::string name, ktext, part;
     std::vector<int> present, last_present;
     size_t last_shape = 0;
-    std::vector<JsonbValue> kv;
+    std::vector<std::pair<const char *, int>> names;
+    size_t nkeys = call.key.size();
+    call.key_values.resize(n * nkeys);
     // Elements of a batch usually carry the same keys, and jsonb stores an object's keys in one order:
     // the column of the f-th key of the previous element is the first guess for the f-th key.
     struct Guess {
@@ -967,29 +1010,20 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
                                                                      e.type == jbvBinary ? "an" : "a", jsonb_type_name(e)));
         Element &el = call.elements[i];
         el.obj = e.val.binary.data;
-        const JsonbContainer *obj = el.obj;
-        uint32 nf = JsonContainerSize(obj);
-        kv.resize(2 * nf);
-        JsonbValue *dst = kv.data();
-        pg_guard([&] {
-            JsonbIterator *it = JsonbIteratorInit(const_cast<JsonbContainer *>(obj));
-            JsonbValue v;
-            JsonbIteratorToken tok;
-            uint32 k = 0;
-            while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-                if (tok == WJB_KEY || tok == WJB_VALUE) dst[k++] = v;
-        });
+        JsonbContainer *obj = const_cast<JsonbContainer *>(el.obj);
+        object_keys(obj, names);
+        uint32 nf = (uint32)names.size();
         if (guesses.size() < nf) guesses.resize(nf);
-        el.fields.reserve(nf);
         present.clear();
         for (uint32 f = 0; f < nf; ++f) {
-            const JsonbValue &k = kv[2 * f];
+            const char *kp = names[f].first;
+            int kl = names[f].second;
             Guess &g = guesses[f];
             int c;
-            if (g.len == k.val.string.len && std::memcmp(g.key, k.val.string.val, g.len) == 0) {
+            if (g.len == kl && std::memcmp(g.key, kp, kl) == 0) {
                 c = g.col;
             } else {
-                name.assign(k.val.string.val, k.val.string.len);
+                name.assign(kp, kl);
                 auto it = t.by_name.find(name);
                 if (it == t.by_name.end()) {
                     if (call.opt.strict)
@@ -1009,24 +1043,24 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
                         throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                                     fmt::format("{}: column {} is generated and cannot be written", at(i), quoted(name)));
                 }
-                g = Guess{k.val.string.val, k.val.string.len, c};
+                g = Guess{kp, kl, c};
             }
-            if (c < 0) continue;
-            el.fields.emplace_back(c, kv[2 * f + 1]);
-            present.push_back(c);
+            if (c >= 0) present.push_back(c);
         }
         // jsonb orders keys by length, then bytes: sort the columns for the shape.
         if (!std::is_sorted(present.begin(), present.end())) std::sort(present.begin(), present.end());
         // The key: present, not null; no key twice in a batch.
         ktext.clear();
-        for (int c : call.key) {
-            const JsonbValue *v = nullptr;
-            for (const auto &[col, val] : el.fields)
-                if (col == c) v = &val;
-            if (!v)
-                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: key column {} is missing", at(i), quoted(t.columns[c].name)));
+        for (size_t k = 0; k < nkeys; ++k) {
+            const Column &col = t.columns[call.key[k]];
+            JsonbValue *v = &call.key_values[i * nkeys + k];
+            const char *kn = col.name.c_str();
+            int kl = (int)col.name.size();
+            bool found = pg_guard([&] { return getKeyJsonValueFromContainer(obj, kn, kl, v) != NULL; });
+            if (!found)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: key column {} is missing", at(i), quoted(col.name)));
             if (v->type == jbvNull)
-                throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{}: key column {} must not be null", at(i), quoted(t.columns[c].name)));
+                throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{}: key column {} must not be null", at(i), quoted(col.name)));
             part.clear();
             append_input_text(part, *v);
             ktext += std::to_string(part.size());
