@@ -282,8 +282,9 @@ fi
 
 # h. Upserts: batches of 1,000 rows with 20 columns through conveyor.upsert_counts, against the plain
 #    SQL upsert (INSERT ... SELECT FROM jsonb_populate_recordset ... ON CONFLICT DO UPDATE) of the same
-#    batches. One client, BENCH_H_BATCHES batches per measurement (pgbench -t), each batch read from a
-#    table (plain storage, so neither side pays decompression). Kinds of batch:
+#    batches. One client, BENCH_H_BATCHES batches per side and kind, run in 4 alternating pgbench runs
+#    per side (pgbench -t), each batch read from a table (plain storage, so neither side pays
+#    decompression). Kinds of batch:
 #      new      1,000 keys never seen (batch n holds keys n*1000+1 .. n*1000+1000)
 #      changed  the keys 1..1000 again, 10% of rows with a new view_count in each batch, the rest as
 #               the previous batch left them (so every batch really changes exactly 100 rows)
@@ -300,7 +301,8 @@ CREATE TABLE bench_h.conv (
     category_id integer, language text, privacy text, license text, embeddable boolean, made_for_kids boolean,
     tags jsonb, thumbnail text, rating numeric, updated_at timestamptz);
 CREATE TABLE bench_h.plain (LIKE bench_h.conv INCLUDING ALL);
-CREATE SEQUENCE bench_h.seq;
+CREATE SEQUENCE bench_h.seq_conv;
+CREATE SEQUENCE bench_h.seq_plain;
 CREATE TABLE bench_h.batches (kind text, n integer, rows jsonb, PRIMARY KEY (kind, n));
 ALTER TABLE bench_h.batches ALTER rows SET STORAGE EXTERNAL;
 -- One video as JSON; v is the view count.
@@ -325,33 +327,42 @@ SQL
     # h_reset BASE: empty both tables; BASE=1 loads the keys 1..1000 (batch changed/0) into both.
     h_reset() {
         sql -c "TRUNCATE bench_h.conv, bench_h.plain" >/dev/null
+        sql -c "SELECT setval('bench_h.seq_conv', 1, false), setval('bench_h.seq_plain', 1, false)" >/dev/null
         if [ "$1" = 1 ]; then
-            sql -c "SELECT setval('bench_h.seq', 1, false)" >/dev/null
             sql -c "SELECT 1 FROM conveyor.upsert_counts('bench_h.conv', (SELECT rows FROM bench_h.batches WHERE kind = 'changed' AND n = 0), '{id}')" >/dev/null
             sql -c "INSERT INTO bench_h.plain SELECT * FROM jsonb_populate_recordset(NULL::bench_h.plain,
                         (SELECT rows FROM bench_h.batches WHERE kind = 'changed' AND n = 0))" >/dev/null
         fi
         sql -c "VACUUM ANALYZE bench_h.conv" -c "VACUUM ANALYZE bench_h.plain" -c "CHECKPOINT" >/dev/null
     }
-    # h_run KEY SIDE KIND: one pgbench run of BENCH_H_BATCHES batches; rows/s into UPS[KEY.SIDE].
-    h_run() {
-        local key=$1 side=$2 kind=$3 script=upsert.sql size_before size_after
-        [ "$side" = plain ] && script=floor_upsert.sql
-        sql -c "SELECT setval('bench_h.seq', 1, false)" >/dev/null
-        size_before=$(sql -c "SELECT pg_relation_size('bench_h.$side')")
-        "$PGBENCH" -n -M prepared -c 1 -t "$H_BATCHES" -f "$HERE/pgbench/$script" -D kind="$kind" > "$WORK/pgbench.out" 2>&1 ||
-            pgb_fail "h $key $side"
-        size_after=$(sql -c "SELECT pg_relation_size('bench_h.$side')")
-        UPS[$key.$side]=$(calc "$(pgb_tps) * 1000")
-        UPS[$key.$side.growth]=$((size_after - size_before))
-        note "h $key $side ($kind, $H_BATCHES x 1,000 rows)" "${UPS[$key.$side]} rows/s, table +$((size_after - size_before)) bytes"
+    # h_measure KEY KIND BASE: BENCH_H_BATCHES batches per side, in H_CHUNKS alternating pgbench runs
+    # (conveyor, plain, conveyor, ...) so that a change in the machine's load hits both sides alike;
+    # rows/s and the table's growth into UPS[KEY.SIDE] and UPS[KEY.SIDE.growth].
+    H_CHUNKS=4
+    h_measure() {
+        local key=$1 kind=$2 side script chunk per=$((H_BATCHES / H_CHUNKS)) txns tps
+        declare -A secs=([conv]=0 [plain]=0) rows=([conv]=0 [plain]=0) before
+        h_reset "$3"
+        for side in conv plain; do before[$side]=$(sql -c "SELECT pg_relation_size('bench_h.$side')"); done
+        for chunk in $(seq 1 $H_CHUNKS); do
+            for side in conv plain; do
+                script=upsert.sql; [ "$side" = plain ] && script=floor_upsert.sql
+                "$PGBENCH" -n -M prepared -c 1 -t "$per" -f "$HERE/pgbench/$script" -D kind="$kind" -D seq="bench_h.seq_$side" \
+                    > "$WORK/pgbench.out" 2>&1 || pgb_fail "h $key $side"
+                txns=$(pgb_txns); tps=$(pgb_tps)
+                rows[$side]=$(( ${rows[$side]} + txns * 1000 ))
+                secs[$side]=$(calc "${secs[$side]} + $txns / $tps" 6)
+            done
+        done
+        for side in conv plain; do
+            UPS[$key.$side]=$(calc "${rows[$side]} / ${secs[$side]}")
+            UPS[$key.$side.growth]=$(( $(sql -c "SELECT pg_relation_size('bench_h.$side')") - before[$side] ))
+            note "h $key $side ($kind, $((per * H_CHUNKS)) x 1,000 rows)" "${UPS[$key.$side]} rows/s, table +${UPS[$key.$side.growth]} bytes"
+        done
     }
-    h_reset 0; h_run new conv new
-    h_reset 0; h_run new plain new
-    h_reset 1; h_run changed conv changed
-    h_reset 1; h_run changed plain changed
-    h_reset 1; h_run same conv same
-    h_reset 1; h_run same plain same
+    h_measure new new 0
+    h_measure changed changed 1
+    h_measure same same 1
     # Every batch must have left both tables alike: same rows, same values.
     diff=$(sql -c "SELECT count(*) FROM (SELECT id, view_count FROM bench_h.conv EXCEPT SELECT id, view_count FROM bench_h.plain) d")
     [ "$diff" = 0 ] || { log "h: conveyor and plain SQL disagree on $diff rows"; exit 1; }

@@ -76,6 +76,7 @@ class Rows {
 class Statement {
   public:
     Statement(const char *sql, std::initializer_list<Oid> types) : sql_(sql), types_(types) {}
+    Statement(const char *sql, std::vector<Oid> types) : sql_(sql), types_(std::move(types)) {}
     // Runs the statement (read-write, fresh snapshot under READ COMMITTED). limit 0 = all rows.
     Rows run(const Params &params, long limit = 0);
     Rows run() { return run(Params{}); }

@@ -67,14 +67,18 @@ struct Column {
     std::string literal; // quoted as a string literal (jsonb keys in generated SQL)
     AttrNumber attnum = 0;
     std::string type;   // as format_type_be spells it
+    Oid type_oid = InvalidOid;
     bool generated = false;
     // "OPERATOR(schema.=)" of the type's default equality, or empty: compared as text.
     std::string eq;
 };
 
 struct Plans {
-    std::string sql_a_all, sql_a, sql_b;
-    std::unique_ptr<Statement> a_all, a, b;
+    std::string sql_a_all, sql_a, sql_b, sql_i, sql_map;
+    std::unique_ptr<Statement> a_all, a, b, i, map;
+    std::vector<Oid> key_array_types;  // of the key columns, for sql_map's parameters
+    // The last batch of this shape was all new rows: the next one is tried with an insert first.
+    bool insert_first = false;
 };
 
 struct Target {
@@ -170,6 +174,7 @@ static std::unique_ptr<Target> describe(Oid relid) {
         c.attnum = a.attnum;
         Oid type = a.type;
         c.type = pg_guard([&] { return (const char *)format_type_be(type); });
+        c.type_oid = type;
         c.generated = a.generated;
         c.eq = equality_operator(a.type);
         t->by_name.emplace(c.name, (int)t->columns.size());
@@ -224,7 +229,7 @@ static Target &target_for(Oid relid) {
     auto it = targets.find(relid);
     if (it != targets.end() && it->second->stale) {
         for (auto &[sig, p] : it->second->plans)
-            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get()})
+            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get()})
                 if (s) s->release();
         targets.erase(it);
         it = targets.end();
@@ -641,7 +646,39 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
             fmt::arg("keys_e", fmt::join(key_idents, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
             fmt::arg("join_t", fmt::join(key_join_t, " AND ")), fmt::arg("sets", fmt::join(sets, ", ")),
             fmt::arg("join_b", fmt::join(key_join_b, " AND ")));
+    // I. When the previous batch was all new: insert every element in key order, and nothing else
+    //    (no lookup, no classification). If some were not inserted (their keys exist), the keys it
+    //    returns say which were (MAP), and the others take the way through A.
+    p->sql_i = fmt::format(
+        "INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM ({from}) s ORDER BY {keys_s}, s.{ord}"
+        " ON CONFLICT ({keys}) DO NOTHING RETURNING {keys_t}",
+        fmt::arg("t", t.qualified), fmt::arg("cols", fmt::join(ins_cols, ", ")), fmt::arg("vals", fmt::join(ins_vals, ", ")),
+        fmt::arg("from", from_all), fmt::arg("keys_s", fmt::join(key_s, ", ")), fmt::arg("ord", ord),
+        fmt::arg("keys", fmt::join(key_idents, ", ")), fmt::arg("keys_t", "t." + fmt::format("{}", fmt::join(key_idents, ", t."))));
+    std::vector<std::string> unnests;
+    std::vector<Oid> map_types{JSONBOID, INT4ARRAYOID};
+    for (size_t k = 0; k < key.size(); ++k) {
+        Oid elem = t.columns[key[k]].type_oid;
+        Oid arr = pg_guard([&] { return get_array_type(elem); });
+        if (!OidIsValid(arr)) {
+            p->sql_i.clear();
+            break;
+        }
+        p->key_array_types.push_back(arr);
+        map_types.push_back(arr);
+        unnests.push_back(fmt::format("pg_catalog.unnest(${})", k + 3));
+    }
+    if (!p->sql_i.empty())
+        p->sql_map = fmt::format(
+            "SELECT s.{ord} FROM ({from}) s JOIN ROWS FROM ({unnests}) AS i({keys}) ON {join_i}",
+            fmt::arg("ord", ord), fmt::arg("from", from_all), fmt::arg("unnests", fmt::join(unnests, ", ")),
+            fmt::arg("keys", fmt::join(key_idents, ", ")), fmt::arg("join_i", fmt::join(key_join_i, " AND ")));
+
     std::initializer_list<Oid> types{JSONBOID, INT4ARRAYOID};
+    if (!p->sql_i.empty()) {
+        p->i = std::make_unique<Statement>(p->sql_i.c_str(), types);
+        p->map = std::make_unique<Statement>(p->sql_map.c_str(), map_types);
+    }
     p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
     p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
     if (!p->sql_b.empty()) p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
@@ -709,9 +746,53 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
     std::vector<int32> pending(ords.begin(), ords.end());
     Datum rows = PointerGetDatum(call.rows);
     int rounds = call.rls ? 2 : max_rounds;
+    bool all = pending.size() == call.elements.size();
+    if (all && p.i) {
+        bool was_all_new = p.insert_first;
+        p.insert_first = false;
+        if (was_all_new) {
+            // I.
+            auto ins = p.i->run(Params().datum(0, rows));
+            uint64 n = ins.size();
+            if (n == pending.size()) {
+                for (int32 o : pending) call.out[o].action = inserted;
+                p.insert_first = true;
+                return;
+            }
+            if (n > 0) {
+                // MAP: which elements the returned keys belong to.
+                Params mp;
+                mp.datum(0, rows).null(1);
+                for (size_t k = 0; k < call.key.size(); ++k) {
+                    std::vector<Datum> vals(n);
+                    for (uint64 r = 0; r < n; ++r) vals[r] = ins.datum(r, (int)k);
+                    Oid elem = call.t->columns[call.key[k]].type_oid;
+                    Datum *vp = vals.data();
+                    mp.datum((int)k + 2, pg_guard([&] {
+                        int16 typlen;
+                        bool byval;
+                        char align;
+                        get_typlenbyvalalign(elem, &typlen, &byval, &align);
+                        return PointerGetDatum(construct_array(vp, (int)n, elem, typlen, byval, align));
+                    }));
+                }
+                auto m = p.map->run(mp);
+                if (m.size() != n)
+                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
+                                "Their key values differ as text but are equal for the key column's type.",
+                                "Send each key once per batch.");
+                for (uint64 r = 0; r < m.size(); ++r) call.out[*m.int4(r, 0)].action = inserted;
+                std::vector<int32> rest;
+                for (int32 o : pending)
+                    if (call.out[o].action == none) rest.push_back(o);
+                pending.swap(rest);
+                all = false;
+            }
+        }
+    }
     for (int round = 0; round < rounds && !pending.empty(); ++round) {
         // A. (All elements of the batch, in order: one pass over the array.)
-        bool all = round == 0 && pending.size() == call.elements.size();
+        all = all && round == 0;
         auto a = (all ? p.a_all : p.a)->run(Params().datum(0, rows).int4_array(1, pending));
         std::vector<int32> differ;
         int64 marked_inserted = 0, really_inserted = 0;
@@ -732,6 +813,7 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                 differ.push_back(n);
             }
         }
+        if (all && really_inserted == (int64)pending.size()) p.insert_first = true;
         if (marked_inserted != really_inserted)
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
                         "Their key values differ as text but are equal for the key column's type.",

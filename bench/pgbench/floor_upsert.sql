@@ -7,7 +7,7 @@ SELECT r.id, r.title, r.description, r.channel_id, r.published_at, r.duration_s,
     r.comment_count, r.favorite_count, r.category_id, r.language, r.privacy, r.license, r.embeddable, r.made_for_kids,
     r.tags, r.thumbnail, r.rating, now()
 FROM jsonb_populate_recordset(NULL::bench_h.plain,
-    (SELECT rows FROM bench_h.batches WHERE kind = :kind AND n = (SELECT nextval('bench_h.seq')))) AS r
+    (SELECT rows FROM bench_h.batches WHERE kind = :kind AND n = (SELECT nextval(:seq)))) AS r
 ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description,
     channel_id = excluded.channel_id, published_at = excluded.published_at, duration_s = excluded.duration_s,
     view_count = excluded.view_count, like_count = excluded.like_count, comment_count = excluded.comment_count,
