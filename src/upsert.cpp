@@ -68,6 +68,7 @@ struct Column {
     AttrNumber attnum = 0;
     std::string type;   // as format_type_be spells it
     Oid type_oid = InvalidOid;
+    std::string lock_order;  // ' COLLATE "C"' for collatable types, else empty
     bool generated = false;
     // "OPERATOR(schema.=)" of the type's default equality, or empty: compared as text.
     std::string eq;
@@ -175,6 +176,7 @@ static std::unique_ptr<Target> describe(Oid relid) {
         Oid type = a.type;
         c.type = pg_guard([&] { return (const char *)format_type_be(type); });
         c.type_oid = type;
+        if (OidIsValid(pg_guard([&] { return get_typcollation(type); }))) c.lock_order = " COLLATE pg_catalog.\"C\"";
         c.generated = a.generated;
         c.eq = equality_operator(a.type);
         t->by_name.emplace(c.name, (int)t->columns.size());
@@ -547,7 +549,9 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     for (int c : key) {
         const Column &col = t.columns[c];
         key_idents.push_back(col.ident);
-        key_s.push_back("s." + col.ident);
+        // The order rows are inserted and locked in: the same in every session. Collatable keys
+        // sort bytewise (COLLATE "C"), which is cheaper than the column's collation and as fixed.
+        key_s.push_back("s." + col.ident + col.lock_order);
         std::string eq = col.eq.empty() ? "OPERATOR(pg_catalog.=)" : col.eq;
         key_join_i.push_back(fmt::format("s.{0} {1} i.{0}", col.ident, eq));
         key_join_t.push_back(fmt::format("s.{0} {1} t.{0}", col.ident, eq));
@@ -637,13 +641,13 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
             "WITH e AS ({from}), "
             "b AS MATERIALIZED (SELECT s.{ord}, {b_cols}, {differs} AS conveyor_differs, {changed} AS conveyor_changed,"
             "  ROW({key_t}, NULL)::pg_catalog.text AS conveyor_row"
-            "  FROM (SELECT * FROM e ORDER BY {keys_e}) s"
+            "  FROM (SELECT * FROM e s ORDER BY {keys_e}) s"
             "  CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t), "
             "u AS (UPDATE {t} t SET {sets} FROM b WHERE b.conveyor_differs AND {join_b} RETURNING 1) "
             "SELECT b.{ord}, b.conveyor_differs, b.conveyor_changed, b.conveyor_row, (SELECT pg_catalog.count(*) FROM u) FROM b",
             fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("b_cols", fmt::join(b_cols, ", ")),
             fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr), fmt::arg("key_t", fmt::join(key_t, ", ")),
-            fmt::arg("keys_e", fmt::join(key_idents, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
+            fmt::arg("keys_e", fmt::join(key_s, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
             fmt::arg("join_t", fmt::join(key_join_t, " AND ")), fmt::arg("sets", fmt::join(sets, ", ")),
             fmt::arg("join_b", fmt::join(key_join_b, " AND ")));
     // I. When the previous batch was all new: insert every element in key order, and nothing else
