@@ -639,7 +639,8 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     if (!shape.compared.empty())
         p->sql_b = fmt::format(
             "WITH e AS ({from}), "
-            "b AS MATERIALIZED (SELECT s.{ord}, {b_cols}, {differs} AS conveyor_differs, {changed} AS conveyor_changed,"
+            "b AS MATERIALIZED (SELECT s.{ord}, {b_cols}, {differs} AS conveyor_differs,"
+            "  CASE WHEN $3 THEN {changed} END AS conveyor_changed,"
             "  ROW({key_t}, NULL)::pg_catalog.text AS conveyor_row"
             "  FROM (SELECT * FROM e s ORDER BY {keys_e}) s"
             "  CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t), "
@@ -685,7 +686,8 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     }
     p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
     p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
-    if (!p->sql_b.empty()) p->b = std::make_unique<Statement>(p->sql_b.c_str(), types);
+    if (!p->sql_b.empty())
+        p->b = std::make_unique<Statement>(p->sql_b.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID, BOOLOID});
     return *t.plans.emplace(sig, std::move(p)).first->second;
 }
 
@@ -709,6 +711,7 @@ struct Call {
     std::vector<Shape> shapes;
     std::vector<Outcome> out;
     bool rls = false;
+    bool want_changed = true;  // false: only counts are returned, and nothing records what changed
 };
 
 static std::string key_text(const Call &call, size_t i) {
@@ -825,7 +828,7 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
         // B.
         if (!differ.empty()) {
             std::sort(differ.begin(), differ.end());
-            auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ));
+            auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ).boolean(2, call.want_changed));
             std::map<std::string, int32> by_key;
             int64 written = 0, updated_rows = b.size() ? *b.int8(0, 4) : 0;
             for (uint64 r = 0; r < b.size(); ++r) {
@@ -839,7 +842,9 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                 Outcome &o = call.out[n];
                 if (*b.boolean(r, 1)) {
                     o.action = updated;
-                    o.changed = b.datum(r, 2);
+                    bool no_changes;
+                    Datum changed = b.datum(r, 2, &no_changes);
+                    o.changed = no_changes ? (Datum)0 : changed;
                     ++written;
                 } else
                     o.action = unchanged;
@@ -1222,7 +1227,7 @@ static void write_audit(const Call &call) {
         if (o.action != inserted && o.action != updated) continue;
         keys.push_back(build_key(call, i));
         actions.push_back(action_name(o.action));
-        changes.push_back(o.action == updated ? o.changed : cstring_jsonb("null"));
+        changes.push_back(o.action == updated && o.changed ? o.changed : cstring_jsonb("null"));
     }
     if (keys.empty()) return;
     static Statement stmt(
@@ -1249,6 +1254,7 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
     spi::Connection spi;
     Call call;
     prepare(call, fcinfo);
+    call.want_changed = !counts_only || call.opt.audit;
 
     // An operation done before: its result, and nothing written.
     std::string scope = "upsert", idem_key;
@@ -1341,7 +1347,7 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
         Datum json_null = cstring_jsonb("null");
         for (const auto &o : call.out) {
             actions.push_back(action_name(o.action));
-            changes.push_back(o.action == updated ? o.changed : json_null);
+            changes.push_back(o.action == updated && o.changed ? o.changed : json_null);
         }
         auto r = result.run(Params()
                                 .int8(0, counts[0])
@@ -1368,7 +1374,7 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
             const char *a = action_name(o.action);
             values[2] = pg_guard([&] { return PointerGetDatum(cstring_to_text(a)); });
             values[3] = o.changed;
-            nulls[3] = o.action != updated;
+            nulls[3] = o.action != updated || !o.changed;
             out.add(values, nulls);
         }
     }

@@ -1,6 +1,6 @@
 -- conveyor.upsert and upsert_counts: what is inserted, updated and left alone, and the options.
 BEGIN;
-SELECT plan(60);
+SELECT plan(62);
 
 CREATE TABLE tap_up_channels (
     channel_id       text PRIMARY KEY,
@@ -187,6 +187,14 @@ SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                             '{"operation_id": "crawl-43"}') $$,
     $$ VALUES (1::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts');
+SELECT results_eq(
+    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
+                                            '{"operation_id": "crawl-45"}') $$,
+    $$ VALUES (0::bigint, 1::bigint, 0::bigint) $$, 'upsert_counts with an operation_id that updates');
+SELECT results_eq(
+    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
+                                            '{"operation_id": "crawl-45"}') $$,
+    $$ VALUES (0::bigint, 1::bigint, 0::bigint) $$, 'repeats its counts too');
 SELECT throws_ok(
     $$ SELECT * FROM conveyor.upsert('tap_up_channels', '[{"channel_id": "UC1", "title": "Other"}]', '{channel_id}',
                                      '{"operation_id": "crawl-42"}') $$,
@@ -196,7 +204,7 @@ SELECT throws_ok(
     $$ SELECT * FROM conveyor.upsert('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                      '{"operation_id": "crawl-43"}') $$,
     'CV004', NULL, 'as is an operation_id of upsert_counts reused by upsert');
-SELECT is((SELECT count(*)::int FROM conveyor.idempotency_keys WHERE scope = 'upsert' AND key LIKE '%:crawl-4_'), 2,
+SELECT is((SELECT count(*)::int FROM conveyor.idempotency_keys WHERE scope = 'upsert' AND key LIKE '%:crawl-4_'), 3,
           'operation ids are idempotency keys in scope upsert');
 SELECT results_eq(
     $$ SELECT ord, action FROM conveyor.upsert('tap_up_stats', '[{"channel_id": "UC1", "day": "2026-01-03", "views": 1}]',
