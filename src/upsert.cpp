@@ -228,14 +228,18 @@ static Target &target_for(Oid relid) {
         pg_guard([] { CacheRegisterRelcacheCallback(target_changed, (Datum)0); });
         callback_registered = true;
     }
-    auto it = targets.find(relid);
-    if (it != targets.end() && it->second->stale) {
+    // Drop every description a catalog change made stale (a dropped table's too), with its plans.
+    for (auto it = targets.begin(); it != targets.end();) {
+        if (!it->second->stale) {
+            ++it;
+            continue;
+        }
         for (auto &[sig, p] : it->second->plans)
             for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get()})
                 if (s) s->release();
-        targets.erase(it);
-        it = targets.end();
+        it = targets.erase(it);
     }
+    auto it = targets.find(relid);
     if (it == targets.end()) it = targets.emplace(relid, describe(relid)).first;
     return *it->second;
 }
