@@ -8,15 +8,17 @@
 //
 // A batch, per shape (the set of columns its elements carry; usually one per batch), in a few
 // set-based statements whose SQL is generated once per (target, shape, options) and kept:
-//   A. INSERT ... SELECT FROM jsonb_populate_record ... ORDER BY key ON CONFLICT (key) DO NOTHING,
-//      and, in the same statement, every other element joined to the row it found: equal rows are
-//      'unchanged' and get no lock and no write; the rest differ.
-//   B. The differing rows, locked FOR UPDATE in key order, compared again against the latest version
-//      (a concurrent change is seen here), with the changed columns as {"col": {"old", "new"}}.
-//   C. UPDATE of the rows that still differ.
+//   A. Each element's row looked up by its key (one index probe): equal rows are 'unchanged' and get
+//      no lock and no write; missing ones are inserted in key order, ON CONFLICT (key) DO NOTHING.
+//   B. The differing rows, locked FOR UPDATE in key order and compared again against their latest
+//      version (a concurrent change is seen here), with the changed columns as {"col": {"old",
+//      "new"}}, then updated where they still differ, in the same statement.
+//   I. After a batch of only new rows, the next batch of the shape is first tried as a plain insert
+//      in key order (no lookups); the elements it did not insert take the way through A.
 // Elements whose row vanished or appeared between the statements (a concurrent delete or insert)
-// go round again, a bounded number of times. Keys are inserted and locked in one order (the key's
-// btree order), so concurrent batches over overlapping keys never deadlock.
+// go round again, a bounded number of times. Keys are inserted and locked in one fixed order (the
+// key's order; bytewise for collatable types), so concurrent batches over overlapping keys never
+// deadlock.
 //
 // The statements run in one subtransaction. If it fails, the error is traced to its element (each
 // element replayed alone in a subtransaction that is rolled back) and, for a value that does not
