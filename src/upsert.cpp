@@ -661,10 +661,10 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     //    (no lookup, no classification). If some were not inserted (their keys exist), the keys it
     //    returns say which were (MAP), and the others take the way through A.
     p->sql_i = fmt::format(
-        "INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM ({from}) s ORDER BY {keys_s}, s.{ord}"
+        "INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM pg_catalog.jsonb_populate_recordset(NULL::{t}, $1) s ORDER BY {keys_s}"
         " ON CONFLICT ({keys}) DO NOTHING RETURNING {keys_t}",
         fmt::arg("t", t.qualified), fmt::arg("cols", fmt::join(ins_cols, ", ")), fmt::arg("vals", fmt::join(ins_vals, ", ")),
-        fmt::arg("from", from_all), fmt::arg("keys_s", fmt::join(key_s, ", ")), fmt::arg("ord", ord),
+        fmt::arg("keys_s", fmt::join(key_s, ", ")),
         fmt::arg("keys", fmt::join(key_idents, ", ")), fmt::arg("keys_t", "t." + fmt::format("{}", fmt::join(key_idents, ", t."))));
     std::vector<std::string> unnests;
     std::vector<Oid> map_types{JSONBOID, INT4ARRAYOID};
