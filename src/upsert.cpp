@@ -77,11 +77,13 @@ struct Column {
 };
 
 struct Plans {
-    std::string sql_a_all, sql_a, sql_b, sql_i, sql_map;
-    std::unique_ptr<Statement> a_all, a, b, i, map;
+    std::string sql_a_all, sql_a, sql_b, sql_i, sql_map, sql_k;
+    std::unique_ptr<Statement> a_all, a, b, i, map, k;
     std::vector<Oid> key_array_types;  // of the key columns, for sql_map's parameters
     // The last batch of this shape was all new rows: the next one is tried with an insert first.
     bool insert_first = false;
+    // The last batch of this shape found every row: the next one is classified first (K).
+    bool classify_first = false;
 };
 
 struct Target {
@@ -237,7 +239,7 @@ static Target &target_for(Oid relid) {
             continue;
         }
         for (auto &[sig, p] : it->second->plans)
-            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get()})
+            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get(), p->k.get()})
                 if (s) s->release();
         it = targets.erase(it);
     }
@@ -615,6 +617,13 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     };
     p->sql_a_all = statement_a(from_all);
     p->sql_a = statement_a(from_some);
+    // K. When the previous batch found every row: A's lookup and comparison alone, streamed (no
+    //    insert, nothing kept in between); elements not found then take the way through A.
+    p->sql_k = fmt::format(
+        "SELECT s.{ord}, CASE WHEN t.conveyor_found IS NULL THEN 0 WHEN {differs} THEN 3 ELSE 2 END"
+        " FROM ({from}) s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true",
+        fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("from", from_all), fmt::arg("probe_cols", probe_cols),
+        fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")));
 
     // B. Lock the differing rows in key order; compare again against the latest version.
     std::vector<std::string> changed;
@@ -691,6 +700,7 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
         p->map = std::make_unique<Statement>(p->sql_map.c_str(), map_types);
     }
     p->a_all = std::make_unique<Statement>(p->sql_a_all.c_str(), types);
+    p->k = std::make_unique<Statement>(p->sql_k.c_str(), types);
     p->a = std::make_unique<Statement>(p->sql_a.c_str(), types);
     if (!p->sql_b.empty())
         p->b = std::make_unique<Statement>(p->sql_b.c_str(), std::initializer_list<Oid>{JSONBOID, INT4ARRAYOID, BOOLOID});
@@ -754,54 +764,104 @@ static std::vector<std::pair<int, JsonbValue>> fields_of(const Call &call, size_
 }
 
 // Upserts the elements `ords` (all of one shape) until each has an outcome.
+// B: locks, compares again and updates the elements `differ` (whose rows A or K found different).
+static void run_b(Call &call, Plans &p, std::vector<int32> &differ) {
+    std::sort(differ.begin(), differ.end());
+    auto b = p.b->run(Params().datum(0, PointerGetDatum(call.rows)).int4_array(1, differ).boolean(2, call.want_changed));
+    std::map<std::string, int32> by_key;
+    int64 written = 0, updated_rows = b.size() ? *b.int8(0, 4) : 0;
+    for (uint64 r = 0; r < b.size(); ++r) {
+        int32 n = *b.int4(r, 0);
+        std::string row_key = *b.text(r, 3);
+        auto [it, fresh] = by_key.emplace(row_key, n);
+        if (!fresh)
+            throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                        fmt::format("{} and {} have the same key", at(std::min(it->second, n)), at(std::max(it->second, n))),
+                        "Their key values are equal for the key column's type.", "Send each key once per batch.");
+        Outcome &o = call.out[n];
+        if (*b.boolean(r, 1)) {
+            o.action = updated;
+            bool no_changes;
+            Datum changed = b.datum(r, 2, &no_changes);
+            o.changed = no_changes ? (Datum)0 : changed;
+            ++written;
+        } else
+            o.action = unchanged;
+    }
+    if (written != updated_rows)
+        throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", updated_rows, written));
+}
+
+static std::vector<int32> without_outcome(const Call &call, const std::vector<int32> &ords) {
+    std::vector<int32> rest;
+    for (int32 n : ords)
+        if (call.out[n].action == none) rest.push_back(n);
+    return rest;
+}
+
+// I: inserts every element; returns false if some were not inserted (those are left without outcome).
+static bool run_i(Call &call, Plans &p) {
+    Datum rows = PointerGetDatum(call.rows);
+    auto ins = p.i->run(Params().datum(0, rows));
+    uint64 n = ins.size();
+    if (n == call.elements.size()) {
+        for (auto &o : call.out) o.action = inserted;
+        return true;
+    }
+    if (n == 0) return false;
+    // MAP: which elements the returned keys belong to.
+    Params mp;
+    mp.datum(0, rows).null(1);
+    for (size_t k = 0; k < call.key.size(); ++k) {
+        std::vector<Datum> vals(n);
+        for (uint64 r = 0; r < n; ++r) vals[r] = ins.datum(r, (int)k);
+        Oid elem = call.t->columns[call.key[k]].type_oid;
+        Datum *vp = vals.data();
+        mp.datum((int)k + 2, pg_guard([&] {
+            int16 typlen;
+            bool byval;
+            char align;
+            get_typlenbyvalalign(elem, &typlen, &byval, &align);
+            return PointerGetDatum(construct_array(vp, (int)n, elem, typlen, byval, align));
+        }));
+    }
+    auto m = p.map->run(mp);
+    if (m.size() != n)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
+                    "Their key values differ as text but are equal for the key column's type.", "Send each key once per batch.");
+    for (uint64 r = 0; r < m.size(); ++r) call.out[*m.int4(r, 0)].action = inserted;
+    return false;
+}
+
+// K: classifies every element without writing; runs B for the differing ones.
+static void run_k(Call &call, Plans &p) {
+    auto k = p.k->run(Params().datum(0, PointerGetDatum(call.rows)));
+    std::vector<int32> differ;
+    for (uint64 r = 0; r < k.size(); ++r) {
+        int32 n = *k.int4(r, 0);
+        int32 code = *k.int4(r, 1);
+        if (code == 2) call.out[n].action = unchanged;
+        else if (code == 3) differ.push_back(n);
+    }
+    if (!differ.empty()) run_b(call, p, differ);
+}
+
+// Upserts the elements `ords` (all of one shape) until each has an outcome.
 static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
     Plans &p = plans_for(*call.t, call.key, call.opt, shape);
     std::vector<int32> pending(ords.begin(), ords.end());
     Datum rows = PointerGetDatum(call.rows);
     int rounds = call.rls ? 2 : max_rounds;
+    // The whole batch is of this shape: the previous batch's outcome picks the first statement.
     bool all = pending.size() == call.elements.size();
-    if (all && p.i) {
-        bool was_all_new = p.insert_first;
-        p.insert_first = false;
-        if (was_all_new) {
-            // I.
-            auto ins = p.i->run(Params().datum(0, rows));
-            uint64 n = ins.size();
-            if (n == pending.size()) {
-                for (int32 o : pending) call.out[o].action = inserted;
-                p.insert_first = true;
-                return;
-            }
-            if (n > 0) {
-                // MAP: which elements the returned keys belong to.
-                Params mp;
-                mp.datum(0, rows).null(1);
-                for (size_t k = 0; k < call.key.size(); ++k) {
-                    std::vector<Datum> vals(n);
-                    for (uint64 r = 0; r < n; ++r) vals[r] = ins.datum(r, (int)k);
-                    Oid elem = call.t->columns[call.key[k]].type_oid;
-                    Datum *vp = vals.data();
-                    mp.datum((int)k + 2, pg_guard([&] {
-                        int16 typlen;
-                        bool byval;
-                        char align;
-                        get_typlenbyvalalign(elem, &typlen, &byval, &align);
-                        return PointerGetDatum(construct_array(vp, (int)n, elem, typlen, byval, align));
-                    }));
-                }
-                auto m = p.map->run(mp);
-                if (m.size() != n)
-                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
-                                "Their key values differ as text but are equal for the key column's type.",
-                                "Send each key once per batch.");
-                for (uint64 r = 0; r < m.size(); ++r) call.out[*m.int4(r, 0)].action = inserted;
-                std::vector<int32> rest;
-                for (int32 o : pending)
-                    if (call.out[o].action == none) rest.push_back(o);
-                pending.swap(rest);
-                all = false;
-            }
-        }
+    if (all && p.insert_first && p.i) {
+        if (run_i(call, p)) return;  // all new again
+        pending = without_outcome(call, pending);
+        all = false;
+    } else if (all && p.classify_first) {
+        run_k(call, p);
+        pending = without_outcome(call, pending);
+        all = false;
     }
     for (int round = 0; round < rounds && !pending.empty(); ++round) {
         // A. (All elements of the batch, in order: one pass over the array.)
@@ -826,42 +886,12 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                 differ.push_back(n);
             }
         }
-        if (all && really_inserted == (int64)pending.size()) p.insert_first = true;
         if (marked_inserted != really_inserted)
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
                         "Their key values differ as text but are equal for the key column's type.",
                         "Send each key once per batch.");
-        // B.
-        if (!differ.empty()) {
-            std::sort(differ.begin(), differ.end());
-            auto b = p.b->run(Params().datum(0, rows).int4_array(1, differ).boolean(2, call.want_changed));
-            std::map<std::string, int32> by_key;
-            int64 written = 0, updated_rows = b.size() ? *b.int8(0, 4) : 0;
-            for (uint64 r = 0; r < b.size(); ++r) {
-                int32 n = *b.int4(r, 0);
-                std::string row_key = *b.text(r, 3);
-                auto [it, fresh] = by_key.emplace(row_key, n);
-                if (!fresh)
-                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
-                                fmt::format("{} and {} have the same key", at(std::min(it->second, n)), at(std::max(it->second, n))),
-                                "Their key values are equal for the key column's type.", "Send each key once per batch.");
-                Outcome &o = call.out[n];
-                if (*b.boolean(r, 1)) {
-                    o.action = updated;
-                    bool no_changes;
-                    Datum changed = b.datum(r, 2, &no_changes);
-                    o.changed = no_changes ? (Datum)0 : changed;
-                    ++written;
-                } else
-                    o.action = unchanged;
-            }
-            if (written != updated_rows)
-                throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", updated_rows, written));
-        }
-        std::vector<int32> missing;
-        for (int32 n : pending)
-            if (call.out[n].action == none) missing.push_back(n);
-        pending.swap(missing);
+        if (!differ.empty()) run_b(call, p, differ);
+        pending = without_outcome(call, pending);
     }
     if (!pending.empty()) {
         size_t first = *std::min_element(pending.begin(), pending.end());
@@ -873,6 +903,13 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
         throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE,
                     fmt::format("{}: the row with key ({}) kept changing concurrently", at(first), key_text(call, first)), "",
                     "Retry the transaction.");
+    }
+    // What this batch was decides how the next one of the shape starts.
+    if (ords.size() == call.elements.size() && !ords.empty()) {
+        size_t ins = 0;
+        for (size_t o : ords) ins += call.out[o].action == inserted;
+        p.insert_first = ins == ords.size();
+        p.classify_first = ins == 0;
     }
 }
 
