@@ -1,6 +1,6 @@
 -- conveyor.upsert and upsert_counts: what is inserted, updated and left alone, and the options.
 BEGIN;
-SELECT plan(62);
+SELECT plan(65);
 
 CREATE TABLE tap_up_channels (
     channel_id       text PRIMARY KEY,
@@ -146,6 +146,23 @@ SELECT results_eq(
     $$ VALUES ('{"channel_id": "UC1", "day": "2026-01-02"}'::jsonb, 'updated', '{"views": {"old": 6, "new": 7}}'::jsonb) $$,
     'updates by the composite key');
 SELECT is((SELECT count(*)::int FROM tap_up_stats), 2, 'no duplicate row');
+
+CREATE TABLE tap_up_daily (day date, video_id text, views bigint, PRIMARY KEY (day, video_id)) PARTITION BY RANGE (day);
+CREATE TABLE tap_up_daily_01 PARTITION OF tap_up_daily FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+CREATE TABLE tap_up_daily_02 PARTITION OF tap_up_daily FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+SELECT is((SELECT count(*)::int FROM conveyor.upsert('tap_up_daily', '[{"day": "2026-01-05", "video_id": "v1", "views": 1},
+                                                                       {"day": "2026-02-05", "video_id": "v1", "views": 2}]',
+                                                     '{day, video_id}') WHERE action = 'inserted'), 2,
+          'a partitioned table: rows go to their partitions');
+SELECT results_eq(
+    $$ SELECT action, changed FROM conveyor.upsert('tap_up_daily', '[{"day": "2026-01-05", "video_id": "v1", "views": 1},
+                                                                    {"day": "2026-02-05", "video_id": "v1", "views": 3}]',
+                                                   '{day, video_id}') ORDER BY ord $$,
+    $$ VALUES ('unchanged', NULL::jsonb), ('updated', '{"views": {"old": 2, "new": 3}}') $$,
+    'and are compared and updated there');
+SELECT throws_ok(
+    $$ SELECT * FROM conveyor.upsert('tap_up_daily', '[{"day": "2026-03-05", "video_id": "v1", "views": 1}]', '{day, video_id}') $$,
+    '23514', 'rows[0]: no partition of relation "tap_up_daily" found for row', 'a row no partition takes names its element');
 
 -- ---- upsert_counts ---------------------------------------------------------------------------------------
 
