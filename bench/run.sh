@@ -9,8 +9,9 @@
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g i" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
+#   BENCH_H_BATCHES      batches of 1,000 rows per measurement in phase h (default 200)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT   which scratch cluster (see scripts/common.sh)
 source "$(dirname "$0")/../scripts/common.sh"
@@ -18,7 +19,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g i"}
+PHASES=${BENCH_ONLY:-"a b c d e f g h i"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -361,6 +362,95 @@ if phase f; then
     measure_scaling groups scale_groups
 fi
 
+# h. Upserts: batches of 1,000 rows with 20 columns through conveyor.upsert_counts, against the plain
+#    SQL upsert (INSERT ... SELECT FROM jsonb_populate_recordset ... ON CONFLICT DO UPDATE) of the same
+#    batches. One client, BENCH_H_BATCHES batches per side and kind, run in 4 alternating pgbench runs
+#    per side (pgbench -t), each batch read from a table (plain storage, so neither side pays
+#    decompression). Kinds of batch:
+#      new      1,000 keys never seen (batch n holds keys n*1000+1 .. n*1000+1000)
+#      changed  the keys 1..1000 again, 10% of rows with a new view_count in each batch, the rest as
+#               the previous batch left them (so every batch really changes exactly 100 rows)
+#      same     the keys 1..1000 exactly as stored
+declare -A UPS
+H_BATCHES=${BENCH_H_BATCHES:-200}
+if phase h; then
+    log "h: generating $H_BATCHES batches of each kind"
+    sql >/dev/null <<SQL
+CREATE SCHEMA bench_h;
+CREATE TABLE bench_h.conv (
+    id text PRIMARY KEY, title text NOT NULL, description text, channel_id text NOT NULL, published_at timestamptz,
+    duration_s integer, view_count bigint, like_count bigint, comment_count bigint, favorite_count bigint,
+    category_id integer, language text, privacy text, license text, embeddable boolean, made_for_kids boolean,
+    tags jsonb, thumbnail text, rating numeric, updated_at timestamptz);
+CREATE TABLE bench_h.plain (LIKE bench_h.conv INCLUDING ALL);
+CREATE SEQUENCE bench_h.seq_conv;
+CREATE SEQUENCE bench_h.seq_plain;
+CREATE TABLE bench_h.batches (kind text, n integer, rows jsonb, PRIMARY KEY (kind, n));
+ALTER TABLE bench_h.batches ALTER rows SET STORAGE EXTERNAL;
+-- One video as JSON; v is the view count.
+CREATE FUNCTION bench_h.video(k integer, v bigint) RETURNS jsonb LANGUAGE sql IMMUTABLE AS \$\$
+    SELECT jsonb_build_object('id', 'vid' || k, 'title', 'Video number ' || k, 'description', repeat('words ', 20) || k,
+        'channel_id', 'UC' || (k % 50), 'published_at', '2026-01-01T00:00:00Z', 'duration_s', 60 + k % 600,
+        'view_count', v, 'like_count', k % 1000, 'comment_count', k % 100, 'favorite_count', 0,
+        'category_id', 10, 'language', 'en', 'privacy', 'public', 'license', 'youtube', 'embeddable', true,
+        'made_for_kids', false, 'tags', jsonb_build_array('music', 'k' || k % 7), 'thumbnail',
+        'https://i.ytimg.com/vi/vid' || k || '/hq.jpg', 'rating', 4.5)
+\$\$;
+INSERT INTO bench_h.batches
+SELECT 'new', n, (SELECT jsonb_agg(bench_h.video(n * 1000 + k, k)) FROM generate_series(1, 1000) k)
+FROM generate_series(1, $H_BATCHES) n;
+-- changed: in batch n, row k carries the number of the last batch (<= n) whose turn was k % 10.
+INSERT INTO bench_h.batches
+SELECT 'changed', n, (SELECT jsonb_agg(bench_h.video(k, n - (((n - k) % 10) + 10) % 10)) FROM generate_series(1, 1000) k)
+FROM generate_series(0, $H_BATCHES) n;
+INSERT INTO bench_h.batches SELECT 'same', n, (SELECT rows FROM bench_h.batches WHERE kind = 'changed' AND n = 0)
+FROM generate_series(1, $H_BATCHES) n;
+SQL
+    # h_reset BASE: empty both tables; BASE=1 loads the keys 1..1000 (batch changed/0) into both.
+    h_reset() {
+        sql -c "TRUNCATE bench_h.conv, bench_h.plain" >/dev/null
+        sql -c "SELECT setval('bench_h.seq_conv', 1, false), setval('bench_h.seq_plain', 1, false)" >/dev/null
+        if [ "$1" = 1 ]; then
+            sql -c "SELECT 1 FROM conveyor.upsert_counts('bench_h.conv', (SELECT rows FROM bench_h.batches WHERE kind = 'changed' AND n = 0), '{id}')" >/dev/null
+            sql -c "INSERT INTO bench_h.plain SELECT * FROM jsonb_populate_recordset(NULL::bench_h.plain,
+                        (SELECT rows FROM bench_h.batches WHERE kind = 'changed' AND n = 0))" >/dev/null
+        fi
+        sql -c "VACUUM ANALYZE bench_h.conv" -c "VACUUM ANALYZE bench_h.plain" -c "CHECKPOINT" >/dev/null
+    }
+    # h_measure KEY KIND BASE: BENCH_H_BATCHES batches per side, in H_CHUNKS alternating pgbench runs
+    # (conveyor, plain, conveyor, ...) so that a change in the machine's load hits both sides alike;
+    # rows/s and the table's growth into UPS[KEY.SIDE] and UPS[KEY.SIDE.growth].
+    H_CHUNKS=4
+    h_measure() {
+        local key=$1 kind=$2 side script chunk per=$((H_BATCHES / H_CHUNKS)) txns tps
+        declare -A secs=([conv]=0 [plain]=0) rows=([conv]=0 [plain]=0) before
+        h_reset "$3"
+        for side in conv plain; do before[$side]=$(sql -c "SELECT pg_relation_size('bench_h.$side')"); done
+        for chunk in $(seq 1 $H_CHUNKS); do
+            for side in conv plain; do
+                script=upsert.sql; [ "$side" = plain ] && script=floor_upsert.sql
+                "$PGBENCH" -n -M prepared -c 1 -t "$per" -f "$HERE/pgbench/$script" -D kind="$kind" -D seq="bench_h.seq_$side" \
+                    > "$WORK/pgbench.out" 2>&1 || pgb_fail "h $key $side"
+                txns=$(pgb_txns); tps=$(pgb_tps)
+                rows[$side]=$(( ${rows[$side]} + txns * 1000 ))
+                secs[$side]=$(calc "${secs[$side]} + $txns / $tps" 6)
+            done
+        done
+        for side in conv plain; do
+            UPS[$key.$side]=$(calc "${rows[$side]} / ${secs[$side]}")
+            UPS[$key.$side.growth]=$(( $(sql -c "SELECT pg_relation_size('bench_h.$side')") - before[$side] ))
+            note "h $key $side ($kind, $((per * H_CHUNKS)) x 1,000 rows)" "${UPS[$key.$side]} rows/s, table +${UPS[$key.$side.growth]} bytes"
+        done
+    }
+    h_measure new new 0
+    h_measure changed changed 1
+    h_measure same same 1
+    # Every batch must have left both tables alike: same rows, same values.
+    diff=$(sql -c "SELECT count(*) FROM (SELECT id, view_count FROM bench_h.conv EXCEPT SELECT id, view_count FROM bench_h.plain) d")
+    [ "$diff" = 0 ] || { log "h: conveyor and plain SQL disagree on $diff rows"; exit 1; }
+fi
+
+
 # g. Leases: acquire + release cycles per second with LOCK_CLIENTS clients, on distinct keys (one per
 #    client) and on one hot key: conveyor against the same cycle in plain SQL on a minimal table, and
 #    pg_try_advisory_lock/pg_advisory_unlock as the floor. The three sides alternate in 3 rounds of a
@@ -476,6 +566,31 @@ if [ -n "${DEQ[1k]:-}" ]; then
     srow groups "1,000 ready + 100,000 waiting behind 1,000 busy groups"
     echo "   ratio = dequeue latency / dequeue latency at 1,000; deq+ack ratios:" \
         "1m $(calc "${CYC[1m]} / ${CYC[1k]}" 2)x, groups $(calc "${CYC[groups]} / ${CYC[1k]}" 2)x"
+fi
+
+
+if [ -n "${UPS[new.conv]:-}" ]; then
+    echo
+    echo "h. upserts: batches of 1,000 rows x 20 columns, 1 client, $H_BATCHES batches each;"
+    echo "   conveyor.upsert_counts vs INSERT ... SELECT FROM jsonb_populate_recordset ... ON CONFLICT DO UPDATE"
+    printf '%-40s %14s %14s %8s   %-22s %s\n' "batch" "conveyor rows/s" "plain rows/s" "ratio" "target" ""
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    hrow() {  # KEY LABEL OP TARGET [ABS]
+        local c=${UPS[$1.conv]} p=${UPS[$1.plain]} ratio verdict target=$3$4
+        ratio=$(calc "$c / $p" 2)
+        verdict=$(awk -v r="$ratio" -v t="$4" -v op="$3" 'BEGIN { print ((op == ">=" ? r >= t : r > t) ? "ok" : "MISSED") }')
+        if [ -n "${5:-}" ]; then
+            target="$target, >= $5/s"
+            [ "$(awk -v c="$c" -v a="$5" 'BEGIN { print (c >= a) }')" = 1 ] || verdict=MISSED
+        fi
+        printf '%-40s %14s %14s %8s   %-22s %s\n' "$2" "$c" "$p" "${ratio}x" "$target" "$verdict"
+    }
+    hrow new "all new" ">=" 0.9
+    hrow changed "10% changed" ">" 1.0
+    hrow same "0% changed" ">" 1.0 100000
+    growth=${UPS[same.conv.growth]}
+    echo "   table growth over the 0% run (pg_relation_size after - before): conveyor $growth bytes" \
+        "(target 0: $([ "$growth" = 0 ] && echo ok || echo MISSED)), plain ${UPS[same.plain.growth]} bytes"
 fi
 
 if [ -n "${LOCKS[distinct_conveyor]:-}" ]; then

@@ -69,7 +69,8 @@ run_pgtap() {
     log "pgTAP"
     psql -X -q -c "DROP DATABASE IF EXISTS conveyor_tap" -c "CREATE DATABASE conveyor_tap" >/dev/null
     psql -X -q -d conveyor_tap -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION conveyor" >/dev/null
-    pg_prove --verbose --dbname conveyor_tap "${files[@]}" > "$OUT/pgtap.log" 2>&1 || true
+    # From the repository root: tests read their fixtures as test/fixtures/<file>.
+    (cd "$ROOT" && pg_prove --verbose --dbname conveyor_tap "${files[@]}") > "$OUT/pgtap.log" 2>&1 || true
     grep -E '^(not )?ok |Failed|Dubious|Parse errors|Result:|^# ' "$OUT/pgtap.log" | grep -vE '^ok ' || true
     local ok bad
     ok=$(grep -cE '^ *ok [0-9]+' "$OUT/pgtap.log" || true)

@@ -20,7 +20,8 @@ GRANT EXECUTE ON FUNCTION
     conveyor.account_status(text), conveyor.ledger_verify(text),
     conveyor.cost_report(text, timestamptz, timestamptz, text),
     conveyor.quota_status(text), conveyor.quota_window(text, text, timestamptz),
-    conveyor.quota_projection(bigint, bigint, timestamptz, timestamptz, timestamptz)
+    conveyor.quota_projection(bigint, bigint, timestamptz, timestamptz, timestamptz),
+    conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)
     TO conveyor_reader;
 
 GRANT EXECUTE ON FUNCTION
@@ -38,7 +39,9 @@ GRANT EXECUTE ON FUNCTION
     conveyor.settle(uuid, numeric, text, int, jsonb),
     conveyor.release_reservation(uuid),
     conveyor.quota_consume(text, int, text, text),
-    conveyor.rate_limit(text, int, int, int)
+    conveyor.rate_limit(text, int, int, int),
+    conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb),
+    conveyor.snapshot(text, text, jsonb, timestamptz, text, text), conveyor.snapshot_batch(text, jsonb, text, text)
     TO conveyor_worker;
 
 GRANT EXECUTE ON FUNCTION

@@ -224,6 +224,12 @@ SPIPlanPtr Statement::plan() {
     return plan_;
 }
 
+void Statement::release() {
+    SPIPlanPtr p = plan_;
+    plan_ = nullptr;
+    if (p) pg_guard([&] { SPI_freeplan(p); });
+}
+
 Rows Statement::run(const Params &params, long limit) {
     SPIPlanPtr p = plan();
     const Params *pp = &params;

@@ -76,9 +76,12 @@ class Rows {
 class Statement {
   public:
     Statement(const char *sql, std::initializer_list<Oid> types) : sql_(sql), types_(types) {}
+    Statement(const char *sql, std::vector<Oid> types) : sql_(sql), types_(std::move(types)) {}
     // Runs the statement (read-write, fresh snapshot under READ COMMITTED). limit 0 = all rows.
     Rows run(const Params &params, long limit = 0);
     Rows run() { return run(Params{}); }
+    // Frees the kept plan (the next run prepares it again). Never while the plan is executing.
+    void release();
 
   private:
     SPIPlanPtr plan();

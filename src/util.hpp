@@ -28,8 +28,9 @@ uint64 hash64(std::string_view bytes, uint64 seed = 0);
 // until the transaction ends, so they work behind a transaction-mode pooler. Callers that take several
 // take them in ascending key order, which keeps them deadlock-free. wake: a queue's wake lock (see
 // src/wakeup.hpp); lease: the key of a lease while lock_acquire draws its fencing token (src/locks.cpp);
-// account: an account's budget mode (src/costs.cpp).
-enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7, account = 8 };
+// account: an account's budget mode (src/costs.cpp); snapshot: a (series, entity) while its captures
+// are written (src/snapshot.cpp).
+enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7, account = 8, snapshot = 9 };
 LOCKTAG advisory_tag(LockSpace space, uint64 key);
 void xact_lock(LockSpace space, uint64 key);
 // The same lock in share mode: it excludes xact_lock holders only, not other sharers.
