@@ -19,6 +19,7 @@
 
 #include "costs.hpp"
 #include "idempotency.hpp"
+#include "args.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 
@@ -49,27 +50,10 @@ static void lock_account(const std::string &account, bool exclusive) {
 // ---------------------------------------------------------------------------------------------------
 // Arguments
 
-static std::optional<std::string> arg_text(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return std::string(pg_guard([&] { return (const char *)text_to_cstring(PG_GETARG_TEXT_PP(i)); }));
-}
-
-static std::string required_text(FunctionCallInfo fcinfo, int i, const char *name) {
-    auto v = arg_text(fcinfo, i);
-    if (!v) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
-    if (v->empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be empty", name));
-    return *v;
-}
-
 static std::optional<std::string> optional_key(FunctionCallInfo fcinfo, int i) {
     auto v = arg_text(fcinfo, i);
     if (v && v->empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "idempotency_key must not be empty");
     return v;
-}
-
-static pg_uuid_t required_uuid(FunctionCallInfo fcinfo, int i, const char *name) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
-    return *PG_GETARG_UUID_P(i);
 }
 
 static int32 items_arg(FunctionCallInfo fcinfo, int i) {
@@ -139,16 +123,6 @@ static Datum optional_jsonb(FunctionCallInfo fcinfo, int i) {
 
 static Params &jsonb_or_null(Params &p, int i, Datum v) { return v ? p.datum(i, v) : p.null(i); }
 
-// Returns every row of a statement's result as rows of a set-returning function, column for column.
-static void emit_rows(ResultSet &out, const spi::Rows &rows) {
-    std::vector<Datum> values(out.natts());
-    std::unique_ptr<bool[]> nulls(new bool[out.natts()]);
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values.data(), nulls.get());
-    }
-}
-
 static Error unknown_account(const std::string &account) {
     return Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("account {} does not exist", quoted(account)), "",
                  "Create it with conveyor.account_create.");
@@ -187,9 +161,9 @@ static void require_account(const std::string &account) {
 // Accounts
 
 CONVEYOR_FUNCTION(conveyor_account_create) {
-    std::string account = required_text(fcinfo, 0, "account");
+    std::string account = required_name(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
-    std::string currency = required_text(fcinfo, 2, "currency");
+    std::string currency = required_name(fcinfo, 2, "currency");
     if (currency.size() != 3 || !std::all_of(currency.begin(), currency.end(), [](char c) { return c >= 'A' && c <= 'Z'; }))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("currency {} is not a three-letter code", quoted(currency)),
                     "", "Use an ISO 4217 code such as USD or EUR.");
@@ -214,7 +188,7 @@ CONVEYOR_FUNCTION(conveyor_account_create) {
 }
 
 CONVEYOR_FUNCTION(conveyor_account_update) {
-    std::string account = required_text(fcinfo, 0, "account");
+    std::string account = required_name(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
     auto currency = arg_text(fcinfo, 2);
     if (currency && (currency->size() != 3 ||
@@ -272,7 +246,7 @@ CONVEYOR_FUNCTION(conveyor_account_status) {
         {TEXTOID});
     auto rows = stmt.run(Params().text(0, account));
     if (account && rows.size() == 0) throw unknown_account(*account);
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -293,7 +267,7 @@ CONVEYOR_FUNCTION(conveyor_account_status) {
 static void emit_stored_charge(ResultSet &out, Datum result) {
     static Statement stmt(
         "SELECT ($1->>'entry_id')::uuid, ($1->>'total')::numeric, ($1->>'available')::numeric", {JSONBOID});
-    emit_rows(out, stmt.run(Params().datum(0, result)));
+    spi::emit(out, stmt.run(Params().datum(0, result)));
 }
 
 static Error key_in_progress(const std::string &key) {
@@ -302,8 +276,8 @@ static Error key_in_progress(const std::string &key) {
 }
 
 CONVEYOR_FUNCTION(conveyor_charge) {
-    std::string account = required_text(fcinfo, 0, "account");
-    std::string service = required_text(fcinfo, 1, "service");
+    std::string account = required_name(fcinfo, 0, "account");
+    std::string service = required_name(fcinfo, 1, "service");
     bool refund = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
     Datum amount = money_arg(fcinfo, 2, "amount", refund ? Sign::negative : Sign::non_negative);
     int32 items = items_arg(fcinfo, 3);
@@ -379,7 +353,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
     auto rows = stmt.run(p);
     if (rows.size() == 0) refuse(account, refund ? "refund" : "charge", amount);
     if (key) idempotency::finish(scope, *key, rows.datum(0, 4));
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -388,7 +362,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
 // Reservations
 
 CONVEYOR_FUNCTION(conveyor_reserve) {
-    std::string account = required_text(fcinfo, 0, "account");
+    std::string account = required_name(fcinfo, 0, "account");
     Datum amount = money_arg(fcinfo, 1, "amount", Sign::positive);
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "ttl_seconds must not be NULL");
     int32 ttl = PG_GETARG_INT32(2);
@@ -463,7 +437,7 @@ static Error unknown_reservation(const pg_uuid_t &id) {
 CONVEYOR_FUNCTION(conveyor_settle) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "reservation_id");
     Datum actual = money_arg(fcinfo, 1, "actual", Sign::non_negative);
-    std::string service = required_text(fcinfo, 2, "service");
+    std::string service = required_name(fcinfo, 2, "service");
     int32 items = items_arg(fcinfo, 3);
     Datum metadata = optional_jsonb(fcinfo, 4);
     ResultSet out(fcinfo);
@@ -580,16 +554,16 @@ CONVEYOR_FUNCTION(conveyor_ledger_verify) {
         {TEXTOID});
     auto rows = stmt.run(Params().text(0, account));
     if (account && rows.size() == 0) throw unknown_account(*account);
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
 
 CONVEYOR_FUNCTION(conveyor_cost_report) {
-    std::string account = required_text(fcinfo, 0, "account");
+    std::string account = required_name(fcinfo, 0, "account");
     Datum since = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
     Datum until = PG_ARGISNULL(2) ? (Datum)0 : PG_GETARG_DATUM(2);
-    std::string bucket = required_text(fcinfo, 3, "bucket");
+    std::string bucket = required_name(fcinfo, 3, "bucket");
     if (bucket != "hour" && bucket != "day" && bucket != "week" && bucket != "month")
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("bucket {} is not one of hour, day, week, month", quoted(bucket)));
     if (since && until && DatumGetTimestampTz(since) > DatumGetTimestampTz(until))
@@ -610,7 +584,7 @@ CONVEYOR_FUNCTION(conveyor_cost_report) {
     else p.null(1);
     if (until) p.datum(2, until);
     else p.null(2);
-    emit_rows(out, stmt.run(p));
+    spi::emit(out, stmt.run(p));
     spi.finish();
     return (Datum)0;
 }
@@ -633,13 +607,13 @@ static void check_time_zone(const std::string &tz) {
 }
 
 CONVEYOR_FUNCTION(conveyor_quota_define) {
-    std::string name = required_text(fcinfo, 0, "name");
+    std::string name = required_name(fcinfo, 0, "name");
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "quota_limit must not be NULL");
     int64 limit = PG_GETARG_INT64(1);
     if (limit < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("quota_limit must be positive, not {}", limit));
-    std::string period = required_text(fcinfo, 2, "period");
+    std::string period = required_name(fcinfo, 2, "period");
     check_period(period);
-    std::string tz = required_text(fcinfo, 3, "reset_tz");
+    std::string tz = required_name(fcinfo, 3, "reset_tz");
     check_time_zone(tz);
     Datum costs = (Datum)0;
     if (!PG_ARGISNULL(4)) {
@@ -675,7 +649,7 @@ CONVEYOR_FUNCTION(conveyor_quota_define) {
 #define QUOTA_LAPSED "(q.window_end <= pg_catalog.now())"
 
 CONVEYOR_FUNCTION(conveyor_quota_consume) {
-    std::string name = required_text(fcinfo, 0, "name");
+    std::string name = required_name(fcinfo, 0, "name");
     std::optional<int32> units;
     if (!PG_ARGISNULL(1)) {
         units = PG_GETARG_INT32(1);
@@ -699,7 +673,7 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
                 "SELECT ($1->>'allowed')::boolean, ($1->>'used')::bigint, ($1->>'remaining')::bigint,"
                 " ($1->>'reset_at')::timestamptz",
                 {JSONBOID});
-            emit_rows(out, stored.run(Params().datum(0, claim.result)));
+            spi::emit(out, stored.run(Params().datum(0, claim.result)));
             spi.finish();
             return (Datum)0;
         }
@@ -726,7 +700,7 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
     auto rows = consume.run(p);
     if (rows.size() == 1) {
         if (key) idempotency::finish(scope, *key, rows.datum(0, 4));
-        emit_rows(out, rows);
+        spi::emit(out, rows);
         spi.finish();
         return (Datum)0;
     }
@@ -749,7 +723,7 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
                     "Pass units instead, or add the operation with conveyor.quota_define.");
     // A refused call consumes nothing, and a retry with the same key may try again.
     if (key) idempotency::release(scope, *key);
-    emit_rows(out, row);
+    spi::emit(out, row);
     spi.finish();
     return (Datum)0;
 }
@@ -772,7 +746,7 @@ CONVEYOR_FUNCTION(conveyor_quota_status) {
         {TEXTOID});
     auto rows = stmt.run(Params().text(0, name));
     if (name && rows.size() == 0) throw unknown_quota(*name);
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -783,7 +757,7 @@ CONVEYOR_FUNCTION(conveyor_quota_status) {
 // B x T, which then becomes the new tat. B requests pass at once, then one every T.
 
 CONVEYOR_FUNCTION(conveyor_rate_limit) {
-    std::string key = required_text(fcinfo, 0, "key");
+    std::string key = required_name(fcinfo, 0, "key");
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "rate must not be NULL");
     int32 rate = PG_GETARG_INT32(1);
     if (rate < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("rate must be positive, not {}", rate));

@@ -1,4 +1,5 @@
 // Idempotency keys (see idempotency.hpp) and their SQL entry points conveyor.idempotency_*.
+#include "args.hpp"
 #include "idempotency.hpp"
 #include "spi.hpp"
 #include "util.hpp"
@@ -108,12 +109,7 @@ int64 purge_expired(int64 limit) {
 // ---------------------------------------------------------------------------------------------------
 // SQL entry points (scope 'user')
 
-static std::string required_key(FunctionCallInfo fcinfo) {
-    if (PG_ARGISNULL(0)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "key must not be NULL");
-    std::string key = pg_guard([&] { return (const char *)TextDatumGetCString(PG_GETARG_DATUM(0)); });
-    if (key.empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "key must not be empty");
-    return key;
-}
+static std::string required_key(FunctionCallInfo fcinfo) { return required_name(fcinfo, 0, "key"); }
 
 CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
     std::string key = required_key(fcinfo);

@@ -16,6 +16,7 @@
 // Time is the server's clock when each statement runs, clock_timestamp(), not the transaction's
 // start: a lease's age is right inside long transactions and procedures, and a statement that waited
 // for a row lock judges staleness when it resumes.
+#include "args.hpp"
 #include "locks.hpp"
 #include "spi.hpp"
 #include "util.hpp"
@@ -39,25 +40,9 @@ constexpr size_t max_name_bytes = 1024;        // keys, owners, entity types and
 constexpr int32 max_seconds = 30 * 86400;       // ttl, timeouts, staleness: 30 days at most
 constexpr int32 max_timeout_ms = 86400 * 1000;  // advisory lock waits: one day at most
 
-static std::optional<std::string> arg_text(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return std::string(pg_guard([&] { return (const char *)text_to_cstring(PG_GETARG_TEXT_PP(i)); }));
-}
-
-// A name (key, owner, entity type or id): not NULL, not empty, at most max_name_bytes.
-static std::string required_name(FunctionCallInfo fcinfo, int i, const char *what) {
-    auto v = arg_text(fcinfo, i);
-    if (!v) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", what));
-    if (v->empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be empty", what));
-    if (v->size() > max_name_bytes)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
-                    fmt::format("{} must be at most {} bytes, not {}", what, max_name_bytes, v->size()));
-    return *v;
-}
-
 static std::optional<std::string> optional_name(FunctionCallInfo fcinfo, int i, const char *what) {
     if (PG_ARGISNULL(i)) return std::nullopt;
-    return required_name(fcinfo, i, what);
+    return required_name(fcinfo, i, what, max_name_bytes);
 }
 
 static int32 int_in(int32 v, const char *what, int32 lo, int32 hi, const char *hint) {
@@ -133,8 +118,8 @@ static int64 next_token() {
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_acquire) {
-    std::string key = required_name(fcinfo, 0, "key");
-    std::string owner = required_name(fcinfo, 1, "owner");
+    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
+    std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
     int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, max_seconds, ttl_hint);
     auto correlation_id = arg_text(fcinfo, 3);
     Jsonb *metadata = optional_object(fcinfo, 4, "metadata");
@@ -196,8 +181,8 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
-    std::string key = required_name(fcinfo, 0, "key");
-    std::string owner = required_name(fcinfo, 1, "owner");
+    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
+    std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
     auto token = optional_token(fcinfo, 2);
     spi::Connection spi;
     // A holder whose lease went stale but was not taken over still holds it: the heartbeat revives it.
@@ -207,16 +192,15 @@ CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
         {TEXTOID, TEXTOID, INT8OID});
     Params p;
     p.text(0, key).text(1, owner);
-    if (token) p.int8(2, *token);
-    else p.null(2);
+    p.int8(2, token);
     bool ok = stmt.run(p).size() > 0;
     spi.finish();
     PG_RETURN_BOOL(ok);
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_release) {
-    std::string key = required_name(fcinfo, 0, "key");
-    std::string owner = required_name(fcinfo, 1, "owner");
+    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
+    std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
     auto token = optional_token(fcinfo, 2);
     spi::Connection spi;
     static Statement stmt(
@@ -224,15 +208,14 @@ CONVEYOR_FUNCTION(conveyor_lock_release) {
         {TEXTOID, TEXTOID, INT8OID});
     Params p;
     p.text(0, key).text(1, owner);
-    if (token) p.int8(2, *token);
-    else p.null(2);
+    p.int8(2, token);
     bool ok = stmt.run(p).size() > 0;
     spi.finish();
     PG_RETURN_BOOL(ok);
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_force_release) {
-    std::string key = required_name(fcinfo, 0, "key");
+    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     spi::Connection spi;
     static Statement stmt(
         "WITH d AS (DELETE FROM conveyor.locks WHERE key = $1"
@@ -259,7 +242,7 @@ bool lock_token_is_live(const std::string &key, int64 token) {
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_check) {
-    std::string key = required_name(fcinfo, 0, "key");
+    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     int64 token = required_token(fcinfo, 1);
     spi::Connection spi;
     bool live = lock_token_is_live(key, token);
@@ -311,8 +294,8 @@ void maintain_locks() {
 static const char *timeout_hint = "Timeouts are from 1 second to 30 days.";
 
 CONVEYOR_FUNCTION(conveyor_entity_acquire) {
-    std::string type = required_name(fcinfo, 0, "entity_type");
-    std::string id = required_name(fcinfo, 1, "entity_id");
+    std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
+    std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     int32 timeout = required_int(fcinfo, 2, "timeout_seconds", 1, max_seconds, timeout_hint);
     auto correlation_id = arg_text(fcinfo, 3);
     auto max_attempts = optional_int(fcinfo, 4, "max_attempts", 1, 1000);
@@ -380,8 +363,8 @@ static void not_in_progress(const std::string &type, const std::string &id, cons
 }
 
 CONVEYOR_FUNCTION(conveyor_entity_complete) {
-    std::string type = required_name(fcinfo, 0, "entity_type");
-    std::string id = required_name(fcinfo, 1, "entity_id");
+    std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
+    std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     Jsonb *metadata = optional_object(fcinfo, 2, "metadata");
     spi::Connection spi;
     static Statement stmt(
@@ -400,8 +383,8 @@ CONVEYOR_FUNCTION(conveyor_entity_complete) {
 }
 
 CONVEYOR_FUNCTION(conveyor_entity_fail) {
-    std::string type = required_name(fcinfo, 0, "entity_type");
-    std::string id = required_name(fcinfo, 1, "entity_id");
+    std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
+    std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     auto error = arg_text(fcinfo, 2);
     if (!error) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "error must not be NULL", "", "Say why it failed.");
     bool dead = required_bool(fcinfo, 3, "dead");
@@ -450,8 +433,8 @@ CONVEYOR_FUNCTION(conveyor_entity_reset) {
 }
 
 CONVEYOR_FUNCTION(conveyor_entity_state) {
-    std::string type = required_name(fcinfo, 0, "entity_type");
-    std::string id = required_name(fcinfo, 1, "entity_id");
+    std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
+    std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     spi::Connection spi;
     static Statement stmt(
         "SELECT pg_catalog.jsonb_build_object('entity_type', entity_type, 'entity_id', entity_id, 'state', state,"
@@ -470,15 +453,6 @@ CONVEYOR_FUNCTION(conveyor_entity_state) {
     PG_RETURN_DATUM(result);
 }
 
-static void emit(ResultSet &out, const spi::Rows &rows) {
-    std::vector<Datum> values(out.natts());
-    std::unique_ptr<bool[]> nulls(new bool[out.natts()]);
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values.data(), nulls.get());
-    }
-}
-
 CONVEYOR_FUNCTION(conveyor_entity_stats) {
     ResultSet out(fcinfo);
     spi::Connection spi;
@@ -487,7 +461,7 @@ CONVEYOR_FUNCTION(conveyor_entity_stats) {
         "  pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() - min(updated_at)), 3)"
         " FROM conveyor.entities GROUP BY entity_type, state ORDER BY entity_type, state",
         {});
-    emit(out, stmt.run());
+    spi::emit(out, stmt.run());
     spi.finish();
     return (Datum)0;
 }
@@ -523,7 +497,7 @@ CONVEYOR_FUNCTION(conveyor_entity_inconsistencies) {
         "SELECT entity_type, entity_id, state, entity_type || ':' || entity_id, issue, details FROM issues"
         " ORDER BY 1, 2, 5",
         {});
-    emit(out, stmt.run());
+    spi::emit(out, stmt.run());
     spi.finish();
     return (Datum)0;
 }

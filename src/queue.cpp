@@ -19,6 +19,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "args.hpp"
 #include "costs.hpp"
 #include "idempotency.hpp"
 #include "locks.hpp"
@@ -33,32 +34,6 @@ using spi::Statement;
 
 // ---------------------------------------------------------------------------------------------------
 // Arguments
-
-static std::optional<std::string> arg_text(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return std::string(pg_guard([&] { return (const char *)text_to_cstring(PG_GETARG_TEXT_PP(i)); }));
-}
-
-static std::string required_text(FunctionCallInfo fcinfo, int i, const char *name) {
-    auto v = arg_text(fcinfo, i);
-    if (!v) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
-    return *v;
-}
-
-static std::optional<int32> arg_int(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return PG_GETARG_INT32(i);
-}
-
-static pg_uuid_t required_uuid(FunctionCallInfo fcinfo, int i, const char *name) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
-    return *PG_GETARG_UUID_P(i);
-}
-
-static Jsonb *arg_jsonb(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) return nullptr;
-    return pg_guard([&] { return PG_GETARG_JSONB_P(i); });
-}
 
 static void check_delay(const std::optional<int32> &delay, const char *name) {
     if (delay && *delay < 0)
@@ -453,16 +428,6 @@ static void fill_group_heads(const std::set<GroupKey> &groups) {
     std::map<int32, std::vector<std::string>> by_queue;
     for (const auto &g : groups) by_queue[g.first].push_back(g.second);
     for (const auto &[queue_id, keys] : by_queue) fill_group_heads(queue_id, keys);
-}
-
-// Returns every row of a statement's result as rows of a set-returning function, column for column.
-static void emit_rows(ResultSet &out, const spi::Rows &rows) {
-    std::vector<Datum> values(out.natts());
-    std::unique_ptr<bool[]> nulls(new bool[out.natts()]);
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values.data(), nulls.get());
-    }
 }
 
 // Due jobs became ready: workers waiting on the queue get a NOTIFY when this transaction commits.
@@ -1388,7 +1353,7 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
                               .text(1, *worker)
                               .int4(2, max_count)
                               .int4(3, lease.value_or(q.lease_seconds)));
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     if (rows.size() > 0) worker_found_jobs(q.id);
     else if (q.notify) worker_found_nothing(q.id, q.name);
     spi.finish();
@@ -1713,7 +1678,7 @@ CONVEYOR_FUNCTION(conveyor_list_queues) {
         " 'notify', notify, 'event_trail', event_trail), created_at FROM conveyor.queues ORDER BY name",
         {});
     auto rows = stmt.run();
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -1755,7 +1720,7 @@ CONVEYOR_FUNCTION(conveyor_job_events) {
     static Statement stmt(
         "SELECT at, event, worker_id, details FROM conveyor.job_events WHERE job_id = $1 ORDER BY at", {UUIDOID});
     auto rows = stmt.run(Params().uuid(0, id));
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -1802,7 +1767,7 @@ CONVEYOR_FUNCTION(conveyor_queue_metrics) {
         " ORDER BY q.name",
         {TEXTOID});
     auto rows = stmt.run(Params().text(0, name));
-    emit_rows(out, rows);
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }

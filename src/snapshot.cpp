@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <map>
 
+#include "args.hpp"
 #include "spi.hpp"
 #include "util.hpp"
 
@@ -32,21 +33,14 @@ struct Settings {
     std::string series, period, tz;
 };
 
-static std::string text_arg(FunctionCallInfo fcinfo, int i, const char *name) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
-    std::string s = pg_guard([&] { return (const char *)text_to_cstring(PG_GETARG_TEXT_PP(i)); });
-    if (s.empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be empty", name));
-    return s;
-}
-
 static Settings settings(FunctionCallInfo fcinfo, int series_arg, int period_arg, int tz_arg) {
     Settings s;
-    s.series = text_arg(fcinfo, series_arg, "series");
-    s.period = text_arg(fcinfo, period_arg, "period");
+    s.series = required_name(fcinfo, series_arg, "series");
+    s.period = required_name(fcinfo, period_arg, "period");
     if (s.period != "hour" && s.period != "day" && s.period != "none")
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("period must be 'hour', 'day' or 'none', not {}", quoted(s.period)),
                     "", "'none' keeps every capture as its own snapshot.");
-    s.tz = text_arg(fcinfo, tz_arg, "tz");
+    s.tz = required_name(fcinfo, tz_arg, "tz");
     const char *tz = s.tz.c_str();
     try {
         pg_guard([&] {
@@ -194,7 +188,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot) {
     // snapshot(series, entity_id, metrics, captured_at, period, tz)
     Settings s = settings(fcinfo, 0, 4, 5);
     Capture c;
-    c.entity = text_arg(fcinfo, 1, "entity_id");
+    c.entity = required_name(fcinfo, 1, "entity_id");
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "metrics must not be NULL");
     Jsonb *m = pg_guard([&] { return PG_GETARG_JSONB_P(2); });
     check_metrics(m, "metrics");
@@ -271,8 +265,8 @@ CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
 
 CONVEYOR_FUNCTION(conveyor_snapshot_series) {
     // snapshot_series(series, entity_id, since, until)
-    std::string series = text_arg(fcinfo, 0, "series");
-    std::string entity = text_arg(fcinfo, 1, "entity_id");
+    std::string series = required_name(fcinfo, 0, "series");
+    std::string entity = required_name(fcinfo, 1, "entity_id");
     ResultSet out(fcinfo);
     spi::Connection spi;
     static Statement stmt(

@@ -57,6 +57,8 @@ Params &Params::int4(int i, int32 v) {
 
 Params &Params::int4(int i, const std::optional<int32> &v) { return v ? int4(i, *v) : null(i); }
 
+Params &Params::int8(int i, const std::optional<int64> &v) { return v ? int8(i, *v) : null(i); }
+
 Params &Params::int8(int i, int64 v) {
     values[i] = Int64GetDatum(v);
     nulls[i] = ' ';
@@ -258,6 +260,15 @@ Rows run_once(const std::string &sql, const std::vector<Oid> &types, const Param
         if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
     });
     return Rows::last();
+}
+
+void emit(ResultSet &out, const Rows &rows) {
+    std::vector<Datum> values(out.natts());
+    std::unique_ptr<bool[]> nulls(new bool[out.natts()]);
+    for (uint64 r = 0; r < rows.size(); ++r) {
+        for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
+        out.add(values.data(), nulls.get());
+    }
 }
 
 } // namespace conveyor::spi

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "guard.hpp"
+#include "util.hpp"
 
 namespace conveyor::spi {
 
@@ -40,6 +41,7 @@ class Params {
     Params &int4(int i, int32 v);
     Params &int4(int i, const std::optional<int32> &v);
     Params &int8(int i, int64 v);
+    Params &int8(int i, const std::optional<int64> &v);
     Params &boolean(int i, bool v);
     Params &float8(int i, double v);
     Params &datum(int i, Datum v);  // already of the declared type
@@ -89,6 +91,9 @@ class Statement {
     std::vector<Oid> types_;
     SPIPlanPtr plan_ = nullptr;
 };
+
+// Returns every row of a statement's result as rows of a set-returning function, column for column.
+void emit(ResultSet &out, const Rows &rows);
 
 // Runs SQL text that is not worth a kept plan (DDL on partitions, admin paths). Values still go as
 // parameters; identifiers in `sql` must already be quoted with quote_identifier.
