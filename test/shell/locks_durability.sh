@@ -38,15 +38,7 @@ is "$(q "$SRC" "SELECT count(*) FROM conveyor.locks") $(q "$SRC" "SELECT count(*
    "2 3 2" "the source holds 2 leases, 3 entities and 2 lock events"
 
 # ---- pg_dump and pg_restore ------------------------------------------------------------------------
-pg_dump -Fc -f "$TMP/src.dump" "$SRC" 2>"$TMP/dump.err"
-is "$?" 0 "pg_dump -Fc succeeds"
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
-    -c "DROP DATABASE IF EXISTS $DST WITH (FORCE)" -c "CREATE DATABASE $DST" >/dev/null || bail "could not create $DST"
-TEST_DBS+=("$DST")
-rc=0
-pg_restore -d "$DST" "$TMP/src.dump" >"$TMP/restore.out" 2>&1 || rc=$?
-is "$rc" 0 "pg_restore into a fresh database exits 0"
-[ "$rc" -eq 0 ] || sed 's/^/#   /' "$TMP/restore.out"
+dump_and_restore "$SRC" "$DST"
 
 is "$(q "$DST" "$LOCKS")" "$(q "$SRC" "$LOCKS")" "every lease comes back as it was"
 is "$(q "$DST" "$ENTITIES")" "$(q "$SRC" "$ENTITIES")" "every entity state comes back as it was"

@@ -14,44 +14,14 @@ use_scratch locks-pgbouncer
 chmod 755 "$TMP"
 chown postgres:postgres "$TMP"
 
-stop_pgbouncer() {
-    if [ -s "$TMP/pgbouncer.pid" ]; then
-        local pid
-        pid=$(cat "$TMP/pgbouncer.pid")
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
-        rm -f "$TMP/pgbouncer.pid"
-    fi
-}
 trap 'stop_pgbouncer; scratch_cleanup' EXIT
 
-command -v pgbouncer >/dev/null || bail "pgbouncer is not installed (scripts/common.sh installs the Debian package)"
 create_db "$DB" || bail "could not create database $DB"
 q "$DB" "CREATE TABLE data (key text PRIMARY KEY, token bigint NOT NULL DEFAULT 0, writes int NOT NULL DEFAULT 0)" \
         "CREATE TABLE log (worker text, key text, token bigint, step text, backend int, ok boolean)" \
         "INSERT INTO data (key) SELECT 'pool:' || g FROM generate_series(1, 4) g" >/dev/null || bail "could not create the tables"
 
-cat >"$TMP/pgbouncer.ini" <<INI
-[databases]
-$DB = host=$PGHOST port=$PGPORT dbname=$DB
-
-[pgbouncer]
-listen_port = $BPORT
-unix_socket_dir = $TMP
-auth_type = trust
-auth_file = $TMP/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 100
-logfile = $TMP/pgbouncer.log
-pidfile = $TMP/pgbouncer.pid
-INI
-echo "\"$PGUSER\" \"\"" >"$TMP/userlist.txt"
-chown postgres:postgres "$TMP/pgbouncer.ini" "$TMP/userlist.txt"
-runuser -u postgres -- pgbouncer -d -q "$TMP/pgbouncer.ini" || bail "pgbouncer did not start"
-for _ in $(seq 1 50); do [ -S "$TMP/.s.PGSQL.$BPORT" ] && break; sleep 0.1; done
-[ -S "$TMP/.s.PGSQL.$BPORT" ] || { sed 's/^/#   /' "$TMP/pgbouncer.log"; bail "pgbouncer's socket did not appear"; }
+start_pgbouncer "$DB" "$POOL_SIZE"
 
 # bq SQL: one short client session through pgbouncer.
 bq() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$TMP" -p "$BPORT" -d "$DB" -c "$1"; }

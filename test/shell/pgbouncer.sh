@@ -15,16 +15,6 @@ chown postgres:postgres "$TMP"
 BPORT=$((PGPORT + 1000))  # the socket lives in our own directory, so the number cannot collide
 PIDS=()
 
-stop_pgbouncer() {
-    if [ -s "$TMP/pgbouncer.pid" ]; then
-        local pid
-        pid=$(cat "$TMP/pgbouncer.pid")
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
-        rm -f "$TMP/pgbouncer.pid"
-    fi
-}
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -34,34 +24,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v pgbouncer >/dev/null || bail "pgbouncer is not installed (scripts/common.sh installs the Debian package)"
 create_db "$DB" || bail "could not create database $DB"
 q "$DB" "SELECT conveyor.create_queue('pool', '{\"lease_seconds\": 30, \"backoff_base_seconds\": 0}')" >/dev/null \
     || bail "could not create the queue"
 
 # ---- pgbouncer --------------------------------------------------------------------------------------
-cat >"$TMP/pgbouncer.ini" <<INI
-[databases]
-$DB = host=$PGHOST port=$PGPORT dbname=$DB
-
-[pgbouncer]
-listen_port = $BPORT
-unix_socket_dir = $TMP
-auth_type = trust
-auth_file = $TMP/userlist.txt
-admin_users = $PGUSER
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 100
-server_lifetime = 3600
-logfile = $TMP/pgbouncer.log
-pidfile = $TMP/pgbouncer.pid
-INI
-echo "\"$PGUSER\" \"\"" >"$TMP/userlist.txt"
-chown postgres:postgres "$TMP/pgbouncer.ini" "$TMP/userlist.txt"
-runuser -u postgres -- pgbouncer -d -q "$TMP/pgbouncer.ini" || bail "pgbouncer did not start"
-for _ in $(seq 1 50); do [ -S "$TMP/.s.PGSQL.$BPORT" ] && break; sleep 0.1; done
-[ -S "$TMP/.s.PGSQL.$BPORT" ] || { sed 's/^/#   /' "$TMP/pgbouncer.log"; bail "pgbouncer's socket did not appear"; }
+start_pgbouncer "$DB" "$POOL_SIZE"
 
 # bq SQL...: one short client session through pgbouncer.
 bq() {

@@ -21,15 +21,7 @@ q "$SRC" "CREATE TABLE channels (channel_id text PRIMARY KEY, title text NOT NUL
     "SELECT count(*) FROM conveyor.snapshot('channel_stats', 'UC1', '{\"subscribers\": 12}', '2026-03-02 10:00+00')" \
     >/dev/null || bail "could not fill $SRC"
 
-pg_dump -Fc -f "$TMP/src.dump" "$SRC" 2>"$TMP/dump.err"
-is "$?" 0 "pg_dump -Fc succeeds"
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
-    -c "DROP DATABASE IF EXISTS $DST WITH (FORCE)" -c "CREATE DATABASE $DST" >/dev/null || bail "could not create $DST"
-TEST_DBS+=("$DST")
-rc=0
-pg_restore -d "$DST" "$TMP/src.dump" >"$TMP/restore.out" 2>&1 || rc=$?
-is "$rc" 0 "pg_restore into a fresh database exits 0"
-[ "$rc" = 0 ] || head -5 "$TMP/restore.out" | sed 's/^/#   /'
+dump_and_restore "$SRC" "$DST"
 
 TRAIL="SELECT string_agg(change_id || ':' || (key->>'channel_id') || ':' || action || ':' || coalesce(operation_id, '-'), ' ' ORDER BY change_id)
        FROM conveyor.change_log"

@@ -91,3 +91,57 @@ scratch_cleanup() {
     drop_test_dbs
     rm -rf "$TMP"
 }
+
+# pgbouncer in transaction pooling mode in front of database $1, pool size $2, listening on port
+# $BPORT with its socket, config, log and pid file in $TMP (which the postgres user must be able to
+# write). stop_pgbouncer ends it; call it from the test's exit trap.
+start_pgbouncer() {  # start_pgbouncer DB POOL_SIZE
+    command -v pgbouncer >/dev/null || bail "pgbouncer is not installed (scripts/common.sh installs the Debian package)"
+    cat >"$TMP/pgbouncer.ini" <<INI
+[databases]
+$1 = host=$PGHOST port=$PGPORT dbname=$1
+
+[pgbouncer]
+listen_port = $BPORT
+unix_socket_dir = $TMP
+auth_type = trust
+auth_file = $TMP/userlist.txt
+admin_users = $PGUSER
+pool_mode = transaction
+default_pool_size = $2
+max_client_conn = 100
+server_lifetime = 3600
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+INI
+    echo "\"$PGUSER\" \"\"" >"$TMP/userlist.txt"
+    chown postgres:postgres "$TMP/pgbouncer.ini" "$TMP/userlist.txt"
+    runuser -u postgres -- pgbouncer -d -q "$TMP/pgbouncer.ini" || bail "pgbouncer did not start"
+    for _ in $(seq 1 50); do [ -S "$TMP/.s.PGSQL.$BPORT" ] && break; sleep 0.1; done
+    [ -S "$TMP/.s.PGSQL.$BPORT" ] || { sed 's/^/#   /' "$TMP/pgbouncer.log"; bail "pgbouncer's socket did not appear"; }
+}
+stop_pgbouncer() {
+    if [ -s "$TMP/pgbouncer.pid" ]; then
+        local pid
+        pid=$(cat "$TMP/pgbouncer.pid")
+        kill "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null
+        rm -f "$TMP/pgbouncer.pid"
+    fi
+}
+
+# pg_dump -Fc of database $1, restored with pg_restore into a fresh database $2 (dropped by
+# drop_test_dbs); asserts that both succeed and shows the restore's output when it does not.
+dump_and_restore() {  # dump_and_restore SRC DST
+    local rc=0
+    pg_dump -Fc -f "$TMP/src.dump" "$1" 2>"$TMP/dump.err" || rc=$?
+    is "$rc" 0 "pg_dump -Fc succeeds"
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+        -c "DROP DATABASE IF EXISTS $2 WITH (FORCE)" -c "CREATE DATABASE $2" >/dev/null || bail "could not create $2"
+    TEST_DBS+=("$2")
+    rc=0
+    pg_restore -d "$2" "$TMP/src.dump" >"$TMP/restore.out" 2>&1 || rc=$?
+    is "$rc" 0 "pg_restore into a fresh database exits 0"
+    [ "$rc" -eq 0 ] || sed 's/^/#   /' "$TMP/restore.out"
+}
