@@ -338,6 +338,23 @@ static std::string counts_upsert(const std::string &select, std::initializer_lis
         cols, select, sets);
 }
 
+// The same for one queue's deltas given as SQL expressions (parameters or constants), without a
+// subquery to read them from.
+static std::string counts_upsert_values(const std::string &queue_id,
+                                        std::initializer_list<std::pair<const char *, const char *>> deltas) {
+    std::string cols, vals, sets;
+    for (const auto &[c, v] : deltas) {
+        cols += fmt::format(", {}", c);
+        vals += fmt::format(", {}", v);
+        sets += fmt::format("{}{} = c.{} + excluded.{}", sets.empty() ? "" : ", ", c, c, c);
+    }
+    return fmt::format(
+        "INSERT INTO conveyor.queue_counts AS c (queue_id, bucket, shard{}) "
+        "VALUES ({}, pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch'), pg_catalog.pg_backend_pid(){}) "
+        "ON CONFLICT (queue_id, bucket, shard) DO UPDATE SET {}",
+        cols, queue_id, vals, sets);
+}
+
 static constexpr const char *history_columns =
     "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
     "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
@@ -613,44 +630,45 @@ static int64 insert_jobs(const Queue &q, const JobRows &rows) {
     return *res.int8(0, 0);
 }
 
-// One job: the same statement as insert_jobs_sql, with VALUES instead of arrays (no arrays to build
-// or unnest on the hottest producer path), without the event insert when the trail is off, and
-// without ON CONFLICT for a job with neither group nor dedup key (its fresh id cannot conflict, and a
-// plain insert skips the speculative-insertion checks of the unique indexes).
+// One job: what insert_jobs_sql does, shaped for the hottest producer path. Every value is known
+// here, so the event and the counts take theirs from parameters instead of reading the inserted row
+// back: the three writes are independent CTEs that the executor runs without a RETURNING list or a
+// CTE scan between them (together about a tenth of an enqueue's instructions, measured). A job with
+// neither group nor dedup key is a plain insert (its fresh id cannot conflict, and a plain insert
+// skips the speculative-insertion checks of the unique indexes). One that may conflict keeps ON
+// CONFLICT DO NOTHING and reports whether it inserted; when it did not, the caller raises an error,
+// which also undoes the event and the counts written beside it.
 static std::string insert_one_sql(bool with_event, bool may_conflict) {
     return std::string(
-        "WITH ins AS ("
-        "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
-        "                             payload, max_attempts, created_at)"
-        "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())") +
-        (may_conflict ? "  ON CONFLICT DO NOTHING" : "") +
-        "  RETURNING job_id, queue_id, state, priority, run_at, group_key), " +
-        (with_event ? "ev AS ("
-                      "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
-                      "  SELECT job_id, pg_catalog.clock_timestamp(), 'enqueued',"
-                      "         pg_catalog.jsonb_build_object('priority', priority, 'run_at', run_at, 'group_key', group_key)"
-                      "  FROM ins), "
-                    : "") +
-        "cnt AS (" +
-        counts_upsert("SELECT queue_id, (state <> 'scheduled')::int, (state = 'scheduled')::int, 1 FROM ins",
-                      {"pending", "scheduled", "enqueued"}) +
-        ") SELECT count(*) FROM ins";
+               "WITH ins AS ("
+               "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
+               "                             payload, max_attempts, created_at)"
+               "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())") +
+           (may_conflict ? "  ON CONFLICT DO NOTHING RETURNING 1" : "") + "), " +
+           (with_event ? "ev AS ("
+                         "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
+                         "  VALUES ($2, pg_catalog.clock_timestamp(), 'enqueued',"
+                         "          pg_catalog.jsonb_build_object('priority', $4, 'run_at', $5, 'group_key', $7))), "
+                       : "") +
+           "cnt AS (" + counts_upsert_values("$1", {{"pending", "$11"}, {"scheduled", "$12"}, {"enqueued", "1"}}) + ") " +
+           (may_conflict ? "SELECT count(*) FROM ins" : "SELECT 1::bigint");
 }
 
 static bool insert_one(const Queue &q, const pg_uuid_t &id, const std::string &state, const NewJob &job) {
     static const std::initializer_list<Oid> types = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
-                                                     TEXTOID, TEXTOID, JSONBOID, INT4OID};
+                                                     TEXTOID, TEXTOID, JSONBOID, INT4OID, INT8OID, INT8OID};
     static const std::string sql[2][2] = {{insert_one_sql(false, false), insert_one_sql(false, true)},
                                           {insert_one_sql(true, false), insert_one_sql(true, true)}};
     static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
                                     {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
     bool trail = q.event_trail == "all";
     bool may_conflict = job.group_key || job.dedup_key;
+    int64 pending = state == "scheduled" ? 0 : 1;
     if (trail) ensure_event_partitions();
     Params p;
     p.int4(0, q.id).uuid(1, id).text(2, state).int4(3, job.priority);
     p.datum(4, TimestampTzGetDatum(job.run_at)).text(5, job.job_type).text(6, job.group_key).text(7, job.dedup_key);
-    p.datum(8, job.payload).int4(9, job.max_attempts);
+    p.datum(8, job.payload).int4(9, job.max_attempts).int8(10, pending).int8(11, 1 - pending);
     auto res = stmts[trail][may_conflict].run(p);
     return *res.int8(0, 0) == 1;
 }

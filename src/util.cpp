@@ -104,8 +104,11 @@ bool try_xact_lock(LockSpace space, uint64 key) {
 // ---- set-returning functions ----
 
 ResultSet::ResultSet(FunctionCallInfo fcinfo) {
-    pg_guard([&] { InitMaterializedSRF(fcinfo, 0); });
+    // The caller's expected row type, when it passes one, spares building the function's result type
+    // from the catalog on every call.
     auto *rsinfo = (ReturnSetInfo *)fcinfo->resultinfo;
+    bits32 flags = rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->expectedDesc ? MAT_SRF_USE_EXPECTED_DESC : 0;
+    pg_guard([&] { InitMaterializedSRF(fcinfo, flags); });
     store_ = rsinfo->setResult;
     desc_ = rsinfo->setDesc;
 }
