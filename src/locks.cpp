@@ -180,38 +180,34 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
     PG_RETURN_INT64(*token);
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
+// Runs `stmt` ($1 key, $2 owner, $3 token or NULL) for the holder named by the call's first three
+// arguments; true when it touched the lease.
+static bool for_holder(FunctionCallInfo fcinfo, Statement &stmt) {
     std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
     auto token = optional_token(fcinfo, 2);
     spi::Connection spi;
+    Params p;
+    p.text(0, key).text(1, owner).int8(2, token);
+    bool touched = stmt.run(p).size() > 0;
+    spi.finish();
+    return touched;
+}
+
+CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
     // A holder whose lease went stale but was not taken over still holds it: the heartbeat revives it.
     static Statement stmt(
         "UPDATE conveyor.locks SET heartbeat_at = pg_catalog.clock_timestamp()"
         " WHERE key = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3) RETURNING true",
         {TEXTOID, TEXTOID, INT8OID});
-    Params p;
-    p.text(0, key).text(1, owner);
-    p.int8(2, token);
-    bool ok = stmt.run(p).size() > 0;
-    spi.finish();
-    PG_RETURN_BOOL(ok);
+    PG_RETURN_BOOL(for_holder(fcinfo, stmt));
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_release) {
-    std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
-    std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
-    auto token = optional_token(fcinfo, 2);
-    spi::Connection spi;
     static Statement stmt(
         "DELETE FROM conveyor.locks WHERE key = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3) RETURNING true",
         {TEXTOID, TEXTOID, INT8OID});
-    Params p;
-    p.text(0, key).text(1, owner);
-    p.int8(2, token);
-    bool ok = stmt.run(p).size() > 0;
-    spi.finish();
-    PG_RETURN_BOOL(ok);
+    PG_RETURN_BOOL(for_holder(fcinfo, stmt));
 }
 
 CONVEYOR_FUNCTION(conveyor_lock_force_release) {

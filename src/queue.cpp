@@ -324,35 +324,37 @@ static void ensure_event_partitions() {
 // SQL shared by several statements
 
 // Adds per-queue deltas to this backend's row of conveyor.queue_counts for the current minute.
-// `select` yields queue_id followed by the named delta columns, grouped by queue_id.
-static std::string counts_upsert(const std::string &select, std::initializer_list<const char *> columns) {
+// `rows` yields queue_id, the delta columns named, then bucket and shard (counts_bucket_shard).
+static constexpr const char *counts_bucket_shard =
+    "pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch'), pg_catalog.pg_backend_pid()";
+
+static std::string counts_upsert_rows(const std::string &rows, const std::vector<const char *> &columns) {
     std::string cols, sets;
     for (const char *c : columns) {
         cols += fmt::format(", {}", c);
         sets += fmt::format("{}{} = c.{} + excluded.{}", sets.empty() ? "" : ", ", c, c, c);
     }
-    return fmt::format(
-        "INSERT INTO conveyor.queue_counts AS c (queue_id{}, bucket, shard) "
-        "SELECT s.*, pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch'), pg_catalog.pg_backend_pid() FROM ({}) s "
-        "ON CONFLICT (queue_id, bucket, shard) DO UPDATE SET {}",
-        cols, select, sets);
+    return fmt::format("INSERT INTO conveyor.queue_counts AS c (queue_id{}, bucket, shard) {} "
+                       "ON CONFLICT (queue_id, bucket, shard) DO UPDATE SET {}",
+                       cols, rows, sets);
 }
 
-// The same for one queue's deltas given as SQL expressions (parameters or constants), without a
-// subquery to read them from.
+// The deltas read from `select`: queue_id followed by the named delta columns, grouped by queue_id.
+static std::string counts_upsert(const std::string &select, std::initializer_list<const char *> columns) {
+    return counts_upsert_rows(fmt::format("SELECT s.*, {} FROM ({}) s", counts_bucket_shard, select), columns);
+}
+
+// One queue's deltas given as SQL expressions (parameters or constants), without a subquery to read
+// them from.
 static std::string counts_upsert_values(const std::string &queue_id,
                                         std::initializer_list<std::pair<const char *, const char *>> deltas) {
-    std::string cols, vals, sets;
-    for (const auto &[c, v] : deltas) {
-        cols += fmt::format(", {}", c);
-        vals += fmt::format(", {}", v);
-        sets += fmt::format("{}{} = c.{} + excluded.{}", sets.empty() ? "" : ", ", c, c, c);
+    std::vector<const char *> columns;
+    std::string values;
+    for (const auto &[column, value] : deltas) {
+        columns.push_back(column);
+        values += fmt::format(", {}", value);
     }
-    return fmt::format(
-        "INSERT INTO conveyor.queue_counts AS c (queue_id, bucket, shard{}) "
-        "VALUES ({}, pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch'), pg_catalog.pg_backend_pid(){}) "
-        "ON CONFLICT (queue_id, bucket, shard) DO UPDATE SET {}",
-        cols, queue_id, vals, sets);
+    return counts_upsert_rows(fmt::format("VALUES ({}{}, {})", queue_id, values, counts_bucket_shard), columns);
 }
 
 static constexpr const char *history_columns =

@@ -51,8 +51,7 @@ for i in $(seq 1 $WORKERS); do
     PIDS+=($!)
 done
 rc=0
-for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
-PIDS=()
+wait_sessions || rc=1
 is "$rc" 0 "$WORKERS workers ran $ROUNDS rounds each through pgbouncer without errors"
 cat "$TMP"/w*.err | head -5 | sed 's/^/#   /'
 

@@ -56,8 +56,7 @@ bq "SELECT pg_backend_pid() || ' ' || job_id FROM conveyor.enqueue_batch('pool',
         (SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', 1000 + i), 'group_key', 'b' || (i % 3)))
          FROM generate_series(1, 20) i))" >"$TMP/batch.out" 2>"$TMP/batch.err" || fail "enqueue_batch through pgbouncer failed"
 rc=0
-for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
-PIDS=()
+wait_sessions || rc=1
 is "$rc" 0 "$PRODUCERS concurrent producer clients enqueued through pgbouncer without errors"
 cat "$TMP"/producer*.err "$TMP/batch.err" | head -5 | sed 's/^/#   /'
 JOBS=$((PRODUCERS * 10 + 20))
@@ -103,8 +102,7 @@ for k in $(seq 1 $WORKERS); do
     PIDS+=($!)
 done
 rc=0
-for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
-PIDS=()
+wait_sessions || rc=1
 is "$rc" 0 "$WORKERS concurrent worker clients drained the queue through pgbouncer without errors"
 cat "$TMP"/worker*.err | head -5 | sed 's/^/#   /'
 

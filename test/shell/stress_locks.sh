@@ -101,21 +101,7 @@ for i in $(seq 1 $CLIENTS); do
     PIDS+=($!)
 done
 # Bounded wait: a section takes at most a few seconds past the deadline.
-deadline=$(($(date +%s) + SECONDS_RUN + 30))
-while :; do
-    alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
-    [ "$alive" -eq 0 ] && break
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        fail "clients still running $((SECONDS_RUN + 30)) s after the start; stopping them"
-        for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-        q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$DB' AND pid <> pg_backend_pid()" >/dev/null
-        break
-    fi
-    sleep 0.5
-done
-for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-PIDS=()
+wait_sessions_bounded "$DB" $((SECONDS_RUN + 30)) "clients"
 
 client_rc=0
 for i in $(seq 1 $CLIENTS); do

@@ -194,22 +194,8 @@ producer=$!
 PIDS+=("$producer")
 
 # Bounded wait: the procedures stop themselves at the cap; the watchdog allows a minute more.
-deadline=$(($(date +%s) + CAP_SECONDS + 60))
-while :; do
-    alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
-    [ "$alive" -eq 0 ] && break
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        fail "workers still running after $((CAP_SECONDS + 60)) s; stopping them"
-        for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-        q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$DB' AND pid <> pg_backend_pid()" >/dev/null
-        break
-    fi
-    sleep 0.5
-done
+wait_sessions_bounded "$DB" $((CAP_SECONDS + 60)) "workers"
 t2=$(now_ms)
-for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-PIDS=()
 
 worker_rc=0
 for i in $(seq 1 $WORKERS); do

@@ -92,6 +92,36 @@ scratch_cleanup() {
     rm -rf "$TMP"
 }
 
+# wait_sessions: waits for every session in PIDS and empties it; returns 1 if any of them failed.
+wait_sessions() {
+    local p rc=0
+    for p in "${PIDS[@]}"; do wait "$p" || rc=1; done
+    PIDS=()
+    return $rc
+}
+
+# wait_sessions_bounded DB SECONDS WHAT: waits at most SECONDS for the sessions in PIDS to end; past
+# that, records a failure naming WHAT, stops them and ends their backends in database DB. Their exit
+# statuses are not looked at (the test checks what they left behind); PIDS is emptied.
+wait_sessions_bounded() {
+    local db=$1 limit=$2 what=$3 deadline alive p
+    deadline=$(($(date +%s) + limit))
+    while :; do
+        alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+        [ "$alive" -eq 0 ] && break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            fail "$what still running $limit s after the start; stopping them"
+            for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+            q postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" >/dev/null
+            break
+        fi
+        sleep 0.5
+    done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+}
+
 # pgbouncer in transaction pooling mode in front of database $1, pool size $2, listening on port
 # $BPORT with its socket, config, log and pid file in $TMP (which the postgres user must be able to
 # write). stop_pgbouncer ends it; call it from the test's exit trap.
