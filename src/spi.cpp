@@ -1,6 +1,10 @@
 #include "spi.hpp"
 #include "util.hpp"
 
+extern "C" {
+#include "utils/guc.h"
+}
+
 namespace conveyor::spi {
 
 Connection::Connection() {
@@ -232,12 +236,67 @@ void Statement::release() {
     if (p) pg_guard([&] { SPI_freeplan(p); });
 }
 
+// A statement SPI refused to run. Transaction control and COPY are a caller's mistake, not an internal
+// error; anything else is one.
+static void spi_refused(int rc, const char *what) {
+    if (rc == SPI_ERROR_TRANSACTION)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+                        errmsg("transaction control statements cannot run inside a conveyor function")));
+    if (rc == SPI_ERROR_COPY)
+        ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("COPY cannot run inside a conveyor function")));
+    elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+}
+
+// ---- the search_path every statement resolves under ----
+// Every conveyor function pins this path with its SET clause, but code of the caller's that runs in
+// the middle of a call (a trigger, a column DEFAULT or a CHECK on an upsert target) may change it
+// with set_config, and PostgreSQL re-parses a kept plan under the search_path current at execution.
+// So each statement is prepared and run under the pinned path, re-pinned for its duration when it
+// differs: an operator or function the caller planted in a schema of their own never resolves into
+// conveyor's statements, least of all those run as the extension's owner.
+static const char *const pinned_search_path = "pg_catalog, conveyor, pg_temp";
+
+// Returns the GUC nest level to pop when the statement is done, or 0 if the path was already pinned.
+static int pin_search_path() {
+    if (namespace_search_path && std::strcmp(namespace_search_path, pinned_search_path) == 0) return 0;
+    return pg_guard([] {
+        int level = NewGUCNestLevel();
+        (void)set_config_option("search_path", pinned_search_path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                                false);
+        return level;
+    });
+}
+
+static void unpin_search_path(int level, bool ok) noexcept {
+    if (level == 0) return;
+    try {
+        pg_guard([&] { AtEOXact_GUC(ok, level); });
+    } catch (...) {
+        // The (sub)transaction's abort pops the level in any case.
+    }
+}
+
+// Runs f (which prepares and executes statements) under the pinned search_path.
+template <typename F>
+static void pinned(F &&f) {
+    int level = pin_search_path();
+    try {
+        f();
+    } catch (...) {
+        unpin_search_path(level, false);
+        throw;
+    }
+    unpin_search_path(level, true);
+}
+
 Rows Statement::run(const Params &params, long limit) {
-    SPIPlanPtr p = plan();
     const Params *pp = &params;
-    pg_guard([&] {
-        int rc = SPI_execute_plan(p, const_cast<Datum *>(pp->values), pp->nulls, false, limit);
-        if (rc < 0) elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+    pinned([&] {
+        SPIPlanPtr p = plan();
+        pg_guard([&] {
+            int rc = SPI_execute_plan(p, const_cast<Datum *>(pp->values), pp->nulls, false, limit);
+            if (rc < 0) spi_refused(rc, "SPI_execute_plan");
+        });
     });
     return Rows::last();
 }
@@ -254,10 +313,12 @@ Rows run_once(const std::string &sql, const std::vector<Oid> &types, const Param
     int nargs = (int)types.size();
     const Oid *t = types.data();
     const Params *pp = &params;
-    pg_guard([&] {
-        int rc = SPI_execute_with_args(q, nargs, const_cast<Oid *>(t), const_cast<Datum *>(pp->values),
-                                       pp->nulls, false, 0);
-        if (rc < 0) elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(rc));
+    pinned([&] {
+        pg_guard([&] {
+            int rc = SPI_execute_with_args(q, nargs, const_cast<Oid *>(t), const_cast<Datum *>(pp->values),
+                                           pp->nulls, false, 0);
+            if (rc < 0) spi_refused(rc, "SPI_execute_with_args");
+        });
     });
     return Rows::last();
 }
