@@ -89,6 +89,9 @@ struct Plans {
 struct Target {
     Oid relid = InvalidOid;
     bool stale = false;
+    // BEFORE ROW triggers may skip a row (return NULL) or change it: their decisions are reported.
+    bool before_insert_trigger = false;
+    bool before_update_trigger = false;
     std::string qualified;  // "schema"."table", quoted
     std::string display;    // schema.table, for messages
     std::vector<Column> columns;
@@ -104,7 +107,12 @@ struct Target {
     std::map<std::string, std::unique_ptr<Plans>> plans;  // by shape signature
 };
 
-static std::unordered_map<Oid, std::unique_ptr<Target>> targets;
+// Descriptions are shared: every call holds the one it uses for as long as it runs. A call on the
+// stack (an upsert whose target's trigger calls upsert again, after a GRANT or ANALYZE invalidated the
+// table) may still be executing the kept plans of a description that a later call found stale.
+static std::unordered_map<Oid, std::shared_ptr<Target>> targets;
+// Stale descriptions taken out of `targets`; their plans are freed once no call holds them.
+static std::vector<std::shared_ptr<Target>> retired;
 
 // Relcache invalidation of a target (ALTER TABLE, CREATE INDEX, ...): its description and kept
 // statements are dropped at the next call (never here: a statement may be running).
@@ -134,8 +142,8 @@ static std::string equality_operator(Oid type) {
     return fmt::format("OPERATOR({}.{})", quote_ident(nsp), name);
 }
 
-static std::unique_ptr<Target> describe(Oid relid) {
-    auto t = std::make_unique<Target>();
+static std::shared_ptr<Target> describe(Oid relid) {
+    auto t = std::make_shared<Target>();
     t->relid = relid;
     struct Att {
         const char *name;
@@ -163,6 +171,10 @@ static std::unique_ptr<Target> describe(Oid relid) {
         nsp = get_namespace_name(RelationGetNamespace(r));
         rel = pstrdup(RelationGetRelationName(r));
     });
+    if (const TriggerDesc *td = r->trigdesc) {
+        t->before_insert_trigger = td->trig_insert_before_row;
+        t->before_update_trigger = td->trig_update_before_row;
+    }
     atts.resize(kept);
     List *indexes = pg_guard([&] { return RelationGetIndexList(r); });
     for (int i = 0; i < (indexes ? list_length(indexes) : 0); ++i) index_oids.push_back(list_nth_oid(indexes, i));
@@ -226,26 +238,40 @@ static std::unique_ptr<Target> describe(Oid relid) {
     return t;
 }
 
-static Target &target_for(Oid relid) {
+static void release_plans(Target &t) {
+    for (auto &[sig, p] : t.plans)
+        for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get(), p->k.get()})
+            if (s) s->release();
+    t.plans.clear();
+}
+
+static std::shared_ptr<Target> target_for(Oid relid) {
     static bool callback_registered = false;
     if (!callback_registered) {
         pg_guard([] { CacheRegisterRelcacheCallback(target_changed, (Datum)0); });
         callback_registered = true;
     }
-    // Drop every description a catalog change made stale (a dropped table's too), with its plans.
+    // Retire every description a catalog change made stale (a dropped table's too)...
     for (auto it = targets.begin(); it != targets.end();) {
         if (!it->second->stale) {
             ++it;
             continue;
         }
-        for (auto &[sig, p] : it->second->plans)
-            for (auto *s : {p->a_all.get(), p->a.get(), p->b.get(), p->i.get(), p->map.get(), p->k.get()})
-                if (s) s->release();
+        retired.push_back(std::move(it->second));
         it = targets.erase(it);
+    }
+    // ... and free the plans of those no call on the stack holds any more.
+    for (auto it = retired.begin(); it != retired.end();) {
+        if (it->use_count() > 1) {
+            ++it;
+            continue;
+        }
+        release_plans(**it);
+        it = retired.erase(it);
     }
     auto it = targets.find(relid);
     if (it == targets.end()) it = targets.emplace(relid, describe(relid)).first;
-    return *it->second;
+    return it->second;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -456,7 +482,9 @@ class OwnerScope {
             ReleaseSysCache(tup);
             return o;
         });
-        SetUserIdAndSecContext(owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE);
+        // Restricted, as for a maintenance command run as a table's owner: nothing in the scope may
+        // change the session's role or authorization, even if something unexpected ran there.
+        SetUserIdAndSecContext(owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
     }
     ~OwnerScope() { SetUserIdAndSecContext(saved_user_, saved_context_); }
     OwnerScope(const OwnerScope &) = delete;
@@ -639,7 +667,8 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
     // B. The elements in key order, each row locked in turn by the LATERAL subquery (a nested loop
     //    keeps the outer order); EvalPlanQual hands the latest version of a row changed meanwhile, so
     //    `differs` and `changed` are computed against it. Then the rows that still differ are updated
-    //    from the same parsed elements (the UPDATE's own EvalPlanQual reaches the version B locked).
+    //    from the same parsed elements (the UPDATE's own EvalPlanQual reaches the version B locked);
+    //    it returns the positions it updated (a BEFORE UPDATE trigger may skip a row).
     std::vector<std::string> key_t, b_cols, sets;
     for (const auto &k : key_idents) key_t.push_back("t." + k);
     for (int c : key) b_cols.push_back("s." + t.columns[c].ident);
@@ -659,8 +688,9 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
             "  ROW({key_t}, NULL)::pg_catalog.text AS conveyor_row"
             "  FROM (SELECT * FROM e s ORDER BY {keys_e}) s"
             "  CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t), "
-            "u AS (UPDATE {t} t SET {sets} FROM b WHERE b.conveyor_differs AND {join_b} RETURNING 1) "
-            "SELECT b.{ord}, b.conveyor_differs, b.conveyor_changed, b.conveyor_row, (SELECT pg_catalog.count(*) FROM u) FROM b",
+            "u AS (UPDATE {t} t SET {sets} FROM b WHERE b.conveyor_differs AND {join_b} RETURNING b.{ord}) "
+            "SELECT b.{ord}, b.conveyor_differs, b.conveyor_changed, b.conveyor_row, u.{ord} IS NOT NULL"
+            " FROM b LEFT JOIN u ON u.{ord} OPERATOR(pg_catalog.=) b.{ord}",
             fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("b_cols", fmt::join(b_cols, ", ")),
             fmt::arg("differs", any_differs), fmt::arg("changed", changed_expr), fmt::arg("key_t", fmt::join(key_t, ", ")),
             fmt::arg("keys_e", fmt::join(key_s, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
@@ -710,7 +740,8 @@ static Plans &plans_for(Target &t, const std::vector<int> &key, const Options &o
 // ---------------------------------------------------------------------------------------------------
 // One call
 
-enum Action : char { none = 0, inserted = 'i', updated = 'u', unchanged = '=' };
+// skipped: a BEFORE ROW trigger on the target returned NULL for the element's insert or update.
+enum Action : char { none = 0, inserted = 'i', updated = 'u', unchanged = '=', skipped = 's' };
 
 struct Outcome {
     Action action = none;
@@ -718,7 +749,7 @@ struct Outcome {
 };
 
 struct Call {
-    Target *t = nullptr;
+    std::shared_ptr<Target> t;  // held for the whole call (see `retired`)
     std::vector<int> key;
     Options opt;
     Jsonb *rows = nullptr;
@@ -726,6 +757,7 @@ struct Call {
     std::vector<JsonbValue> key_values;  // element i's key column k at [i * key.size() + k]
     std::vector<Shape> shapes;
     std::vector<Outcome> out;
+    std::vector<uint8_t> misses;  // rounds in which element i was neither found nor inserted
     bool rls = false;
     bool want_changed = true;  // false: only counts are returned, and nothing records what changed
 };
@@ -769,7 +801,6 @@ static void run_b(Call &call, Plans &p, std::vector<int32> &differ) {
     std::sort(differ.begin(), differ.end());
     auto b = p.b->run(Params().datum(0, PointerGetDatum(call.rows)).int4_array(1, differ).boolean(2, call.want_changed));
     std::map<std::string, int32> by_key;
-    int64 written = 0, updated_rows = b.size() ? *b.int8(0, 4) : 0;
     for (uint64 r = 0; r < b.size(); ++r) {
         int32 n = *b.int4(r, 0);
         std::string row_key = *b.text(r, 3);
@@ -779,17 +810,24 @@ static void run_b(Call &call, Plans &p, std::vector<int32> &differ) {
                         fmt::format("{} and {} have the same key", at(std::min(it->second, n)), at(std::max(it->second, n))),
                         "Their key values are equal for the key column's type.", "Send each key once per batch.");
         Outcome &o = call.out[n];
-        if (*b.boolean(r, 1)) {
+        if (!*b.boolean(r, 1)) {
+            o.action = unchanged;
+        } else if (*b.boolean(r, 4)) {
             o.action = updated;
             bool no_changes;
             Datum changed = b.datum(r, 2, &no_changes);
             o.changed = no_changes ? (Datum)0 : changed;
-            ++written;
-        } else
-            o.action = unchanged;
+        } else if (call.rls) {
+            // Locked, yet not updated: an UPDATE policy's USING clause hides the row.
+            throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                        fmt::format("{}: row-level security does not let you update the row of {} with key ({})", at(n),
+                                    call.t->display, key_text(call, n)),
+                        "", "Only rows your policies let you see and update can be upserted.");
+        } else {
+            // Locked, yet not updated: a BEFORE UPDATE trigger returned NULL for it.
+            o.action = skipped;
+        }
     }
-    if (written != updated_rows)
-        throw Error(ERRCODE_INTERNAL_ERROR, fmt::format("upsert updated {} rows of {} locked", updated_rows, written));
 }
 
 static std::vector<int32> without_outcome(const Call &call, const std::vector<int32> &ords) {
@@ -797,6 +835,18 @@ static std::vector<int32> without_outcome(const Call &call, const std::vector<in
     for (int32 n : ords)
         if (call.out[n].action == none) rest.push_back(n);
     return rest;
+}
+
+// The insert returned keys that are not the elements' own: two elements equal for the key column's type,
+// or a BEFORE INSERT trigger that changed a key (the row cannot be told apart from its element).
+static Error inserted_unmatched(const Call &call) {
+    if (call.t->before_insert_trigger)
+        return Error(ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+                     fmt::format("a BEFORE INSERT trigger on {} changed the key of a row upsert inserted", call.t->display),
+                     "upsert tells each inserted row's element by its key, as given.",
+                     "Leave the key columns as they are in the trigger, or normalise the keys before the call.");
+    return Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
+                 "Their key values differ as text but are equal for the key column's type.", "Send each key once per batch.");
 }
 
 // I: inserts every element; returns false if some were not inserted (those are left without outcome).
@@ -826,9 +876,7 @@ static bool run_i(Call &call, Plans &p) {
         }));
     }
     auto m = p.map->run(mp);
-    if (m.size() != n)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
-                    "Their key values differ as text but are equal for the key column's type.", "Send each key once per batch.");
+    if (m.size() != n) throw inserted_unmatched(call);
     for (uint64 r = 0; r < m.size(); ++r) call.out[*m.int4(r, 0)].action = inserted;
     return false;
 }
@@ -869,6 +917,8 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
         auto a = (all ? p.a_all : p.a)->run(Params().datum(0, rows).int4_array(1, pending));
         std::vector<int32> differ;
         int64 marked_inserted = 0, really_inserted = 0;
+        // Not found, and not inserted either: an insert that met a row committed meanwhile (found in
+        // the next round), or one a BEFORE INSERT trigger skipped (twice in a row: it skips it).
         for (uint64 r = 0; r < a.size(); ++r) {
             int32 n = *a.int4(r, 0);
             int32 code = *a.int4(r, 1);
@@ -884,12 +934,11 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
                 o.action = unchanged;
             } else if (code == 3) {
                 differ.push_back(n);
+            } else if (code == 0 && call.t->before_insert_trigger && !call.rls && ++call.misses[n] >= 2) {
+                o.action = skipped;
             }
         }
-        if (marked_inserted != really_inserted)
-            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "rows holds two elements with the same key",
-                        "Their key values differ as text but are equal for the key column's type.",
-                        "Send each key once per batch.");
+        if (marked_inserted != really_inserted) throw inserted_unmatched(call);
         if (!differ.empty()) run_b(call, p, differ);
         pending = without_outcome(call, pending);
     }
@@ -926,6 +975,7 @@ static ErrorData *trace_error(Call &call, ErrorData *error) {
         for (size_t i : call.shapes[s].ords) {
             ErrorData *e = try_and_roll_back([&] {
                 std::fill(call.out.begin(), call.out.end(), Outcome{});
+                std::fill(call.misses.begin(), call.misses.end(), 0);
                 run_shape(call, call.shapes[s], {i});
             });
             if (!e) continue;
@@ -1018,9 +1068,9 @@ static void check_privileges(const Call &call) {
 // ---------------------------------------------------------------------------------------------------
 // Entry points
 
-// The stored result of an operation: {"inserted": n, "updated": n, "unchanged": n, "rows": [...]}.
+// The stored result of an operation: {"inserted": n, "updated": n, "unchanged": n, "skipped": n, "rows": [...]}.
 struct Result {
-    int64 counts[3] = {0, 0, 0};
+    int64 counts[4] = {0, 0, 0, 0};
 };
 
 static Datum build_key(const Call &call, size_t i) {
@@ -1056,6 +1106,7 @@ static const char *action_name(Action a) {
     switch (a) {
     case inserted: return "inserted";
     case updated: return "updated";
+    case skipped: return "skipped";
     default: return "unchanged";
     }
 }
@@ -1092,7 +1143,7 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
     }
     // Lock as the write will, before reading the catalog, so the description cannot change under us.
     pg_guard([&] { LockRelationOid(relid, RowExclusiveLock); });
-    call.t = &target_for(relid);
+    call.t = target_for(relid);
     const Target &t = *call.t;
     ArrayType *keys = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(2); });
     call.key = match_key(t, keys);
@@ -1113,6 +1164,7 @@ static void prepare(Call &call, FunctionCallInfo fcinfo) {
                     "Split the batch into several calls.");
     call.elements.resize(n);
     call.out.assign(n, Outcome{});
+    call.misses.assign(n, 0);
     std::vector<JsonbValue> values = jsonb_array_elements(rows, "rows");
 
     std::vector<char> is_key(t.columns.size(), 0), is_touch(t.columns.size(), 0), is_immutable(t.columns.size(), 0);
@@ -1256,9 +1308,9 @@ static Datum request_of(const Call &call, FunctionCallInfo fcinfo, bool counts_o
                                      counts_only ? "upsert_counts" : "upsert", table, keys_json, h, opts));
 }
 
-static void emit_counts(ResultSet &out, const int64 counts[3]) {
-    Datum values[3] = {Int64GetDatum(counts[0]), Int64GetDatum(counts[1]), Int64GetDatum(counts[2])};
-    bool nulls[3] = {false, false, false};
+static void emit_counts(ResultSet &out, const int64 counts[4]) {
+    Datum values[4] = {Int64GetDatum(counts[0]), Int64GetDatum(counts[1]), Int64GetDatum(counts[2]), Int64GetDatum(counts[3])};
+    bool nulls[4] = {false, false, false, false};
     out.add(values, nulls);
 }
 
@@ -1331,7 +1383,8 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                 {JSONBOID});
             static Statement counts(
                 "SELECT ($1 OPERATOR(pg_catalog.->>) 'inserted')::pg_catalog.int8, ($1 OPERATOR(pg_catalog.->>) 'updated')::pg_catalog.int8,"
-                "       ($1 OPERATOR(pg_catalog.->>) 'unchanged')::pg_catalog.int8",
+                "       ($1 OPERATOR(pg_catalog.->>) 'unchanged')::pg_catalog.int8,"
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'skipped')::pg_catalog.int8, 0)",
                 {JSONBOID});
             auto rows = (counts_only ? counts : replay).run(Params().datum(0, PointerGetDatum(stored)));
             std::vector<Datum> values(4);
@@ -1368,23 +1421,23 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
 
     if (call.opt.audit) write_audit(call);
 
-    int64 counts[3] = {0, 0, 0};
-    for (const auto &o : call.out) ++counts[o.action == inserted ? 0 : o.action == updated ? 1 : 2];
+    int64 counts[4] = {0, 0, 0, 0};
+    for (const auto &o : call.out) ++counts[o.action == inserted ? 0 : o.action == updated ? 1 : o.action == skipped ? 3 : 2];
 
     std::vector<Datum> keys;
     if (!counts_only || call.opt.operation_id)
         for (size_t i = 0; i < call.out.size(); ++i) keys.push_back(build_key(call, i));
 
     if (call.opt.operation_id) {
-        // {"inserted": n, "updated": n, "unchanged": n, "rows": [[ord, key, action, changed], ...]}
+        // {"inserted": n, "updated": n, "unchanged": n, "skipped": n, "rows": [[ord, key, action, changed], ...]}
         static Statement result(
             "SELECT pg_catalog.jsonb_build_object('inserted', $1::pg_catalog.int8, 'updated', $2::pg_catalog.int8,"
-            " 'unchanged', $3::pg_catalog.int8, 'rows', CASE WHEN $7 THEN '[]'::pg_catalog.jsonb ELSE"
+            " 'unchanged', $3::pg_catalog.int8, 'skipped', $8::pg_catalog.int8, 'rows', CASE WHEN $7 THEN '[]'::pg_catalog.jsonb ELSE"
             " (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(u.ord - 1, u.key, u.action, u.changed) ORDER BY u.ord),"
             "                  '[]'::pg_catalog.jsonb)"
             "  FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.jsonb[]), pg_catalog.unnest($5::pg_catalog.text[]),"
             "                  pg_catalog.unnest($6::pg_catalog.jsonb[])) WITH ORDINALITY AS u(key, action, changed, ord)) END)",
-            {INT8OID, INT8OID, INT8OID, JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, BOOLOID});
+            {INT8OID, INT8OID, INT8OID, JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, BOOLOID, INT8OID});
         std::vector<std::string> actions;
         std::vector<Datum> changes;
         Datum json_null = cstring_jsonb("null");
@@ -1399,7 +1452,8 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                                 .jsonb_array(3, keys)
                                 .text_array(4, actions)
                                 .jsonb_array(5, changes)
-                                .boolean(6, counts_only));
+                                .boolean(6, counts_only)
+                                .int8(7, counts[3]));
         Datum stored = r.datum(0, 0);
         OwnerScope owner;
         idempotency::finish(scope, idem_key, stored);

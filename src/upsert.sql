@@ -29,7 +29,7 @@ CREATE FUNCTION conveyor.upsert(target regclass, rows jsonb, key_columns text[],
     SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_upsert';
 CREATE FUNCTION conveyor.upsert_counts(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
-    RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint)
+    RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint, skipped bigint)
     LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp
     SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_upsert_counts';

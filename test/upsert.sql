@@ -170,10 +170,10 @@ SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC1", "title": "One", "subscriber_count": 13},
                                                                 {"channel_id": "UC2", "title": "Two"},
                                                                 {"channel_id": "UC7", "title": "Seven"}]', '{channel_id}') $$,
-    $$ VALUES (1::bigint, 1::bigint, 1::bigint) $$, 'upsert_counts returns inserted, updated, unchanged');
+    $$ VALUES (1::bigint, 1::bigint, 1::bigint, 0::bigint) $$, 'upsert_counts returns inserted, updated, unchanged, skipped');
 SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[]', '{channel_id}') $$,
-    $$ VALUES (0::bigint, 0::bigint, 0::bigint) $$, 'an empty batch does nothing');
+    $$ VALUES (0::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'an empty batch does nothing');
 
 -- ---- operation_id ------------------------------------------------------------------------------------------
 
@@ -199,19 +199,19 @@ SELECT is(pg_stat_get_xact_tuples_updated('tap_up_channels'::regclass) + pg_stat
 SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                             '{"operation_id": "crawl-43"}') $$,
-    $$ VALUES (1::bigint, 0::bigint, 0::bigint) $$, 'upsert_counts with an operation_id');
+    $$ VALUES (1::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'upsert_counts with an operation_id');
 SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                             '{"operation_id": "crawl-43"}') $$,
-    $$ VALUES (1::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts');
+    $$ VALUES (1::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts');
 SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
                                             '{"operation_id": "crawl-45"}') $$,
-    $$ VALUES (0::bigint, 1::bigint, 0::bigint) $$, 'upsert_counts with an operation_id that updates');
+    $$ VALUES (0::bigint, 1::bigint, 0::bigint, 0::bigint) $$, 'upsert_counts with an operation_id that updates');
 SELECT results_eq(
     $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
                                             '{"operation_id": "crawl-45"}') $$,
-    $$ VALUES (0::bigint, 1::bigint, 0::bigint) $$, 'repeats its counts too');
+    $$ VALUES (0::bigint, 1::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts too');
 SELECT throws_ok(
     $$ SELECT * FROM conveyor.upsert('tap_up_channels', '[{"channel_id": "UC1", "title": "Other"}]', '{channel_id}',
                                      '{"operation_id": "crawl-42"}') $$,
