@@ -3,7 +3,7 @@ EXTENSION = conveyor
 EXTVERSION = 0.1
 
 MODULE_big = conveyor
-OBJS = src/guard.o src/args.o src/spi.o src/util.o src/selftest.o src/queue.o src/wakeup.o src/idempotency.o src/locks.o src/costs.o src/upsert.o src/snapshot.o
+OBJS = src/guard.o src/args.o src/spi.o src/util.o src/uuid.o src/queue.o src/wakeup.o src/idempotency.o src/locks.o src/costs.o src/upsert.o src/snapshot.o
 
 # One SQL source per module; the versioned install script is built from them.
 SQL_SOURCES = src/infra.sql src/queue.sql src/idempotency.sql src/locks.sql src/costs.sql src/upsert.sql src/snapshot.sql src/grants.sql

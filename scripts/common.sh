@@ -46,6 +46,16 @@ build_install() {
     ) 9>/tmp/conveyor-build.lock
 }
 
+# The test-only extension conveyor_selftest (test/selftest): built from conveyor's own boundary objects
+# and installed only for the test suites, never by the project's `make install`.
+build_install_selftest() {
+    (
+        flock 9
+        make -C "$ROOT/test/selftest" -s PG_CONFIG=$PGBIN/pg_config >/dev/null
+        as_root make -C "$ROOT/test/selftest" -s PG_CONFIG=$PGBIN/pg_config install >/dev/null
+    ) 9>/tmp/conveyor-build.lock
+}
+
 pg_as() { runuser -u postgres -- "$@"; }
 
 cluster_stop() {

@@ -10,6 +10,7 @@
 # picks suites; CONVEYOR_ONLY=<name> picks one file within them.
 source "$(dirname "$0")/common.sh"
 setup_all
+build_install_selftest
 
 SUITES=${CONVEYOR_SUITES:-"regress isolation pgtap shell"}
 ONLY=${CONVEYOR_ONLY:-}

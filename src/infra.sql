@@ -30,12 +30,3 @@ CREATE FUNCTION conveyor.uuid_v7() RETURNS uuid
 CREATE FUNCTION conveyor.uuid_v7_time(id uuid) RETURNS timestamptz
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'conveyor_uuid_v7_time';
-
--- Exercises the C++/PostgreSQL boundary in both directions (used by the regression suite).
--- mode: 'sql' runs `sql` through SPI; 'error' / 'bad_alloc' / 'std' / 'unknown' throw from C++;
--- 'destructors' reports how many guarded-scope destructors have run in this backend.
--- It runs `sql` as the caller, with the caller's search_path, and is granted to no one.
-CREATE FUNCTION conveyor.boundary_selftest(mode text, sql text DEFAULT NULL) RETURNS bigint
-    LANGUAGE C VOLATILE
-    AS 'MODULE_PATHNAME', 'conveyor_boundary_selftest';
-REVOKE ALL ON FUNCTION conveyor.boundary_selftest(text, text) FROM PUBLIC;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The C++/PostgreSQL boundary under fire: conveyor.boundary_selftest raises every kind of error
+# The C++/PostgreSQL boundary under fire: conveyor_test.boundary_selftest raises every kind of error
 # (conveyor::Error, std::exception, std::bad_alloc, a non-standard throw, and PostgreSQL errors from
 # SQL run through SPI) in ONE psql session with ON_ERROR_STOP off. Each must reach the client as an
 # ordinary ERROR with the right SQLSTATE, message, DETAIL and HINT; the backend must survive (same
@@ -16,6 +16,7 @@ LOG=$(server_log)
 log_start=$(($(stat -c %s "$LOG") + 1))
 
 create_db "$DB" || bail "could not create database $DB"
+psql -X -q -d "$DB" -c "CREATE EXTENSION conveyor_selftest" || bail "could not create extension conveyor_selftest"
 
 # One session. Markers (\echo) split stdout; errors go to stderr with \set VERBOSITY verbose, which
 # prints "ERROR:  <SQLSTATE>: message", DETAIL, HINT, CONTEXT and LOCATION lines.
@@ -23,46 +24,46 @@ psql -X -At -d "$DB" -v ON_ERROR_STOP=0 >"$TMP/out" 2>"$TMP/err" <<'SQL'
 \set VERBOSITY verbose
 \set ON_ERROR_STOP off
 SELECT 'pid_before=' || pg_backend_pid();
-SELECT 'destructors_before=' || conveyor.boundary_selftest('destructors');
+SELECT 'destructors_before=' || conveyor_test.boundary_selftest('destructors');
 \echo mode error
-SELECT conveyor.boundary_selftest('error');
+SELECT conveyor_test.boundary_selftest('error');
 \echo mode std
-SELECT conveyor.boundary_selftest('std');
+SELECT conveyor_test.boundary_selftest('std');
 \echo mode bad_alloc
-SELECT conveyor.boundary_selftest('bad_alloc');
+SELECT conveyor_test.boundary_selftest('bad_alloc');
 \echo mode unknown
-SELECT conveyor.boundary_selftest('unknown');
+SELECT conveyor_test.boundary_selftest('unknown');
 \echo mode sql
-SELECT conveyor.boundary_selftest('sql', 'SELECT 1/0');
+SELECT conveyor_test.boundary_selftest('sql', 'SELECT 1/0');
 \echo mode sql_raise
-SELECT conveyor.boundary_selftest('sql', $q$DO $do$ BEGIN
+SELECT conveyor_test.boundary_selftest('sql', $q$DO $do$ BEGIN
     RAISE EXCEPTION 'custom failure from plpgsql' USING ERRCODE = 'P0099',
         DETAIL = 'custom detail 7f3a', HINT = 'custom hint 9c1e';
 END $do$$q$);
 \echo mode sql_in_transaction
 BEGIN;
-SELECT conveyor.boundary_selftest('sql', 'SELECT * FROM no_such_table');
+SELECT conveyor_test.boundary_selftest('sql', 'SELECT * FROM no_such_table');
 SELECT 'after_error_in_transaction';
 ROLLBACK;
 \echo mode sql_savepoint
 BEGIN;
 SAVEPOINT s;
-SELECT conveyor.boundary_selftest('sql', 'SELECT 1/0');
+SELECT conveyor_test.boundary_selftest('sql', 'SELECT 1/0');
 ROLLBACK TO SAVEPOINT s;
-SELECT 'savepoint_rows=' || conveyor.boundary_selftest('sql', 'SELECT generate_series(1, 3)');
+SELECT 'savepoint_rows=' || conveyor_test.boundary_selftest('sql', 'SELECT generate_series(1, 3)');
 COMMIT;
 \echo mode repeat
-SELECT conveyor.boundary_selftest(m) FROM unnest(ARRAY['error', 'std', 'bad_alloc', 'unknown']) m;
-SELECT conveyor.boundary_selftest('sql', 'SELECT 1/0');
-SELECT conveyor.boundary_selftest('error');
-SELECT conveyor.boundary_selftest('std');
-SELECT conveyor.boundary_selftest('bad_alloc');
-SELECT conveyor.boundary_selftest('unknown');
+SELECT conveyor_test.boundary_selftest(m) FROM unnest(ARRAY['error', 'std', 'bad_alloc', 'unknown']) m;
+SELECT conveyor_test.boundary_selftest('sql', 'SELECT 1/0');
+SELECT conveyor_test.boundary_selftest('error');
+SELECT conveyor_test.boundary_selftest('std');
+SELECT conveyor_test.boundary_selftest('bad_alloc');
+SELECT conveyor_test.boundary_selftest('unknown');
 \echo mode conveyor_error
 SELECT * FROM conveyor.enqueue('no such queue');
 \echo mode after
-SELECT 'sql_ok=' || conveyor.boundary_selftest('sql', 'SELECT generate_series(1, 5)');
-SELECT 'destructors_after=' || conveyor.boundary_selftest('destructors');
+SELECT 'sql_ok=' || conveyor_test.boundary_selftest('sql', 'SELECT generate_series(1, 5)');
+SELECT 'destructors_after=' || conveyor_test.boundary_selftest('destructors');
 SELECT 'queue=' || count(*) FROM (SELECT conveyor.create_queue('survivor')) s;
 SELECT 'enqueued=' || count(*) FROM conveyor.enqueue_batch('survivor', '[{"payload": {"a": 1}}, {"payload": {"a": 2}}]');
 SELECT 'acked=' || count(*) FILTER (WHERE conveyor.ack(job_id, true, worker_id => 'w')) FROM conveyor.dequeue('survivor', 'w', 5);
