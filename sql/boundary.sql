@@ -44,6 +44,11 @@ SELECT conveyor_test.boundary_selftest('unknown');
 SELECT conveyor_test.boundary_selftest(NULL);
 \echo :LAST_ERROR_SQLSTATE
 
+-- A C++ exception thrown inside a guard leaves PostgreSQL's error stack as it was: the division by
+-- zero raised afterwards reaches the client.
+SELECT conveyor_test.boundary_selftest('throw_in_guard');
+\echo :LAST_ERROR_SQLSTATE
+
 -- Inside a transaction the error aborts it as usual, and a savepoint recovers.
 BEGIN;
 SAVEPOINT s;
@@ -54,8 +59,8 @@ COMMIT;
 
 -- Every call above ran the destructors of its C++ objects: one witness per call, plus one per
 -- SPI-mode call for the object alive across the failing SPI statement.
---   1 (destructors) + 5 x 2 (sql errors) + 2 (sql ok) + 4 (C++ throws) + 0 (NULL mode is
---   rejected before the witness exists) + 2 + 2 (savepoint test) = 21
+--   1 (destructors) + 5 x 2 (sql errors) + 2 (sql ok) + 1 (throw_in_guard) + 4 (C++ throws) + 0
+--   (NULL mode is rejected before the witness exists) + 2 + 2 (savepoint test) = 22
 SELECT conveyor_test.boundary_selftest('destructors') - :destructors_before AS destructors_run;
 
 -- Same backend: nothing crashed.

@@ -45,6 +45,23 @@ constexpr int errcode_idempotency_reused = MAKE_SQLSTATE('C', 'V', '0', '0', '4'
 // The memory context of the innermost active boundary; errors are copied into it.
 extern MemoryContext boundary_context;
 
+namespace detail {
+
+// Puts PostgreSQL's error stack pointers back as they were when the guard began, however the guarded
+// call ends: a return, a longjmp caught by the guard, or a C++ exception thrown inside the lambda
+// (which would otherwise leave PG_exception_stack pointing into a dead frame).
+struct ErrorStacks {
+    sigjmp_buf *const exception_stack = PG_exception_stack;
+    ErrorContextCallback *const context_stack = error_context_stack;
+    void restore() const noexcept {
+        PG_exception_stack = exception_stack;
+        error_context_stack = context_stack;
+    }
+    ~ErrorStacks() { restore(); }
+};
+
+} // namespace detail
+
 // Runs f (which may ereport) and turns a PostgreSQL error into PgError.
 template <typename F>
 auto pg_guard(F &&f) -> decltype(f()) {
@@ -52,23 +69,13 @@ auto pg_guard(F &&f) -> decltype(f()) {
     static_assert(std::is_void_v<R> || std::is_trivially_destructible_v<R>,
                   "a guarded call must return a trivially destructible value");
     MemoryContext caller_context = CurrentMemoryContext;
-    sigjmp_buf *saved_exception_stack = PG_exception_stack;
-    ErrorContextCallback *saved_context_stack = error_context_stack;
+    const detail::ErrorStacks stacks;
     sigjmp_buf local_jmp;
     if (sigsetjmp(local_jmp, 0) == 0) {
         PG_exception_stack = &local_jmp;
-        if constexpr (std::is_void_v<R>) {
-            f();
-            PG_exception_stack = saved_exception_stack;
-            return;
-        } else {
-            R result = f();
-            PG_exception_stack = saved_exception_stack;
-            return result;
-        }
+        return f();
     }
-    PG_exception_stack = saved_exception_stack;
-    error_context_stack = saved_context_stack;
+    stacks.restore();  // before anything here can raise again
     MemoryContextSwitchTo(boundary_context ? boundary_context : caller_context);
     ErrorData *edata = CopyErrorData();
     FlushErrorState();

@@ -34,11 +34,24 @@ CONVEYOR_FUNCTION(conveyor_test_boundary_selftest) {
         spi.finish();
         PG_RETURN_INT64(n);
     }
+    if (mode == "throw_in_guard") {
+        // A C++ exception thrown inside a guarded lambda (never through PostgreSQL code), caught here;
+        // then a PostgreSQL error, which longjmps through PG_exception_stack: that must not point into
+        // the guard's dead frame.
+        try {
+            pg_guard([] { throw std::runtime_error("thrown inside a guard"); });
+        } catch (const std::runtime_error &) {
+        }
+        spi::Connection spi;
+        spi::run_once("SELECT 1 / 0", {}, spi::Params{});
+        spi.finish();
+        PG_RETURN_INT64(0);
+    }
     if (mode == "error")
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "conveyor error from C++", "detail from C++", "hint from C++");
     if (mode == "std") throw std::runtime_error("std::runtime_error from C++");
     if (mode == "bad_alloc") throw std::bad_alloc();
     if (mode == "unknown") throw 42;
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown selftest mode {}", quoted(mode)),
-                "", "use one of: sql, error, std, bad_alloc, unknown, destructors");
+                "", "use one of: sql, throw_in_guard, error, std, bad_alloc, unknown, destructors");
 }
