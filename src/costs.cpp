@@ -50,11 +50,13 @@ static void lock_account(const std::string &account, bool exclusive) {
 // ---------------------------------------------------------------------------------------------------
 // Arguments
 
-static std::optional<std::string> optional_key(FunctionCallInfo fcinfo, int i) {
-    auto v = arg_text(fcinfo, i);
-    if (v && v->empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "idempotency_key must not be empty");
-    return v;
+static std::optional<std::string> idempotency_key_arg(FunctionCallInfo fcinfo, int i) {
+    return optional_key(fcinfo, i, "idempotency_key");
 }
+
+// quota_define's limit: sums of used units and costs (costs[operation] x units, each below 2^31) stay
+// far inside bigint, and so do the projections quota_status makes.
+constexpr int64 max_quota_limit = INT64CONST(1000000000000000);  // 10^15
 
 static int32 items_arg(FunctionCallInfo fcinfo, int i) {
     if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "items must not be NULL");
@@ -63,8 +65,9 @@ static int32 items_arg(FunctionCallInfo fcinfo, int i) {
     return items;
 }
 
+// An amount as text for a message, clipped (numeric input may hold 100,000 digits).
 static std::string numeric_text(Datum v) {
-    return pg_guard([&] { return (const char *)DatumGetCString(DirectFunctionCall1(numeric_out, v)); });
+    return clipped(pg_guard([&] { return (const char *)DatumGetCString(DirectFunctionCall1(numeric_out, v)); }));
 }
 
 enum class Sign { positive, non_negative, negative };
@@ -161,7 +164,7 @@ static void require_account(const std::string &account) {
 // Accounts
 
 CONVEYOR_FUNCTION(conveyor_account_create) {
-    std::string account = required_name(fcinfo, 0, "account");
+    std::string account = required_key(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
     std::string currency = required_name(fcinfo, 2, "currency");
     if (currency.size() != 3 || !std::all_of(currency.begin(), currency.end(), [](char c) { return c >= 'A' && c <= 'Z'; }))
@@ -188,7 +191,7 @@ CONVEYOR_FUNCTION(conveyor_account_create) {
 }
 
 CONVEYOR_FUNCTION(conveyor_account_update) {
-    std::string account = required_name(fcinfo, 0, "account");
+    std::string account = required_key(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
     auto currency = arg_text(fcinfo, 2);
     if (currency && (currency->size() != 3 ||
@@ -276,13 +279,13 @@ static Error key_in_progress(const std::string &key) {
 }
 
 CONVEYOR_FUNCTION(conveyor_charge) {
-    std::string account = required_name(fcinfo, 0, "account");
-    std::string service = required_name(fcinfo, 1, "service");
+    std::string account = required_key(fcinfo, 0, "account");
+    std::string service = required_key(fcinfo, 1, "service");
     bool refund = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
     Datum amount = money_arg(fcinfo, 2, "amount", refund ? Sign::negative : Sign::non_negative);
     int32 items = items_arg(fcinfo, 3);
     Datum metadata = optional_jsonb(fcinfo, 4);
-    auto key = optional_key(fcinfo, 5);
+    auto key = idempotency_key_arg(fcinfo, 5);
     ResultSet out(fcinfo);
     spi::Connection spi;
     lock_account(account, false);
@@ -362,13 +365,13 @@ CONVEYOR_FUNCTION(conveyor_charge) {
 // Reservations
 
 CONVEYOR_FUNCTION(conveyor_reserve) {
-    std::string account = required_name(fcinfo, 0, "account");
+    std::string account = required_key(fcinfo, 0, "account");
     Datum amount = money_arg(fcinfo, 1, "amount", Sign::positive);
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "ttl_seconds must not be NULL");
     int32 ttl = PG_GETARG_INT32(2);
     if (ttl < 1 || ttl > 7 * 86400)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("ttl_seconds must be between 1 and 604800, not {}", ttl));
-    auto key = optional_key(fcinfo, 3);
+    auto key = idempotency_key_arg(fcinfo, 3);
     spi::Connection spi;
 
     std::string scope = "reserve:" + account;
@@ -437,7 +440,7 @@ static Error unknown_reservation(const pg_uuid_t &id) {
 CONVEYOR_FUNCTION(conveyor_settle) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "reservation_id");
     Datum actual = money_arg(fcinfo, 1, "actual", Sign::non_negative);
-    std::string service = required_name(fcinfo, 2, "service");
+    std::string service = required_key(fcinfo, 2, "service");
     int32 items = items_arg(fcinfo, 3);
     Datum metadata = optional_jsonb(fcinfo, 4);
     ResultSet out(fcinfo);
@@ -560,7 +563,7 @@ CONVEYOR_FUNCTION(conveyor_ledger_verify) {
 }
 
 CONVEYOR_FUNCTION(conveyor_cost_report) {
-    std::string account = required_name(fcinfo, 0, "account");
+    std::string account = required_key(fcinfo, 0, "account");
     Datum since = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
     Datum until = PG_ARGISNULL(2) ? (Datum)0 : PG_GETARG_DATUM(2);
     std::string bucket = required_name(fcinfo, 3, "bucket");
@@ -607,10 +610,14 @@ static void check_time_zone(const std::string &tz) {
 }
 
 CONVEYOR_FUNCTION(conveyor_quota_define) {
-    std::string name = required_name(fcinfo, 0, "name");
+    std::string name = required_key(fcinfo, 0, "name");
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "quota_limit must not be NULL");
     int64 limit = PG_GETARG_INT64(1);
     if (limit < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("quota_limit must be positive, not {}", limit));
+    if (limit > max_quota_limit)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                    fmt::format("quota_limit must be at most {}, not {}", max_quota_limit, limit),
+                    "Used units, costs and projections of a quota are summed as bigint.");
     std::string period = required_name(fcinfo, 2, "period");
     check_period(period);
     std::string tz = required_name(fcinfo, 3, "reset_tz");
@@ -620,6 +627,7 @@ CONVEYOR_FUNCTION(conveyor_quota_define) {
         Jsonb *jb = pg_guard([&] { return PG_GETARG_JSONB_P(4); });
         for (const auto &f : jsonb_object_fields(jb, "costs")) {
             if (f.key.empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "costs must not name an empty operation");
+            check_key(f.key, "an operation named in costs");
             jsonb_int(f.value, fmt::format("costs of operation {}", quoted(f.key)), 0, PG_INT32_MAX);
         }
         costs = PointerGetDatum(jb);
@@ -647,9 +655,12 @@ CONVEYOR_FUNCTION(conveyor_quota_define) {
 // The units an operation costs: units, or with an operation, costs[operation] x units (default 1).
 #define QUOTA_COST "(CASE WHEN $3::text IS NULL THEN $2 ELSE (q.costs ->> $3)::bigint * $2 END)"
 #define QUOTA_LAPSED "(q.window_end <= pg_catalog.now())"
+// The same cost in numeric, for the limit check: it cannot overflow whatever a stored row holds, and
+// the SET (in bigint) runs only for a row whose new total passed the check, so within quota_limit.
+#define QUOTA_COST_NUMERIC "(CASE WHEN $3::text IS NULL THEN $2::numeric ELSE (q.costs ->> $3)::numeric * $2 END)"
 
 CONVEYOR_FUNCTION(conveyor_quota_consume) {
-    std::string name = required_name(fcinfo, 0, "name");
+    std::string name = required_key(fcinfo, 0, "name");
     std::optional<int32> units;
     if (!PG_ARGISNULL(1)) {
         units = PG_GETARG_INT32(1);
@@ -657,7 +668,8 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
     }
     auto operation = arg_text(fcinfo, 2);
     if (operation && operation->empty()) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "operation must not be empty");
-    auto key = optional_key(fcinfo, 3);
+    if (operation) check_key(*operation, "operation");
+    auto key = idempotency_key_arg(fcinfo, 3);
     ResultSet out(fcinfo);
     spi::Connection spi;
 
@@ -690,7 +702,7 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
         "  window_end = CASE WHEN " QUOTA_LAPSED
         "    THEN (conveyor.quota_window(q.period, q.reset_tz, pg_catalog.now())).window_end ELSE q.window_end END"
         " WHERE q.name = $1"
-        "   AND CASE WHEN " QUOTA_LAPSED " THEN 0 ELSE q.used END + " QUOTA_COST " <= q.quota_limit"
+        "   AND CASE WHEN " QUOTA_LAPSED " THEN 0 ELSE q.used END::numeric + " QUOTA_COST_NUMERIC " <= q.quota_limit"
         " RETURNING true, q.used, q.quota_limit - q.used, q.window_end,"
         "   CASE WHEN $4 THEN pg_catalog.jsonb_build_object('allowed', true, 'used', q.used,"
         "     'remaining', q.quota_limit - q.used, 'reset_at', q.window_end) END",
@@ -757,7 +769,7 @@ CONVEYOR_FUNCTION(conveyor_quota_status) {
 // B x T, which then becomes the new tat. B requests pass at once, then one every T.
 
 CONVEYOR_FUNCTION(conveyor_rate_limit) {
-    std::string key = required_name(fcinfo, 0, "key");
+    std::string key = required_key(fcinfo, 0, "key");
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "rate must not be NULL");
     int32 rate = PG_GETARG_INT32(1);
     if (rate < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("rate must be positive, not {}", rate));
@@ -768,6 +780,13 @@ CONVEYOR_FUNCTION(conveyor_rate_limit) {
     int32 burst = PG_ARGISNULL(3) ? rate : PG_GETARG_INT32(3);
     if (burst < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("burst must be positive, not {}", burst));
     int64 interval = std::max<int64>((int64)per * USECS_PER_SEC / rate, 1);
+    // burst x interval is how far ahead of now a key's tat may run: at most 366 days (the longest
+    // per_seconds), so tat arithmetic never nears bigint's range.
+    constexpr int64 max_tolerance = INT64CONST(366) * USECS_PER_DAY;
+    if ((int64)burst > max_tolerance / interval)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                    fmt::format("burst {} is too large for {} per {} seconds", burst, rate, per),
+                    "burst x per_seconds / rate must be at most 31622400 seconds (366 days).");
     int64 tolerance = interval * burst;
     int64 now = GetCurrentTimestamp();
     ResultSet out(fcinfo);

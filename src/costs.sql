@@ -90,15 +90,26 @@ CREATE TABLE conveyor.rate_limits (
 -- date_trunc in that zone for the start; the end is the start of the next window, found by truncating
 -- an instant safely inside it (local days last 23 to 25 hours, months 28 to 31 days), so a window
 -- always ends at the local midnight (or hour, or first of the month) whatever the offset change.
+-- instant must be a time conveyor can compute with (README, "Limits"): finite, from 1900-01-01 to
+-- 9999-12-31 UTC; anything else is 22023 naming it.
 CREATE FUNCTION conveyor.quota_window(period text, reset_tz text, instant timestamptz DEFAULT pg_catalog.now(),
                                       OUT window_start timestamptz, OUT window_end timestamptz)
-    LANGUAGE sql STABLE SET search_path = pg_catalog, conveyor, pg_temp
-    BEGIN ATOMIC
-        SELECT s.start, pg_catalog.date_trunc(period, s.start + CASE period
-                   WHEN 'hour' THEN interval '90 minutes' WHEN 'day' THEN interval '26 hours'
-                   WHEN 'month' THEN interval '768 hours' END, reset_tz)
-        FROM (SELECT pg_catalog.date_trunc(period, instant, reset_tz) AS start) s;
-    END;
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, conveyor, pg_temp
+    AS $body$
+BEGIN
+    IF instant OPERATOR(pg_catalog.<) '1900-01-01 00:00:00+00'::timestamptz
+       OR instant OPERATOR(pg_catalog.>=) '10000-01-01 00:00:00+00'::timestamptz THEN
+        RAISE EXCEPTION 'instant must be between 1900-01-01 00:00:00+00 and 9999-12-31 23:59:59+00, not "%"', instant
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'conveyor stores only finite times it can compute with (subtract, add leases and backoffs, truncate to periods).';
+    END IF;
+    SELECT s.start, pg_catalog.date_trunc(period, s.start OPERATOR(pg_catalog.+) CASE period
+               WHEN 'hour' THEN interval '90 minutes' WHEN 'day' THEN interval '26 hours'
+               WHEN 'month' THEN interval '768 hours' END, reset_tz)
+    INTO window_start, window_end
+    FROM (SELECT pg_catalog.date_trunc(period, instant, reset_tz) AS start) s;
+END
+$body$;
 
 -- The projection and risk level of quota_status (README, "Risk levels"), for any instant:
 -- projected = used extrapolated to the end of the window at the rate so far, the rate measured over
@@ -107,20 +118,49 @@ CREATE FUNCTION conveyor.quota_window(period text, reset_tz text, instant timest
 --   'high'      when projected >= quota_limit or used >= 90% of it,
 --   'medium'    when projected >= 75% of quota_limit,
 --   'low'       otherwise.
+-- Computed in numeric and the projection clamped to bigint, so that no stored quota (not one defined
+-- before limits were checked, with the largest bigint as its limit) can make quota_status fail. The
+-- times must be ones conveyor can compute with (README, "Limits") and the window must not be empty:
+-- 22023 otherwise.
 CREATE FUNCTION conveyor.quota_projection(used bigint, quota_limit bigint, window_start timestamptz,
                                           window_end timestamptz, instant timestamptz DEFAULT pg_catalog.now(),
                                           OUT projected_usage bigint, OUT risk_level text)
-    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, conveyor, pg_temp
-    BEGIN ATOMIC
-        SELECT p.projected, CASE
-                   WHEN used >= quota_limit THEN 'exhausted'
-                   WHEN p.projected >= quota_limit OR used * 10 >= quota_limit * 9 THEN 'high'
-                   WHEN p.projected * 4 >= quota_limit * 3 THEN 'medium'
-                   ELSE 'low' END
-        FROM (SELECT pg_catalog.ceil(used * extract(epoch FROM window_end - window_start)
-                     / greatest(extract(epoch FROM least(instant, window_end) - window_start),
-                                extract(epoch FROM window_end - window_start) / 24))::bigint AS projected) p;
-    END;
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, conveyor, pg_temp
+    AS $body$
+DECLARE
+    arg text;
+    val timestamptz;
+    span numeric;
+    projected numeric;
+BEGIN
+    FOR arg, val IN VALUES ('window_start', window_start), ('window_end', window_end), ('instant', instant) LOOP
+        IF val OPERATOR(pg_catalog.<) '1900-01-01 00:00:00+00'::timestamptz
+           OR val OPERATOR(pg_catalog.>=) '10000-01-01 00:00:00+00'::timestamptz THEN
+            RAISE EXCEPTION '% must be between 1900-01-01 00:00:00+00 and 9999-12-31 23:59:59+00, not "%"', arg, val
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'conveyor stores only finite times it can compute with (subtract, add leases and backoffs, truncate to periods).';
+        END IF;
+    END LOOP;
+    IF window_end OPERATOR(pg_catalog.<=) window_start THEN
+        RAISE EXCEPTION 'window_end (%) must be after window_start (%)', window_end, window_start
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    span := extract(epoch FROM window_end OPERATOR(pg_catalog.-) window_start);
+    projected := pg_catalog.ceil((used::numeric OPERATOR(pg_catalog.*) span) OPERATOR(pg_catalog./)
+                 GREATEST(extract(epoch FROM LEAST(instant, window_end) OPERATOR(pg_catalog.-) window_start),
+                          span OPERATOR(pg_catalog./) 24));
+    projected_usage := LEAST(GREATEST(projected, -9223372036854775808::numeric),
+                                        9223372036854775807::numeric)::bigint;
+    risk_level := CASE
+        WHEN used OPERATOR(pg_catalog.>=) quota_limit THEN 'exhausted'
+        WHEN projected OPERATOR(pg_catalog.>=) quota_limit::numeric
+             OR (used::numeric OPERATOR(pg_catalog.*) 10) OPERATOR(pg_catalog.>=) (quota_limit::numeric OPERATOR(pg_catalog.*) 9)
+             THEN 'high'
+        WHEN (projected OPERATOR(pg_catalog.*) 4) OPERATOR(pg_catalog.>=) (quota_limit::numeric OPERATOR(pg_catalog.*) 3)
+             THEN 'medium'
+        ELSE 'low' END;
+END
+$body$;
 
 CREATE FUNCTION conveyor.account_create(account text, budget numeric DEFAULT NULL, currency text DEFAULT 'USD',
                                         hard_limit boolean DEFAULT true, metadata jsonb DEFAULT NULL)

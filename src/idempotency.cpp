@@ -15,6 +15,9 @@ static Error reused_with_other_request(const std::string &key) {
 }
 
 Claim begin(const std::string &scope, const std::string &key, Datum request, int32 ttl_seconds) {
+    // Every caller checks its key argument by name first; this keeps any other caller within the
+    // limit too (scope and key share one index entry).
+    check_key(key, "idempotency key");
     // The insert waits for a racing, uncommitted insert of the same key and then does nothing if
     // that one committed. Under REPEATABLE READ a key committed after the snapshot raises 40001.
     static Statement insert(
@@ -109,7 +112,7 @@ int64 purge_expired(int64 limit) {
 // ---------------------------------------------------------------------------------------------------
 // SQL entry points (scope 'user')
 
-static std::string required_key(FunctionCallInfo fcinfo) { return required_name(fcinfo, 0, "key"); }
+static std::string required_key(FunctionCallInfo fcinfo) { return conveyor::required_key(fcinfo, 0, "key"); }
 
 CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
     std::string key = required_key(fcinfo);

@@ -36,7 +36,7 @@ using spi::Statement;
 // ---------------------------------------------------------------------------------------------------
 // Arguments
 
-constexpr size_t max_name_bytes = 1024;        // keys, owners, entity types and ids
+constexpr size_t max_name_bytes = max_key_bytes;  // keys, owners, entity types and ids (src/args.hpp)
 constexpr int32 max_seconds = 30 * 86400;       // ttl, timeouts, staleness: 30 days at most
 constexpr int32 max_timeout_ms = 86400 * 1000;  // advisory lock waits: one day at most
 
@@ -347,14 +347,14 @@ static std::string entity_state_or_raise(const std::string &type, const std::str
                           {TEXTOID, TEXTOID});
     auto rows = stmt.run(Params().text(0, type).text(1, id));
     if (rows.size() == 0)
-        throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("entity {} {} does not exist", type, quoted(id)), "",
+        throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("entity {} {} does not exist", clipped(type), quoted(id)), "",
                     "Start processing it with conveyor.entity_acquire.");
     return *rows.text(0, 0);
 }
 
 static void not_in_progress(const std::string &type, const std::string &id, const std::string &state, const char *action) {
     throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                fmt::format("cannot {} entity {} {}: it is {}, not IN_PROGRESS", action, type, quoted(id), state), "",
+                fmt::format("cannot {} entity {} {}: it is {}, not IN_PROGRESS", action, clipped(type), quoted(id), state), "",
                 "Only an entity acquired with conveyor.entity_acquire can be completed or failed.");
 }
 

@@ -180,6 +180,14 @@ static std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
     return out;
 }
 
+// An option that lists keys (job_types, required_keys): strings of at most max_key_bytes each.
+static std::optional<std::vector<std::string>> jsonb_keys_array(const JsonbValue &v, const std::string &what) {
+    auto keys = jsonb_text_array(v, what);
+    if (keys)
+        for (size_t i = 0; i < keys->size(); ++i) check_key((*keys)[i], fmt::format("{}[{}]", what, i));
+    return keys;
+}
+
 // Applies a jsonb object of options to q. Unknown names and bad values are errors (22023).
 static void apply_options(Queue &q, Jsonb *options) {
     if (!options) return;
@@ -191,8 +199,8 @@ static void apply_options(Queue &q, Jsonb *options) {
         else if (f.key == "backoff_base_seconds") q.backoff_base_seconds = (int32)jsonb_int(v, what, 0, 86400);
         else if (f.key == "backoff_max_seconds") q.backoff_max_seconds = (int32)jsonb_int(v, what, 0, 30 * 86400);
         else if (f.key == "retention_days") q.retention_days = (int32)jsonb_int(v, what, 0, 3650);
-        else if (f.key == "job_types") q.job_types = jsonb_text_array(v, what);
-        else if (f.key == "required_keys") q.required_keys = jsonb_text_array(v, what);
+        else if (f.key == "job_types") q.job_types = jsonb_keys_array(v, what);
+        else if (f.key == "required_keys") q.required_keys = jsonb_keys_array(v, what);
         else if (f.key == "notify") {
             if (v.type != jbvBool)
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a boolean, not {}", what, jsonb_type_name(v)));
@@ -686,12 +694,12 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
     if (!payload) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "payload must not be NULL", "", "Pass '{}' for an empty payload.");
     NewJob job;
     job.payload = PointerGetDatum(payload);
-    job.job_type = arg_text(fcinfo, 2);
-    job.group_key = arg_text(fcinfo, 3);
+    job.job_type = optional_key(fcinfo, 2, "job_type", true);
+    job.group_key = optional_key(fcinfo, 3, "group_key", true);
     if (PG_ARGISNULL(4)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "priority must not be NULL");
     job.priority = PG_GETARG_INT32(4);
-    job.run_at = PG_ARGISNULL(5) ? tx_now() : PG_GETARG_TIMESTAMPTZ(5);
-    job.dedup_key = arg_text(fcinfo, 6);
+    job.run_at = PG_ARGISNULL(5) ? tx_now() : check_time(PG_GETARG_TIMESTAMPTZ(5), "run_at");
+    job.dedup_key = optional_key(fcinfo, 6, "dedup_key", true);
     auto max_attempts = arg_int(fcinfo, 7);
 
     ResultSet out(fcinfo);
@@ -777,6 +785,7 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
                 if (v.type != jbvString)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}{} must be a string, not {}", at, f.key, jsonb_type_name(v)));
                 dst = jsonb_string(v);
+                check_key(*dst, at + f.key);
             };
             if (f.key == "payload") {
                 if (v.type == jbvNull) continue;
@@ -792,7 +801,7 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
                 if (v.type == jbvNull) continue;
                 if (v.type != jbvString)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}run_at must be a timestamp string, not {}", at, jsonb_type_name(v)));
-                job.run_at = parse_timestamptz(jsonb_string(v), at + "run_at");
+                job.run_at = check_time(parse_timestamptz(jsonb_string(v), at + "run_at"), at + "run_at");
             } else
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}unknown field {}", at, quoted(f.key)), "",
                             "Fields are payload, job_type, group_key, priority, run_at, dedup_key, max_attempts.");
@@ -1162,7 +1171,7 @@ CONVEYOR_FUNCTION(conveyor_ack) {
     bool success = PG_GETARG_BOOL(1);
     auto error = arg_text(fcinfo, 2);
     Datum stats = PG_ARGISNULL(3) ? (Datum)0 : PG_GETARG_DATUM(3);
-    auto worker = arg_text(fcinfo, 4);
+    auto worker = optional_key(fcinfo, 4, "worker_id", true);
     spi::Connection spi;
     int64 n = acknowledge({id}, success, error, stats, PG_ARGISNULL(3), worker);
     spi.finish();
@@ -1175,7 +1184,7 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
     ArrayType *arr = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(0); });
     bool success = PG_GETARG_BOOL(1);
     auto error = arg_text(fcinfo, 2);
-    auto worker = arg_text(fcinfo, 3);
+    auto worker = optional_key(fcinfo, 3, "worker_id", true);
     Datum *elems;
     bool *nulls;
     int n;
@@ -1302,6 +1311,11 @@ static void promote_due(int32 queue_id) {
 // skipping jobs another claim holds; writes their 'started' events (with_event) and the counters.
 // single: the same for exactly one job, without the array, the aggregate and the sort that a batch
 // needs (the cheaper plan for the most common call, dequeue of 1).
+// How long a claimed job waited, 0 for a run_at that is not finite (none is accepted, but a reader
+// must not fail on rows stored before that was checked: started_at - '-infinity' raises).
+#define WAIT_SECONDS \
+    "CASE WHEN pg_catalog.isfinite(run_at) THEN GREATEST(extract(epoch FROM started_at - run_at), 0) ELSE 0 END"
+
 static std::string claim_sql(bool with_event, bool single) {
     std::string pick = "SELECT job_id FROM conveyor.jobs WHERE queue_id = $1 AND state = 'ready'"
                        " ORDER BY priority DESC, run_at, job_id LIMIT $3 FOR UPDATE SKIP LOCKED";
@@ -1318,10 +1332,10 @@ static std::string claim_sql(bool with_event, bool single) {
         "  SELECT job_id, pg_catalog.clock_timestamp(), 'started', $2, pg_catalog.jsonb_build_object('attempt', attempt,"
         "         'lease_until', lease_until) FROM u), " : "") +
         "cnt AS (" +
-        (single ? counts_upsert("SELECT $1, -1, 1, 1, GREATEST(extract(epoch FROM started_at - run_at), 0)::float8 FROM u",
+        (single ? counts_upsert("SELECT $1, -1, 1, 1, " WAIT_SECONDS "::float8 FROM u",
                                 {"pending", "running", "started", "wait_seconds"})
                 : counts_upsert("SELECT $1, -count(*), count(*), count(*),"
-                                " sum(GREATEST(extract(epoch FROM started_at - run_at), 0))::float8 FROM u HAVING count(*) > 0",
+                                " sum(" WAIT_SECONDS ")::float8 FROM u HAVING count(*) > 0",
                                 {"pending", "running", "started", "wait_seconds"})) +
         ") SELECT job_id, job_type, group_key, payload, priority::int, attempt, lease_until FROM u" +
         (single ? "" : "  ORDER BY priority DESC, run_at, job_id");
@@ -1329,7 +1343,7 @@ static std::string claim_sql(bool with_event, bool single) {
 
 CONVEYOR_FUNCTION(conveyor_dequeue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
-    auto worker = arg_text(fcinfo, 1);
+    auto worker = optional_key(fcinfo, 1, "worker_id", true);
     if (!worker) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "worker_id must not be NULL", "", "Name the worker, e.g. host:pid.");
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "max_count must not be NULL");
     int32 max_count = PG_GETARG_INT32(2);
@@ -1386,6 +1400,7 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
 CONVEYOR_FUNCTION(conveyor_heartbeat) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
+    check_key(worker, "worker_id");
     auto extend = arg_int(fcinfo, 2);
     if (extend && (*extend < 1 || *extend > 7 * 86400))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("extend_seconds must be between 1 and 604800, not {}", *extend));
@@ -1435,6 +1450,7 @@ static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::stri
 CONVEYOR_FUNCTION(conveyor_release) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
+    check_key(worker, "worker_id");
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "delay_seconds must not be NULL");
     int32 delay = PG_GETARG_INT32(2);
     check_delay(delay, "delay_seconds");
@@ -1745,6 +1761,10 @@ CONVEYOR_FUNCTION(conveyor_job_events) {
     return (Datum)0;
 }
 
+// The earliest accepted time (src/args.hpp): queue_metrics counts a pending job of an earlier or
+// infinite run_at, stored before run_at was checked, as pending since then rather than failing.
+#define MIN_TIME_SQL "'1900-01-01 00:00:00+00'::timestamptz"
+
 CONVEYOR_FUNCTION(conveyor_queue_metrics) {
     auto name = arg_text(fcinfo, 0);
     ResultSet out(fcinfo);
@@ -1762,7 +1782,7 @@ CONVEYOR_FUNCTION(conveyor_queue_metrics) {
         "  COALESCE(c.dead, 0)::bigint,"
         "  CASE WHEN c.started_1h > 0 THEN pg_catalog.round((c.wait_1h / c.started_1h)::numeric, 3) END,"
         "  COALESCE(c.completed_1h, 0)::numeric,"
-        "  pg_catalog.round(extract(epoch FROM pg_catalog.now() - o.oldest)::numeric, 3)"
+        "  pg_catalog.round(extract(epoch FROM pg_catalog.now() - GREATEST(o.oldest, " MIN_TIME_SQL "))::numeric, 3)"
         " FROM conveyor.queues q"
         " LEFT JOIN LATERAL ("
         "   SELECT sum(pending) AS pending, sum(scheduled) AS scheduled, sum(running) AS running, sum(dead) AS dead,"

@@ -35,7 +35,7 @@ struct Settings {
 
 static Settings settings(FunctionCallInfo fcinfo, int series_arg, int period_arg, int tz_arg) {
     Settings s;
-    s.series = required_name(fcinfo, series_arg, "series");
+    s.series = required_key(fcinfo, series_arg, "series");
     s.period = required_name(fcinfo, period_arg, "period");
     if (s.period != "hour" && s.period != "day" && s.period != "none")
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("period must be 'hour', 'day' or 'none', not {}", quoted(s.period)),
@@ -188,13 +188,13 @@ CONVEYOR_FUNCTION(conveyor_snapshot) {
     // snapshot(series, entity_id, metrics, captured_at, period, tz)
     Settings s = settings(fcinfo, 0, 4, 5);
     Capture c;
-    c.entity = required_name(fcinfo, 1, "entity_id");
+    c.entity = required_key(fcinfo, 1, "entity_id");
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "metrics must not be NULL");
     Jsonb *m = pg_guard([&] { return PG_GETARG_JSONB_P(2); });
     check_metrics(m, "metrics");
     c.metrics = PointerGetDatum(m);
     if (PG_ARGISNULL(3)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "captured_at must not be NULL");
-    c.at = PG_GETARG_TIMESTAMPTZ(3);
+    c.at = check_time(PG_GETARG_TIMESTAMPTZ(3), "captured_at");
     ResultSet out(fcinfo);
     spi::Connection spi;
     std::vector<Capture> captures{c};
@@ -234,6 +234,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
                 if (v.type != jbvString || v.val.string.len == 0)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}.entity_id must be a non-empty string", at));
                 c.entity = jsonb_string(v);
+                check_key(c.entity, at + ".entity_id");
             } else if (f.key == "metrics") {
                 Datum d = jsonb_value_datum(v);
                 check_metrics((Jsonb *)DatumGetPointer(d), at + ".metrics");
@@ -242,7 +243,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
                 if (v.type == jbvNull) continue;
                 if (v.type != jbvString)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}.captured_at must be a timestamp string, not {}", at, jsonb_type_name(v)));
-                c.at = parse_time(jsonb_string(v), at + ".captured_at");
+                c.at = check_time(parse_time(jsonb_string(v), at + ".captured_at"), at + ".captured_at");
             } else
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: unknown field {}", at, quoted(f.key)), "",
                             "Fields are entity_id, metrics and captured_at (default now()).");
@@ -265,8 +266,9 @@ CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
 
 CONVEYOR_FUNCTION(conveyor_snapshot_series) {
     // snapshot_series(series, entity_id, since, until)
-    std::string series = required_name(fcinfo, 0, "series");
-    std::string entity = required_name(fcinfo, 1, "entity_id");
+    std::string series = required_key(fcinfo, 0, "series");
+    std::string entity = required_key(fcinfo, 1, "entity_id");
+    // since and until are filter bounds: NULL or an infinite bound leaves that side open.
     ResultSet out(fcinfo);
     spi::Connection spi;
     static Statement stmt(

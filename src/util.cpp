@@ -1,10 +1,15 @@
 #include "util.hpp"
 
+#include <algorithm>
+
+#include "text.hpp"
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
 extern "C" {
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "storage/backendid.h"
 #include "utils/tuplestore.h"
 }
@@ -209,7 +214,7 @@ int64 jsonb_int(const JsonbValue &v, const std::string &what, int64 lo, int64 hi
         return r;
     });
     if (ok && out >= lo && out <= hi) return out;
-    std::string text = pg_guard([&] { return (const char *)numeric_normalize(num); });
+    std::string text = clipped(pg_guard([&] { return (const char *)numeric_normalize(num); }));
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an integer between {} and {}, not {}", what, lo, hi, text));
 }
 
@@ -229,6 +234,34 @@ std::optional<std::vector<std::string>> jsonb_text_array(const JsonbValue &v, co
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an array of strings; found a {}", what, jsonb_type_name(e)));
         out.push_back(jsonb_string(e));
     }
+    return out;
+}
+
+// ---- values in messages ----
+
+std::string clipped(std::string_view s, size_t max_bytes) {
+    if (s.size() <= max_bytes) return std::string(s);
+    // The mark is ASCII "...", not U+2026: a message must convert to every client encoding (a LATIN1
+    // client shown U+2026 would get 22P05 instead of the real error).
+    static constexpr std::string_view dots = ascii_ellipsis;
+    int encoding = GetDatabaseEncoding();
+    if (encoding == PG_UTF8) return clip_utf8(s, max_bytes, dots);
+    // Another server encoding: pg_encoding_mbcliplen finds the longest whole-character prefix (it
+    // stops at a NUL, which text never holds, and raises nothing).
+    if (max_bytes < dots.size()) return std::string();
+    const char *data = s.data();
+    int len = (int)std::min<size_t>(s.size(), PG_INT32_MAX);
+    int limit = (int)(max_bytes - dots.size());
+    int cut = pg_guard([&] { return pg_encoding_mbcliplen(encoding, data, len, limit); });
+    std::string out(s.substr(0, (size_t)cut));
+    out += dots;
+    return out;
+}
+
+std::string quoted(std::string_view s) {
+    std::string out = "\"";
+    out += clipped(s);
+    out += '"';
     return out;
 }
 

@@ -72,7 +72,15 @@ Datum jsonb_value_datum(const JsonbValue &v);
 // Array of strings (or null); throws 22023 otherwise.
 std::optional<std::vector<std::string>> jsonb_text_array(const JsonbValue &v, const std::string &what);
 
-// Quote a value as a SQL literal for messages only (never for SQL).
-inline std::string quoted(std::string_view s) { return fmt::format("\"{}\"", s); }
+// ---- values in messages ----
+// The one place messages quote values. A value longer than max_quoted_bytes is cut at a character
+// boundary of the database encoding and marked with an ASCII ellipsis "...", so a message is never
+// cut inside a character, converts to every client encoding the value itself converts to, and never
+// approaches the 2048-byte buffers the boundary copies it into (src/guard.cpp).
+constexpr size_t max_quoted_bytes = 200;
+// The value itself, clipped as above (for numbers and other unquoted values of unbounded length).
+std::string clipped(std::string_view s, size_t max_bytes = max_quoted_bytes);
+// The value in double quotes, clipped (for messages only, never for SQL).
+std::string quoted(std::string_view s);
 
 } // namespace conveyor
