@@ -17,6 +17,7 @@ export PGDATABASE=postgres
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
           libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
+          python3-psycopg
           valgrind)
 
 log() { printf '==> %s\n' "$*" >&2; }
