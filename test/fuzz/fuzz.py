@@ -24,7 +24,7 @@ import hostile  # noqa: E402
 import values  # noqa: E402
 from values import Gen, INT_EDGES, NAMED  # noqa: E402
 
-CLASSES = ['crash', 'internal', 'timeout', 'escalation', 'poisoned', 'encoding']
+CLASSES = ['crash', 'internal', 'timeout', 'escalation', 'poisoned', 'encoding', 'limit']
 CLASS_TITLES = {
     'crash': 'no backend crash (connection lost, postmaster restart, "terminated by signal")',
     'internal': 'no internal error (SQLSTATE XX000, XX001, XX002)',
@@ -32,12 +32,9 @@ CLASS_TITLES = {
     'escalation': 'no caller code running as another role (look-alike operators and functions)',
     'poisoned': 'no poisoned state (health calls keep working after every batch)',
     'encoding': 'no error message invalid in the client encoding (22021 in a LATIN1 session)',
+    'limit': 'no over-long value reaching an index (54000 "index row size"): keys are refused at input',
 }
 OMIT = object()
-# Test scaffolding that raises XX000 on purpose: boundary_selftest's modes 'std' (a std::exception) and
-# 'unknown' (a non-standard throw) check that the boundary turns them into an ordinary ERROR. Any other
-# XX000 from it (e.g. mode 'sql' with COMMIT) is a failure.
-EXPECTED_XX000 = {'boundary_selftest': {'std', 'unknown'}}
 STATEMENT_TIMEOUT = '10s'
 LOCK_TIMEOUT = '5s'
 
@@ -330,10 +327,7 @@ class Fuzzer:
         self.states[state] += 1
         call.outcome = (state, msg)
         self.spy_notices(call)
-        first = call.args[0][2] if call.args else None
-        if state == 'XX000' and first in EXPECTED_XX000.get(call.proc.name, ()):
-            pass
-        elif state in ('XX000', 'XX001', 'XX002'):
+        if state in ('XX000', 'XX001', 'XX002'):
             self.fail('internal', f'{call.proc.name}: {state} {self.norm(msg)}',
                       f'{state}: {msg[:500]}\n{call.describe(self.seed)}')
         elif state == '57014':
@@ -341,6 +335,9 @@ class Fuzzer:
                       f'past statement_timeout {STATEMENT_TIMEOUT}: {msg[:300]}\n{call.describe(self.seed)}')
         elif state == '22021' and call.latin1 or state == 'unicode':
             self.fail('encoding', f'{call.proc.name}: {state} {self.norm(msg)}',
+                      f'{state}: {msg[:300]}\n{call.describe(self.seed)}')
+        elif state == '54000' and 'index row' in msg:
+            self.fail('limit', f'{call.proc.name}: 54000 {self.norm(msg)}',
                       f'{state}: {msg[:300]}\n{call.describe(self.seed)}')
         return state, rows
 
@@ -531,8 +528,6 @@ class Fuzzer:
             (2, 'rate_limit', ['worker'], lambda: dict(key=f'rk{rng.randrange(3)}', rate='10')),
             (2, 'maintain', ['admin'], lambda: dict()),
             (1, 'reap', ['admin'], lambda: dict(queue=qname)),
-            (3, 'boundary_selftest', ['super'], lambda: dict(
-                mode=g.pick(['sql', 'destructors']), sql=g.pick(['SELECT 1', 'SELECT generate_series(1, 3)']))),
             (20, 'upsert', ['worker', 'admin'], None),
         ]
         total = sum(w for w, *_ in choices)

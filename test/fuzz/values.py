@@ -44,13 +44,6 @@ NAMED = {
     'tz': ['UTC', 'Europe/Paris', 'America/St_Johns', 'Pacific/Kiritimati', '+14', '-12', 'Mars/Olympus', ''],
     'reset_tz': ['UTC', 'Asia/Kathmandu', 'America/Adak', 'Etc/GMT+12', 'Nowhere/Nothing', ''],
     'currency': ['USD', 'EUR', '', 'é' * 8, 'usd'],
-    'mode': ['sql', 'sql', 'sql', 'error', 'std', 'bad_alloc', 'unknown', 'destructors', 'other'],
-    # boundary_selftest's 'sql' mode runs this text: only harmless statements and ones that end the
-    # transaction from inside a function (which must be an ordinary error).
-    'sql': ['COMMIT', 'COMMIT', 'ROLLBACK', 'ROLLBACK', 'COMMIT AND CHAIN', 'SELECT 1', 'SAVEPOINT s', 'RELEASE SAVEPOINT s', 'ROLLBACK TO SAVEPOINT s',
-            'SELECT 1/0', 'BEGIN', 'START TRANSACTION', 'SET LOCAL statement_timeout = 1',
-            'DO $$ BEGIN COMMIT; END $$', 'SELECT generate_series(1, 3)', 'SHOW search_path', 'VACUUM',
-            'PREPARE TRANSACTION \'cvfuzz\'', 'SELECT', '', ';', 'SELECT * FROM no_such_table'],
     'event_trail': ['all', 'failures', 'none', ''],
     'operation': ['search', 'list', 'é' * 700, ''],
 }
