@@ -34,6 +34,9 @@ SELECT * FROM conveyor.quota_window('day', 'UTC', 'infinity');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM conveyor.quota_window('day', 'UTC', '-infinity');
 \echo :LAST_ERROR_SQLSTATE
+-- A period quotas do not have gives no window, so it is refused too.
+SELECT * FROM conveyor.quota_window('week', 'UTC', '2026-01-01');
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM conveyor.quota_projection(1, 10, '2026-06-01 00:00+00', '2026-06-02 00:00+00', 'infinity');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM conveyor.quota_projection(1, 10, '-infinity', '2026-06-02 00:00+00', '2026-06-01 12:00+00');

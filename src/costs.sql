@@ -97,6 +97,10 @@ CREATE FUNCTION conveyor.quota_window(period text, reset_tz text, instant timest
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, conveyor, pg_temp
     AS $body$
 BEGIN
+    IF period IS NULL OR period NOT IN ('hour', 'day', 'month') THEN
+        RAISE EXCEPTION 'period "%" is not one of hour, day, month', period
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF instant OPERATOR(pg_catalog.<) '1900-01-01 00:00:00+00'::timestamptz
        OR instant OPERATOR(pg_catalog.>=) '10000-01-01 00:00:00+00'::timestamptz THEN
         RAISE EXCEPTION 'instant must be between 1900-01-01 00:00:00+00 and 9999-12-31 23:59:59+00, not "%"', instant
