@@ -2,21 +2,25 @@
 EXTENSION = conveyor
 EXTVERSION = 0.1
 
+# One folder per capability under src/ (src/core: the boundary, SPI, argument readers and module init);
+# every .cpp of them goes into conveyor.so.
 MODULE_big = conveyor
-OBJS = src/guard.o src/args.o src/spi.o src/util.o src/uuid.o src/queue.o src/wakeup.o src/idempotency.o src/locks.o src/costs.o src/upsert.o src/snapshot.o
+OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*/*.cpp) $(wildcard src/*.cpp)))
 
-# One SQL source per module; the versioned install script is built from them.
-SQL_SOURCES = src/infra.sql src/queue.sql src/idempotency.sql src/locks.sql src/costs.sql src/upsert.sql src/snapshot.sql src/grants.sql
+# One SQL source per module, in dependency order; the versioned install script is built from them.
+SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.sql src/locks/locks.sql \
+	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
 
-# pg_regress (sql/, expected/): what users see.
-REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
-REGRESS_OPTS = --inputdir=. --load-extension=conveyor
-# isolation tester (test/specs, test/expected): every race.
-ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
-ISOLATION_OPTS = --inputdir=test --load-extension=conveyor
+# pg_regress (test/regress/{sql,expected}): what users see. (scripts/test.sh runs every suite.)
+REGRESS = $(sort $(basename $(notdir $(wildcard test/regress/sql/*.sql))))
+REGRESS_OPTS = --inputdir=test/regress --load-extension=conveyor
+# isolation tester (test/isolation/{specs,expected}): every race.
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --load-extension=conveyor
 
 PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-cast-function-type -fno-omit-frame-pointer $(CONVEYOR_CXXFLAGS)
 SHLIB_LINK = -lfmt -lstdc++ $(CONVEYOR_LDFLAGS)
@@ -31,4 +35,4 @@ override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
 conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
 
-$(OBJS): src/pg.hpp src/guard.hpp src/args.hpp src/spi.hpp src/util.hpp src/wakeup.hpp src/idempotency.hpp src/locks.hpp src/costs.hpp
+$(OBJS): $(wildcard src/*/*.hpp)

@@ -2,10 +2,10 @@
 # The whole test suite, from a bare Debian 12 machine:  bash scripts/test.sh
 #
 # Installs what is missing, builds and installs conveyor, starts a scratch cluster, then runs
-#   1. pg_regress         sql/*.sql against expected/*.out          (what users see)
-#   2. isolation tester   test/specs/*.spec against test/expected/   (every race)
-#   3. pgTAP              test/*.sql through pg_prove                (behaviour)
-#   4. shell tests        test/shell/*.sh                            (stress, dump/restore, LISTEN, ...)
+#   1. pg_regress         test/regress/sql/*.sql against test/regress/expected/*.out   (what users see)
+#   2. isolation tester   test/isolation/specs/*.spec against test/isolation/expected/ (every race)
+#   3. pgTAP              test/pgtap/*.sql through pg_prove                            (behaviour)
+#   4. shell tests        test/shell/*.sh                  (stress, fuzz, dump/restore, LISTEN, ...)
 # and ends with one line: "N passed, N failed". CONVEYOR_SUITES="regress isolation pgtap shell"
 # picks suites; CONVEYOR_ONLY=<name> picks one file within them.
 source "$(dirname "$0")/common.sh"
@@ -39,11 +39,11 @@ count_regress() {
 
 run_regress() {
     local tests
-    tests=$(pick "$ROOT/sql/*.sql")
+    tests=$(pick "$ROOT/test/regress/sql/*.sql")
     [ -n "$tests" ] || return 0
     log "pg_regress"
     # shellcheck disable=SC2086
-    $PGXS_DIR/src/test/regress/pg_regress --inputdir="$ROOT" --outputdir="$OUT/regress" --bindir=$PGBIN \
+    $PGXS_DIR/src/test/regress/pg_regress --inputdir="$ROOT/test/regress" --outputdir="$OUT/regress" --bindir=$PGBIN \
         --load-extension=conveyor --dbname=conveyor_regress $tests 2>&1 | tee "$OUT/regress.log" || true
     count_regress "$OUT/regress.log"
     [ -f "$OUT/regress/regression.diffs" ] && cat "$OUT/regress/regression.diffs"
@@ -52,11 +52,11 @@ run_regress() {
 
 run_isolation() {
     local tests
-    tests=$(pick "$ROOT/test/specs/*.spec")
+    tests=$(pick "$ROOT/test/isolation/specs/*.spec")
     [ -n "$tests" ] || return 0
     log "isolation tester"
     # shellcheck disable=SC2086
-    $PGXS_DIR/src/test/isolation/pg_isolation_regress --inputdir="$ROOT/test" --outputdir="$OUT/isolation" \
+    $PGXS_DIR/src/test/isolation/pg_isolation_regress --inputdir="$ROOT/test/isolation" --outputdir="$OUT/isolation" \
         --bindir=$PGBIN --load-extension=conveyor --dbname=conveyor_isolation $tests 2>&1 | tee "$OUT/isolation.log" || true
     count_regress "$OUT/isolation.log"
     [ -f "$OUT/isolation/regression.diffs" ] && cat "$OUT/isolation/regression.diffs"
@@ -65,7 +65,7 @@ run_isolation() {
 
 run_pgtap() {
     local files=() f
-    for f in $(pick "$ROOT/test/*.sql"); do files+=("$ROOT/test/$f.sql"); done
+    for f in $(pick "$ROOT/test/pgtap/*.sql"); do files+=("$ROOT/test/pgtap/$f.sql"); done
     [ ${#files[@]} -gt 0 ] || return 0
     log "pgTAP"
     psql -X -q -c "DROP DATABASE IF EXISTS conveyor_tap" -c "CREATE DATABASE conveyor_tap" >/dev/null

@@ -3,8 +3,12 @@
 // conveyor.so. The regression suite proves with it that a PostgreSQL error raised inside SPI and a
 // C++ exception both reach the client intact, that C++ destructors run on the way out, and that the
 // backend survives. Its 'sql' mode runs any SQL given: it must never ship in the extension.
-#include "spi.hpp"
-#include "util.hpp"
+#include "core/message.hpp"
+#include "core/spi.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+}
 
 namespace {
 

@@ -1,0 +1,35 @@
+-- conveyor install script. Built from src/*.sql by the Makefile; edit those, not the built file.
+\echo Use "CREATE EXTENSION conveyor" to load this file. \quit
+
+CREATE SCHEMA conveyor;
+COMMENT ON SCHEMA conveyor IS 'conveyor: job queue, leases, upserts, costs and monitoring';
+
+-- Roles are cluster-wide: create them once, whichever database installs conveyor first.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_reader') THEN
+        CREATE ROLE conveyor_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_worker') THEN
+        CREATE ROLE conveyor_worker NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'conveyor_admin') THEN
+        CREATE ROLE conveyor_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT conveyor_reader TO conveyor_worker;
+GRANT conveyor_worker TO conveyor_admin;
+
+GRANT USAGE ON SCHEMA conveyor TO conveyor_reader;
+
+-- Time-ordered UUIDs (RFC 9562 version 7), the ids of jobs and events.
+CREATE FUNCTION conveyor.uuid_v7() RETURNS uuid
+    LANGUAGE C VOLATILE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'conveyor_uuid_v7';
+CREATE FUNCTION conveyor.uuid_v7_time(id uuid) RETURNS timestamptz
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'conveyor_uuid_v7_time';
+
+-- ---- roles of the ids ----
+GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid) TO conveyor_reader;

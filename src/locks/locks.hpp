@@ -1,0 +1,19 @@
+// Leases with fencing tokens, entity processing states and text-keyed advisory locks (src/locks/locks.cpp):
+// what other modules use of them.
+#pragma once
+
+#include "core/spi.hpp"
+
+namespace conveyor::locks {
+
+// Is `token` the live holder's token of lease `key` right now (server clock)? When it is, the lease
+// row stays locked (FOR SHARE) until the caller's transaction ends, so no takeover, release or
+// cleanup of that lease can commit before the caller's write does: a fenced write checks this and
+// writes in the same transaction. Call with an open spi::Connection. Under REPEATABLE READ or
+// SERIALIZABLE a lease changed since the snapshot raises 40001, never a stale true.
+bool lock_token_is_live(const std::string &key, int64 token);
+
+// Periodic upkeep, called by conveyor.maintain(): deletes lock events older than 7 days.
+void maintain_locks();
+
+} // namespace conveyor::locks

@@ -1,0 +1,204 @@
+-- ===================================================================================================
+-- Locks: leases with fencing tokens, entity processing states, text-keyed advisory locks
+-- ===================================================================================================
+
+-- Fencing tokens. One sequence for every key: a sequence never hands out a value twice, not after a
+-- rollback, a restart or a crash, so it is the high-water mark of every key at once, and a lease row
+-- can be deleted on release without forgetting which tokens were issued. lock_acquire draws a token
+-- only while it holds the key's transaction-scoped lock, so for each key tokens grow in the order
+-- the leases were granted. bigint, NO CYCLE: it never wraps.
+CREATE SEQUENCE conveyor.lock_token_seq AS bigint NO CYCLE;
+
+-- One row per held lease. A lease is live while heartbeat_at + ttl_seconds is in the future (server
+-- clock); after that anyone may take it over. Released leases are deleted.
+CREATE TABLE conveyor.locks (
+    key              text PRIMARY KEY,
+    owner            text NOT NULL,
+    token            bigint NOT NULL,
+    ttl_seconds      integer NOT NULL,
+    acquired_at      timestamptz NOT NULL,
+    heartbeat_at     timestamptz NOT NULL,
+    correlation_id   text,
+    metadata         jsonb,
+    taken_from_owner text,      -- when this lease began by taking over a stale one: its holder
+    taken_from_token bigint     -- and its token
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+-- Takeovers, force releases and cleanups, with the old and the new holder. conveyor.maintain()
+-- deletes events older than 7 days.
+CREATE TABLE conveyor.lock_events (
+    at        timestamptz NOT NULL,
+    key       text NOT NULL,
+    event     text NOT NULL CHECK (event IN ('takeover', 'force_release', 'cleanup')),
+    old_owner text,
+    old_token bigint,
+    new_owner text,
+    new_token bigint,
+    details   jsonb
+);
+CREATE INDEX lock_events_at ON conveyor.lock_events (at);
+CREATE INDEX lock_events_key ON conveyor.lock_events (key, at);
+
+-- Processing states of entities (an artist, a channel, a campaign), the seeds' processing_status.
+--   PENDING -> IN_PROGRESS (entity_acquire) -> COMPLETED (entity_complete)
+--                                           -> FAILED (entity_fail) -> IN_PROGRESS (entity_acquire, a retry)
+--                                           -> DEAD (entity_fail with dead, or attempts used up)
+--   IN_PROGRESS older than its timeout -> IN_PROGRESS again (entity_acquire, a recovery)
+--   IN_PROGRESS older than stuck_seconds -> PENDING (entity_reset)
+CREATE TABLE conveyor.entities (
+    entity_type       text NOT NULL,
+    entity_id         text NOT NULL,
+    state             text NOT NULL CHECK (state IN ('PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'DEAD')),
+    attempts          integer NOT NULL DEFAULT 0,
+    max_attempts      integer,
+    timeout_seconds   integer NOT NULL,
+    last_processed_at timestamptz NOT NULL,   -- when it last became IN_PROGRESS
+    last_error        text,
+    metadata          jsonb NOT NULL DEFAULT '{}',
+    created_at        timestamptz NOT NULL,
+    updated_at        timestamptz NOT NULL,
+    PRIMARY KEY (entity_type, entity_id)
+) WITH (fillfactor = 80);
+CREATE INDEX entities_in_progress ON conveyor.entities (entity_type, last_processed_at) WHERE state = 'IN_PROGRESS';
+
+-- pg_dump keeps users' leases, states, events and the token high-water mark.
+SELECT pg_catalog.pg_extension_config_dump('conveyor.lock_token_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.locks', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.lock_events', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.entities', '');
+
+-- Every lease with its age and whether it is stale, on the server's clock.
+CREATE VIEW conveyor.locks_view AS
+SELECT l.key, l.owner, l.token, l.correlation_id, l.metadata, l.ttl_seconds, l.acquired_at,
+       l.heartbeat_at AS last_heartbeat,
+       pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.acquired_at), 3)
+           AS age_seconds,
+       pg_catalog.round(EXTRACT(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.heartbeat_at), 3)
+           AS heartbeat_age_seconds,
+       l.heartbeat_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => l.ttl_seconds) AS expires_at,
+       l.heartbeat_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => l.ttl_seconds)
+           OPERATOR(pg_catalog.<) pg_catalog.clock_timestamp() AS is_stale,
+       l.taken_from_owner, l.taken_from_token
+FROM conveyor.locks l;
+
+-- ---- leases ------------------------------------------------------------------------------------------
+-- Same settings as the queue's functions: kept generic plans stay on their indexes.
+
+CREATE FUNCTION conveyor.lock_acquire(key text, owner text, ttl_seconds int DEFAULT 1800,
+                                      correlation_id text DEFAULT NULL, metadata jsonb DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_lock_acquire';
+CREATE FUNCTION conveyor.lock_heartbeat(key text, owner text, token bigint DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_lock_heartbeat';
+CREATE FUNCTION conveyor.lock_release(key text, owner text, token bigint DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_lock_release';
+CREATE FUNCTION conveyor.lock_force_release(key text) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_lock_force_release';
+-- Locks the lease row (FOR SHARE) until the caller's transaction ends: a takeover, release or
+-- heartbeat of that lease waits for the caller's write to commit.
+CREATE FUNCTION conveyor.lock_check(key text, token bigint) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_lock_check';
+-- Scans all leases: no index settings.
+CREATE FUNCTION conveyor.locks_cleanup(stale_seconds int DEFAULT NULL)
+    RETURNS TABLE(key text, owner text, token bigint, held_seconds numeric)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_locks_cleanup';
+
+-- ---- entity processing states ------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.entity_acquire(entity_type text, entity_id text, timeout_seconds int DEFAULT 1800,
+                                        correlation_id text DEFAULT NULL, max_attempts int DEFAULT NULL)
+    RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_acquire';
+CREATE FUNCTION conveyor.entity_complete(entity_type text, entity_id text, metadata jsonb DEFAULT NULL)
+    RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_complete';
+CREATE FUNCTION conveyor.entity_fail(entity_type text, entity_id text, error text, dead boolean DEFAULT false)
+    RETURNS text
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_fail';
+CREATE FUNCTION conveyor.entity_reset(entity_type text DEFAULT NULL, stuck_seconds int DEFAULT 3600)
+    RETURNS TABLE(entity_type text, entity_id text, previous_state text)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_reset';
+CREATE FUNCTION conveyor.entity_state(entity_type text, entity_id text) RETURNS jsonb
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_state';
+-- These two read every entity: no index settings.
+CREATE FUNCTION conveyor.entity_stats()
+    RETURNS TABLE(entity_type text, state text, count bigint, oldest_seconds numeric)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_stats';
+CREATE FUNCTION conveyor.entity_inconsistencies()
+    RETURNS TABLE(entity_type text, entity_id text, state text, lock_key text, issue text, details jsonb)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_entity_inconsistencies';
+
+-- ---- text-keyed advisory locks -----------------------------------------------------------------------
+-- conveyor.try_advisory_lock(k) takes the same lock as pg_try_advisory_lock(conveyor.advisory_key(k)).
+-- They touch no table, so they run as the caller and without SET clauses.
+
+CREATE FUNCTION conveyor.advisory_key(key text) RETURNS bigint
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_key';
+CREATE FUNCTION conveyor.try_advisory_lock(key text) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_try_advisory_lock';
+CREATE FUNCTION conveyor.advisory_lock(key text, timeout_ms int) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_lock';
+CREATE FUNCTION conveyor.advisory_unlock(key text) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock';
+-- Releases every session-level hold of this session on the key and returns how many. (A key this
+-- transaction holds only at transaction level gets PostgreSQL's "you don't own a lock" warning.)
+CREATE FUNCTION conveyor.advisory_unlock_all(key text) RETURNS int
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock_all';
+CREATE FUNCTION conveyor.advisory_lock_held(key text) RETURNS boolean
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_lock_held';
+CREATE FUNCTION conveyor.try_advisory_xact_lock(key text) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_try_advisory_xact_lock';
+CREATE FUNCTION conveyor.advisory_xact_lock(key text, timeout_ms int) RETURNS boolean
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'conveyor_advisory_xact_lock';
+
+-- ---- roles of locks, leases and entity states ----
+GRANT EXECUTE ON FUNCTION conveyor.entity_stats(), conveyor.entity_state(text, text) TO conveyor_reader;
+GRANT SELECT ON conveyor.locks_view, conveyor.lock_events TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.lock_acquire(text, text, int, text, jsonb),
+    conveyor.lock_heartbeat(text, text, bigint),
+    conveyor.lock_release(text, text, bigint),
+    conveyor.lock_check(text, bigint),
+    conveyor.locks_cleanup(int),
+    conveyor.entity_acquire(text, text, int, text, int),
+    conveyor.entity_complete(text, text, jsonb),
+    conveyor.entity_fail(text, text, text, boolean),
+    conveyor.entity_reset(text, int),
+    conveyor.entity_inconsistencies(),
+    conveyor.advisory_key(text),
+    conveyor.try_advisory_lock(text), conveyor.advisory_lock(text, int),
+    conveyor.advisory_unlock(text), conveyor.advisory_unlock_all(text), conveyor.advisory_lock_held(text),
+    conveyor.try_advisory_xact_lock(text), conveyor.advisory_xact_lock(text, int)
+    TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.lock_force_release(text) TO conveyor_admin;

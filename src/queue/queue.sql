@@ -1,0 +1,281 @@
+-- ===================================================================================================
+-- The job queue
+-- ===================================================================================================
+
+CREATE SEQUENCE conveyor.queue_id_seq AS integer;
+
+CREATE TABLE conveyor.queues (
+    queue_id             integer PRIMARY KEY DEFAULT pg_catalog.nextval('conveyor.queue_id_seq'),
+    name                 text NOT NULL UNIQUE,
+    lease_seconds        integer NOT NULL DEFAULT 300,
+    max_attempts         integer NOT NULL DEFAULT 5,
+    backoff_base_seconds integer NOT NULL DEFAULT 10,
+    backoff_max_seconds  integer NOT NULL DEFAULT 3600,
+    job_types            text[],
+    required_keys        text[],
+    retention_days       integer NOT NULL DEFAULT 7,
+    notify               boolean NOT NULL DEFAULT true,
+    event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
+    paused               boolean NOT NULL DEFAULT false,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
+
+-- Backends cache queue rows for enqueue and dequeue; any change to this table tells them to drop
+-- their cache (the trigger invalidates the table's relcache entry, which every backend hears of).
+CREATE FUNCTION conveyor.queues_changed() RETURNS trigger
+    LANGUAGE C AS 'MODULE_PATHNAME', 'conveyor_queues_changed';
+CREATE TRIGGER queues_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON conveyor.queues
+    FOR EACH STATEMENT EXECUTE FUNCTION conveyor.queues_changed();
+
+-- Job states as domains rather than table CHECK constraints: PostgreSQL 15 re-reads and re-plans a
+-- table's CHECK expressions every time a statement starts writing the table, while a domain's check
+-- is kept ready in the type cache (about a tenth of a single enqueue's CPU, measured).
+CREATE DOMAIN conveyor.job_state AS text CHECK (VALUE IN ('ready', 'waiting', 'scheduled', 'running'));
+CREATE DOMAIN conveyor.job_status AS text CHECK (VALUE IN ('completed', 'dead', 'cancelled'));
+
+-- The hot table: pending and running jobs only. Finished jobs move to job_history.
+-- state: 'ready'     due and first in line: the only jobs dequeue scans (jobs_ready)
+--        'waiting'   due, but another job of its group is ready or running
+--        'scheduled' not yet due (run_at in the future, e.g. a retry in backoff)
+--        'running'   leased to a worker until lease_until
+CREATE TABLE conveyor.jobs (
+    job_id       uuid PRIMARY KEY,
+    queue_id     integer NOT NULL,
+    state        conveyor.job_state NOT NULL,
+    priority     smallint NOT NULL,
+    run_at       timestamptz NOT NULL,
+    job_type     text,
+    group_key    text,
+    dedup_key    text,
+    payload      jsonb NOT NULL,
+    attempt      integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL,
+    worker_id    text,
+    started_at   timestamptz,
+    lease_until  timestamptz,
+    last_error   text,
+    created_at   timestamptz NOT NULL
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+-- What dequeue scans: due, first-in-line jobs, in dequeue order.
+CREATE INDEX jobs_ready ON conveyor.jobs (queue_id, priority DESC, run_at, job_id) WHERE state = 'ready';
+-- Per-group serialization, enforced by the database: at most one ready-or-running job per group.
+CREATE UNIQUE INDEX jobs_group_active ON conveyor.jobs (queue_id, group_key)
+    WHERE state IN ('ready', 'running') AND group_key IS NOT NULL;
+-- The next job of a group, when its active job finishes.
+CREATE INDEX jobs_waiting ON conveyor.jobs (queue_id, group_key, priority DESC, run_at, job_id) WHERE state = 'waiting';
+-- Scheduled jobs by the time they come due, and waiting jobs by how long they have waited: one index
+-- for both (each query names one state), since every index on this table, even one a row does not
+-- enter, costs each insert and update its upkeep (about 8k instructions each, measured).
+CREATE INDEX jobs_by_run_at ON conveyor.jobs (queue_id, state, run_at) WHERE state IN ('waiting', 'scheduled');
+-- Leases running out.
+CREATE INDEX jobs_running ON conveyor.jobs (queue_id, lease_until) WHERE state = 'running';
+-- A dedup key names at most one pending or running job per queue (finished jobs leave this table).
+CREATE UNIQUE INDEX jobs_dedup ON conveyor.jobs (queue_id, dedup_key) WHERE dedup_key IS NOT NULL;
+
+-- Finished jobs, partitioned by the day they may be purged (finished_at + the queue's retention), so
+-- retention drops whole partitions. Partitions are created ahead by conveyor.maintain() and on demand.
+CREATE TABLE conveyor.job_history (
+    job_id       uuid NOT NULL,
+    queue_id     integer NOT NULL,
+    status       conveyor.job_status NOT NULL,
+    priority     smallint NOT NULL,
+    run_at       timestamptz NOT NULL,
+    job_type     text,
+    group_key    text,
+    dedup_key    text,
+    payload      jsonb NOT NULL,
+    attempt      integer NOT NULL,
+    max_attempts integer NOT NULL,
+    worker_id    text,
+    started_at   timestamptz,
+    last_error   text,
+    created_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    purge_at     timestamptz NOT NULL
+) PARTITION BY RANGE (purge_at);
+-- Each partition carries its own indexes, (job_id) and (queue_id, status) WHERE status <> 'completed',
+-- created with it (not inherited from here), so pg_dump restores partitions without name clashes.
+
+-- The trail of every state change, partitioned by day.
+CREATE TABLE conveyor.job_events (
+    job_id    uuid NOT NULL,
+    at        timestamptz NOT NULL,
+    event     text NOT NULL,
+    worker_id text,
+    details   jsonb
+) PARTITION BY RANGE (at);
+-- Each partition carries its own index on (job_id, at).
+
+-- Counters behind queue_metrics, so it never counts a large table. Each backend writes its own rows
+-- (shard = backend id), one per queue and minute, so writers never wait on each other. Gauges
+-- (pending, scheduled, running, dead) are deltas summed over all rows; maintain() folds old minutes
+-- into the row at bucket -infinity.
+CREATE TABLE conveyor.queue_counts (
+    queue_id     integer NOT NULL,
+    bucket       timestamptz NOT NULL,
+    shard        integer NOT NULL,
+    pending      bigint NOT NULL DEFAULT 0,
+    scheduled    bigint NOT NULL DEFAULT 0,
+    running      bigint NOT NULL DEFAULT 0,
+    dead         bigint NOT NULL DEFAULT 0,
+    enqueued     bigint NOT NULL DEFAULT 0,
+    started      bigint NOT NULL DEFAULT 0,
+    completed    bigint NOT NULL DEFAULT 0,
+    failed       bigint NOT NULL DEFAULT 0,
+    expired      bigint NOT NULL DEFAULT 0,
+    cancelled    bigint NOT NULL DEFAULT 0,
+    wait_seconds double precision NOT NULL DEFAULT 0,
+    run_seconds  double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_id, bucket, shard)
+) WITH (fillfactor = 50);
+
+-- pg_dump keeps users' queues and jobs.
+SELECT pg_catalog.pg_extension_config_dump('conveyor.queues', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_history', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_events', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.queue_counts', '');
+
+-- Every statement a queue function runs is planned once per backend and kept (a generic plan). All of
+-- them are index lookups; the function-level settings below keep the planner on those indexes
+-- whatever the table statistics were when a backend first planned them (a bitmap AND of a partial
+-- index with the primary key, or a sequential scan chosen while the table was empty, would be kept
+-- for the life of the backend). jit is off because those settings inflate the cost of the few plans
+-- that must scan (the queues table) past jit_above_cost, and JIT-compiling them each call costs ms.
+
+-- ---- queue management -----------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.create_queue(queue text, options jsonb DEFAULT '{}') RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_create_queue';
+CREATE FUNCTION conveyor.alter_queue(queue text, options jsonb) RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_alter_queue';
+CREATE FUNCTION conveyor.drop_queue(queue text, force boolean DEFAULT false) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_drop_queue';
+CREATE FUNCTION conveyor.pause_queue(queue text) RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_pause_queue';
+CREATE FUNCTION conveyor.resume_queue(queue text) RETURNS void
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_resume_queue';
+CREATE FUNCTION conveyor.list_queues()
+    RETURNS TABLE(queue text, paused boolean, options jsonb, created_at timestamptz)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_list_queues';
+
+-- ---- producing ---------------------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.enqueue(queue text, payload jsonb DEFAULT '{}', job_type text DEFAULT NULL,
+                                 group_key text DEFAULT NULL, priority int DEFAULT 5,
+                                 run_at timestamptz DEFAULT now(), dedup_key text DEFAULT NULL,
+                                 max_attempts int DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, was_duplicate boolean)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_enqueue';
+CREATE FUNCTION conveyor.enqueue_batch(queue text, jobs jsonb)
+    RETURNS TABLE(ord int, job_id uuid, was_duplicate boolean)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_enqueue_batch';
+
+-- ---- consuming ---------------------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.dequeue(queue text, worker_id text, max_count int DEFAULT 1, lease_seconds int DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, priority int, attempt int,
+                  lease_until timestamptz)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_dequeue';
+CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_ack';
+CREATE FUNCTION conveyor.ack_many(job_ids uuid[], success boolean, error_message text DEFAULT NULL,
+                                  worker_id text DEFAULT NULL) RETURNS int
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_ack_many';
+CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL) RETURNS timestamptz
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
+CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_release';
+
+-- ---- operating -------------------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_retry';
+CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
+CREATE FUNCTION conveyor.cancel(job_id uuid, reason text DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_cancel';
+CREATE FUNCTION conveyor.reap(queue text DEFAULT NULL) RETURNS int
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_reap';
+CREATE FUNCTION conveyor.maintain() RETURNS jsonb
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_maintain';
+
+-- ---- observing -------------------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.get_job(job_id uuid) RETURNS jsonb
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_get_job';
+CREATE FUNCTION conveyor.job_events(job_id uuid)
+    RETURNS TABLE(at timestamptz, event text, worker_id text, details jsonb)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_job_events';
+CREATE FUNCTION conveyor.queue_metrics(queue text DEFAULT NULL)
+    RETURNS TABLE(queue text, pending bigint, scheduled bigint, running bigint, expired_leases bigint,
+                  completed_1h bigint, failed_24h bigint, dead bigint, avg_queue_seconds numeric,
+                  jobs_per_hour numeric, oldest_pending_seconds numeric)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_queue_metrics';
+
+-- ---- roles of the queue ----
+GRANT EXECUTE ON FUNCTION conveyor.get_job(uuid), conveyor.job_events(uuid), conveyor.queue_metrics(text),
+    conveyor.list_queues()
+    TO conveyor_reader;
+GRANT SELECT ON conveyor.queues TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
+    conveyor.enqueue_batch(text, jsonb),
+    conveyor.dequeue(text, text, int, int),
+    conveyor.ack(uuid, boolean, text, jsonb, text),
+    conveyor.ack_many(uuid[], boolean, text, text),
+    conveyor.heartbeat(uuid, text, int),
+    conveyor.release(uuid, text, int)
+    TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION
+    conveyor.create_queue(text, jsonb), conveyor.alter_queue(text, jsonb), conveyor.drop_queue(text, boolean),
+    conveyor.pause_queue(text), conveyor.resume_queue(text),
+    conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
+    conveyor.reap(text), conveyor.maintain()
+    TO conveyor_admin;

@@ -1,0 +1,59 @@
+-- ===================================================================================================
+-- Period snapshots with deltas
+-- ===================================================================================================
+
+-- One row per series, entity and period. period_start is the start of the period in the capture's
+-- time zone ('hour', 'day'), or the capture time itself ('none'). The primary key is the only index:
+-- the period's row, the previous period's, the day-ago snapshot and every read of a series are
+-- ranges of it.
+CREATE TABLE conveyor.snapshots (
+    series            text NOT NULL,
+    entity_id         text NOT NULL,
+    period_start      timestamptz NOT NULL,
+    snapshot_id       uuid NOT NULL,           -- UUIDv7 of the period's first capture
+    period            text NOT NULL CHECK (period IN ('hour', 'day', 'none')),
+    tz                text NOT NULL,
+    first_captured_at timestamptz NOT NULL,
+    captured_at       timestamptz NOT NULL,    -- the period's latest capture, whose metrics these are
+    captures          integer NOT NULL,        -- captures that changed the row (the first included)
+    metrics           jsonb NOT NULL,
+    delta             jsonb,                   -- numeric metrics minus the previous period's last values
+    delta_day         jsonb,                   -- ... minus the latest snapshot at least 24 hours older
+    PRIMARY KEY (series, entity_id, period_start)
+) WITH (fillfactor = 90);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.snapshots', '');
+
+-- {"metric": new - old} for every metric that is a number in both; NULL when there is no old.
+CREATE FUNCTION conveyor.metrics_delta(new jsonb, old jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN old IS NULL THEN NULL ELSE COALESCE(
+        (SELECT pg_catalog.jsonb_object_agg(n.key, n.value::pg_catalog.numeric OPERATOR(pg_catalog.-) o.value::pg_catalog.numeric)
+         FROM pg_catalog.jsonb_each(new) AS n JOIN pg_catalog.jsonb_each(old) AS o ON o.key OPERATOR(pg_catalog.=) n.key
+         WHERE pg_catalog.jsonb_typeof(n.value) OPERATOR(pg_catalog.=) 'number'
+           AND pg_catalog.jsonb_typeof(o.value) OPERATOR(pg_catalog.=) 'number'),
+        '{}'::pg_catalog.jsonb) END;
+
+CREATE FUNCTION conveyor.snapshot(series text, entity_id text, metrics jsonb, captured_at timestamptz DEFAULT now(),
+                                  period text DEFAULT 'day', tz text DEFAULT 'UTC')
+    RETURNS TABLE(snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_snapshot';
+CREATE FUNCTION conveyor.snapshot_batch(series text, captures jsonb, period text DEFAULT 'day', tz text DEFAULT 'UTC')
+    RETURNS TABLE(ord int, entity_id text, snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_snapshot_batch';
+CREATE FUNCTION conveyor.snapshot_series(series text, entity_id text, since timestamptz DEFAULT NULL,
+                                         until timestamptz DEFAULT NULL)
+    RETURNS TABLE(period_start timestamptz, captured_at timestamptz, metrics jsonb, delta jsonb, delta_day jsonb,
+                  captures int, snapshot_id uuid)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_snapshot_series';
+
+-- ---- roles of snapshots ----
+GRANT EXECUTE ON FUNCTION conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)
+    TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text), conveyor.snapshot_batch(text, jsonb, text, text)
+    TO conveyor_worker;
