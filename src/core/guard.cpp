@@ -62,4 +62,19 @@ void raise(PendingError &pending) {
 }
 
 } // namespace detail
+ErrorData *reworded(const ErrorData *e, const std::string &message, const std::string &hint) {
+    const char *m = message.c_str();
+    const char *h = hint.empty() ? nullptr : hint.c_str();
+    return pg_guard([&] {
+        MemoryContext old = MemoryContextSwitchTo(boundary_context ? boundary_context : CurrentMemoryContext);
+        auto *copy = (ErrorData *)palloc(sizeof(ErrorData));
+        *copy = *e;
+        copy->message = pstrdup(m);
+        if (h) copy->hint = pstrdup(h);
+        copy->context = NULL;
+        MemoryContextSwitchTo(old);
+        return copy;
+    });
+}
+
 } // namespace conveyor

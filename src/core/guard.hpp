@@ -45,6 +45,11 @@ constexpr int errcode_idempotency_reused = MAKE_SQLSTATE('C', 'V', '0', '0', '4'
 // The memory context of the innermost active boundary; errors are copied into it.
 extern MemoryContext boundary_context;
 
+// The error e (its SQLSTATE, detail, column, constraint, ...) with another message and, when not
+// empty, another hint, and no context line; in the boundary's memory like every captured error. The
+// one way domain code rewords a PostgreSQL error it passes on (upsert names the failing element).
+ErrorData *reworded(const ErrorData *e, const std::string &message, const std::string &hint);
+
 namespace detail {
 
 // Puts PostgreSQL's error stack pointers back as they were when the guard began, however the guarded

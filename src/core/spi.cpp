@@ -1,4 +1,5 @@
 #include "spi.hpp"
+#include "subxact.hpp"
 #include "uuid.hpp"
 
 extern "C" {
@@ -282,21 +283,11 @@ static const char *const pinned_search_path = "pg_catalog, conveyor, pg_temp";
 // Returns the GUC nest level to pop when the statement is done, or 0 if the path was already pinned.
 static int pin_search_path() {
     if (namespace_search_path && std::strcmp(namespace_search_path, pinned_search_path) == 0) return 0;
-    return pg_guard([] {
-        int level = NewGUCNestLevel();
-        (void)set_config_option("search_path", pinned_search_path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
-                                false);
-        return level;
-    });
+    return push_setting("search_path", pinned_search_path);
 }
 
 static void unpin_search_path(int level, bool ok) noexcept {
-    if (level == 0) return;
-    try {
-        pg_guard([&] { AtEOXact_GUC(ok, level); });
-    } catch (...) {
-        // The (sub)transaction's abort pops the level in any case.
-    }
+    if (level != 0) pop_settings(level, ok);
 }
 
 // Runs f (which prepares and executes statements) under the pinned search_path.
@@ -328,6 +319,7 @@ Rows Rows::last() {
     Rows rows;
     rows.table_ = SPI_tuptable;
     rows.count_ = SPI_tuptable ? SPI_processed : 0;
+    rows.affected_ = SPI_processed;
     return rows;
 }
 
@@ -356,3 +348,23 @@ void emit(ResultSet &out, const Rows &rows) {
 }
 
 } // namespace conveyor::spi
+
+namespace conveyor {
+
+int push_setting(const char *name, const char *value) {
+    return pg_guard([&] {
+        int level = NewGUCNestLevel();
+        (void)set_config_option(name, value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+        return level;
+    });
+}
+
+void pop_settings(int level, bool ok) noexcept {
+    try {
+        pg_guard([&] { AtEOXact_GUC(ok, level); });
+    } catch (...) {
+        // The (sub)transaction's abort pops the level in any case.
+    }
+}
+
+} // namespace conveyor

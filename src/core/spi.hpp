@@ -76,6 +76,9 @@ class Params {
 class Rows {
   public:
     uint64 size() const { return count_; }
+    // The rows the statement processed (inserted, updated, deleted or returned), with or without
+    // RETURNING: what SPI_processed said right after it.
+    uint64 affected() const { return affected_; }
     Datum datum(uint64 row, int col, bool *isnull = nullptr) const;
     std::optional<std::string> text(uint64 row, int col) const;
     std::optional<int32> int4(uint64 row, int col) const;
@@ -88,6 +91,7 @@ class Rows {
   private:
     SPITupleTable *table_ = nullptr;
     uint64 count_ = 0;
+    uint64 affected_ = 0;
 };
 
 class Statement {

@@ -818,8 +818,7 @@ CONVEYOR_FUNCTION(conveyor_rate_limit) {
 
 int64 purge_rate_limits() {
     static Statement stmt("DELETE FROM conveyor.rate_limits WHERE tat < $1", {INT8OID});
-    stmt.run(Params().int8(0, GetCurrentTimestamp()));
-    return (int64)SPI_processed;
+    return (int64)stmt.run(Params().int8(0, GetCurrentTimestamp())).affected();
 }
 
 } // namespace conveyor::costs

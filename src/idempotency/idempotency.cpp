@@ -105,8 +105,7 @@ int64 purge_expired(int64 limit) {
         "  SELECT scope, key FROM conveyor.idempotency_keys WHERE expires_at <= pg_catalog.now()"
         "  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
         {INT8OID});
-    stmt.run(Params().int8(0, limit));
-    return (int64)SPI_processed;
+    return (int64)stmt.run(Params().int8(0, limit)).affected();
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -19,14 +19,13 @@
 #include "core/args.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
+#include "core/subxact.hpp"
 #include "core/xact_lock.hpp"
 #include "locks/locks.hpp"
 
 extern "C" {
 #include "commands/sequence.h"
 #include "mb/pg_wchar.h"
-#include "utils/guc.h"
-#include "utils/resowner.h"
 }
 
 namespace conveyor::locks {
@@ -531,40 +530,16 @@ static bool call_bool(PGFunction f, int64 key) {
 static bool lock_within(int64 key, int32 timeout_ms, bool session) {
     if (call_bool(session ? pg_try_advisory_lock_int8 : pg_try_advisory_xact_lock_int8, key)) return true;
     PGFunction wait = session ? pg_advisory_lock_int8 : pg_advisory_xact_lock_int8;
-    char setting[16];
-    std::snprintf(setting, sizeof setting, "%d", timeout_ms);
-    const char *value = setting;
-    return pg_guard([&] {
-        MemoryContext cxt = CurrentMemoryContext;
-        ResourceOwner owner = CurrentResourceOwner;
-        volatile bool acquired = false;
-        BeginInternalSubTransaction(NULL);
-        MemoryContextSwitchTo(cxt);
-        PG_TRY();
-        {
-            int nest = NewGUCNestLevel();
-            (void)set_config_option("lock_timeout", value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-            DirectFunctionCall1(wait, Int64GetDatum(key));
-            AtEOXact_GUC(true, nest);
-            ReleaseCurrentSubTransaction();
-            acquired = true;
-        }
-        PG_CATCH();
-        {
-            MemoryContextSwitchTo(cxt);
-            ErrorData *edata = CopyErrorData();
-            FlushErrorState();
-            RollbackAndReleaseCurrentSubTransaction();
-            MemoryContextSwitchTo(cxt);
-            CurrentResourceOwner = owner;
-            if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE) ReThrowError(edata);
-            FreeErrorData(edata);
-        }
-        PG_END_TRY();
-        MemoryContextSwitchTo(cxt);
-        CurrentResourceOwner = owner;
-        return (bool)acquired;
-    });
+    std::string setting = std::to_string(timeout_ms);
+    try {
+        in_subtransaction([&] {
+            with_setting("lock_timeout", setting.c_str(), [&] { pg_guard([&] { DirectFunctionCall1(wait, Int64GetDatum(key)); }); });
+        });
+        return true;
+    } catch (const PgError &e) {
+        if (e.sqlstate() != ERRCODE_LOCK_NOT_AVAILABLE) throw;
+        return false;
+    }
 }
 
 CONVEYOR_FUNCTION(conveyor_advisory_key) { PG_RETURN_INT64(advisory_key_of(fcinfo, 0)); }

@@ -538,8 +538,7 @@ static bool demote_head(const pg_uuid_t &id) {
         "  SELECT job_id FROM conveyor.jobs WHERE job_id = $1 AND state = 'ready' FOR UPDATE SKIP LOCKED) h"
         " WHERE j.job_id = h.job_id",
         {UUIDOID});
-    stmt.run(Params().uuid(0, id));
-    return SPI_processed == 1;
+    return stmt.run(Params().uuid(0, id)).affected() == 1;
 }
 
 static std::optional<pg_uuid_t> active_job_with_dedup_key(int32 queue_id, const std::string &key) {
@@ -732,17 +731,6 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
     return (Datum)0;
 }
 
-static TimestampTz parse_timestamptz(const std::string &text, const std::string &what) {
-    const char *s = text.c_str();
-    try {
-        return pg_guard([&] {
-            return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-                                                           ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-        });
-    } catch (const PgError &) {
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is not a timestamp: {}", what, quoted(text)));
-    }
-}
 
 CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
@@ -1871,8 +1859,7 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
         "    cancelled = c.cancelled + excluded.cancelled, wait_seconds = c.wait_seconds + excluded.wait_seconds,"
         "    run_seconds = c.run_seconds + excluded.run_seconds";
     static Statement fold(fold_sql.c_str(), {});
-    fold.run();
-    uint64 folded = SPI_processed;
+    uint64 folded = fold.run().affected();
 
     // 4. Expired leases everywhere, and groups left without a head.
     int64 reaped = 0;

@@ -64,17 +64,6 @@ static void check_metrics(Jsonb *m, const std::string &what) {
                     "For example {\"subscribers\": 1200, \"views\": 48000}.");
 }
 
-static TimestampTz parse_time(const std::string &text, const std::string &what) {
-    const char *s = text.c_str();
-    try {
-        return pg_guard([&] {
-            return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s), ObjectIdGetDatum(InvalidOid),
-                                                           Int32GetDatum(-1)));
-        });
-    } catch (const PgError &) {
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is not a timestamp: {}", what, quoted(text)));
-    }
-}
 
 struct Stored {
     int32 ord;
@@ -247,7 +236,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
                 if (v.type == jbvNull) continue;
                 if (v.type != jbvString)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}.captured_at must be a timestamp string, not {}", at, jsonb_type_name(v)));
-                c.at = check_time(parse_time(jsonb_string(v), at + ".captured_at"), at + ".captured_at");
+                c.at = check_time(parse_timestamptz(jsonb_string(v), at + ".captured_at"), at + ".captured_at");
             } else
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}: unknown field {}", at, quoted(f.key)), "",
                             "Fields are entity_id, metrics and captured_at (default now()).");

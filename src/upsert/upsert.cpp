@@ -32,6 +32,7 @@
 #include "core/jsonb.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
+#include "core/subxact.hpp"
 #include "core/xact_lock.hpp"
 #include "idempotency/idempotency.hpp"
 #include "locks/locks.hpp"
@@ -497,54 +498,6 @@ class OwnerScope {
     int saved_context_ = 0;
 };
 
-// ---------------------------------------------------------------------------------------------------
-// Subtransactions
-
-// Runs f in a subtransaction that commits if f returns; rolls it back and rethrows if f throws.
-template <typename F>
-static void in_subtransaction(F &&f) {
-    MemoryContext cxt = CurrentMemoryContext;
-    ResourceOwner owner = CurrentResourceOwner;
-    pg_guard([] { BeginInternalSubTransaction(NULL); });
-    MemoryContextSwitchTo(cxt);
-    try {
-        f();
-    } catch (...) {
-        pg_guard([] { RollbackAndReleaseCurrentSubTransaction(); });
-        MemoryContextSwitchTo(cxt);
-        CurrentResourceOwner = owner;
-        throw;
-    }
-    pg_guard([] { ReleaseCurrentSubTransaction(); });
-    MemoryContextSwitchTo(cxt);
-    CurrentResourceOwner = owner;
-}
-
-// Runs f in a subtransaction that is always rolled back; returns the error f raised, if any.
-template <typename F>
-static ErrorData *try_and_roll_back(F &&f) {
-    MemoryContext cxt = CurrentMemoryContext;
-    ResourceOwner owner = CurrentResourceOwner;
-    ErrorData *error = nullptr;
-    pg_guard([] { BeginInternalSubTransaction(NULL); });
-    MemoryContextSwitchTo(cxt);
-    auto roll_back = [&] {
-        pg_guard([] { RollbackAndReleaseCurrentSubTransaction(); });
-        MemoryContextSwitchTo(cxt);
-        CurrentResourceOwner = owner;
-    };
-    try {
-        f();
-    } catch (const PgError &e) {
-        error = e.data;
-    } catch (...) {
-        roll_back();
-        throw;
-    }
-    roll_back();
-    return error;
-}
-
 // Errors that callers retry, or that stop the call: never traced to an element, never wrapped.
 static bool passes_through(int sqlstate) {
     return sqlstate == ERRCODE_T_R_SERIALIZATION_FAILURE || sqlstate == ERRCODE_T_R_DEADLOCK_DETECTED ||
@@ -1007,14 +960,8 @@ static ErrorData *trace_error(Call &call, ErrorData *error) {
                     if (call.t->columns[c].name == col) given = true;
                 if (!given) hint = fmt::format("{} has no {} and the column has no default: give it a value.", at(i), quoted(col));
             }
-            const char *m = msg.c_str();
-            const char *h = hint.c_str();
-            pg_guard([&] {
-                e->message = MemoryContextStrdup(boundary_context, m);
-                if (*h) e->hint = MemoryContextStrdup(boundary_context, h);
-                e->context = NULL;  // the generated SQL says nothing the message does not
-            });
-            return e;
+            // Without the context line: the generated SQL says nothing the message does not.
+            return reworded(e, msg, hint);
         }
     }
     call.out = saved;
