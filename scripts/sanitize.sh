@@ -84,7 +84,7 @@ so=$("$PGBIN/pg_config" --pkglibdir)/conveyor.so
 # a file beside the others.
 [ -f "$SERVER_LOG" ] && awk -v dir="$SAN/logs" '
     /runtime error:|^==[0-9]+==(ERROR|WARNING): / { n++; out = sprintf("%s/server-report.%d", dir, n) }
-    /^[0-9]{4}-[0-9]{2}-[0-9]{2} / { out = "" }
+    /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] / { out = "" }
     out != "" { print > out }' "$SERVER_LOG"
 
 # Reports that mention conveyor's code are ours; the rest come from the server or its libraries.
