@@ -21,10 +21,18 @@ ISOLATION_OPTS = --inputdir=test/isolation --load-extension=conveyor
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src
+
+# CONVEYOR_SANITIZE=1 (or `make sanitize`): conveyor.so instrumented with AddressSanitizer and
+# UBSan, for scripts/sanitize.sh, which starts the server with the ASan runtime preloaded. Such a
+# .so cannot be loaded by a server without that runtime.
+ifneq ($(CONVEYOR_SANITIZE),)
+CONVEYOR_CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer
+CONVEYOR_LDFLAGS += -fsanitize=address,undefined
+endif
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-cast-function-type -fno-omit-frame-pointer $(CONVEYOR_CXXFLAGS)
 SHLIB_LINK = -lfmt -lstdc++ $(CONVEYOR_LDFLAGS)
-EXTRA_CLEAN = conveyor--$(EXTVERSION).sql
+EXTRA_CLEAN = conveyor--$(EXTVERSION).sql .conveyor-flags
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -36,3 +44,15 @@ conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
 	cat $^ > $@
 
 $(OBJS): $(wildcard src/*/*.hpp)
+
+# The objects are rebuilt whenever CONVEYOR_CXXFLAGS/CONVEYOR_LDFLAGS change (the stamp file is
+# rewritten only then), so a sanitizer build and a plain one can follow each other in one tree.
+CONVEYOR_FLAGS_NOW := $(strip $(CONVEYOR_CXXFLAGS) | $(CONVEYOR_LDFLAGS))
+ifneq ($(CONVEYOR_FLAGS_NOW),$(strip $(file < .conveyor-flags)))
+$(file > .conveyor-flags,$(CONVEYOR_FLAGS_NOW))
+endif
+$(OBJS): .conveyor-flags
+
+.PHONY: sanitize
+sanitize:
+	$(MAKE) CONVEYOR_SANITIZE=1 all

@@ -2,8 +2,8 @@
 # The regression, isolation and pgTAP suites with the server under valgrind memcheck:
 #     bash scripts/memcheck.sh
 # Every backend runs under memcheck; an error report whose stack passes through conveyor.so fails the
-# run. (AddressSanitizer cannot be used here: a server with libasan preloaded hangs at start-up in
-# glibc's bindtextdomain on Debian 12, before it runs any conveyor code.)
+# run. The same suites under AddressSanitizer + UBSan: scripts/sanitize.sh (which explains and works
+# around the start-up hang of a server with libasan preloaded on Debian 12).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/common.sh"
