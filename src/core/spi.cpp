@@ -194,47 +194,27 @@ Datum Rows::datum(uint64 row, int col, bool *isnull) const {
 }
 
 std::optional<std::string> Rows::text(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
     // Any type: text goes through detoast, others through their output function.
     Oid type = SPI_gettypeid(table_->tupdesc, col + 1);
-    const char *s = pg_guard([&] {
-        if (type == TEXTOID || type == VARCHAROID) return (const char *)text_to_cstring((::text *)DatumGetPointer(d));
-        Oid out;
-        bool varlena;
-        getTypeOutputInfo(type, &out, &varlena);
-        return (const char *)OidOutputFunctionCall(out, d);
+    return value(row, col, [&](Datum d) {
+        return std::string(pg_guard([&] {
+            if (type == TEXTOID || type == VARCHAROID) return (const char *)text_to_cstring((::text *)DatumGetPointer(d));
+            Oid out;
+            bool varlena;
+            getTypeOutputInfo(type, &out, &varlena);
+            return (const char *)OidOutputFunctionCall(out, d);
+        }));
     });
-    return std::string(s);
 }
 
-std::optional<int32> Rows::int4(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
-    return DatumGetInt32(d);
-}
+std::optional<int32> Rows::int4(uint64 row, int col) const { return value(row, col, [](Datum d) { return DatumGetInt32(d); }); }
 
-std::optional<int64> Rows::int8(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
-    return DatumGetInt64(d);
-}
+std::optional<int64> Rows::int8(uint64 row, int col) const { return value(row, col, [](Datum d) { return DatumGetInt64(d); }); }
 
-std::optional<bool> Rows::boolean(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
-    return DatumGetBool(d);
-}
+std::optional<bool> Rows::boolean(uint64 row, int col) const { return value(row, col, [](Datum d) { return DatumGetBool(d); }); }
 
 std::optional<pg_uuid_t> Rows::uuid(uint64 row, int col) const {
-    bool n;
-    Datum d = datum(row, col, &n);
-    if (n) return std::nullopt;
-    return *DatumGetUUIDP(d);
+    return value(row, col, [](Datum d) { return *DatumGetUUIDP(d); });
 }
 
 SPIPlanPtr Statement::plan() {

@@ -80,6 +80,15 @@ class Rows {
     // RETURNING: what SPI_processed said right after it.
     uint64 affected() const { return affected_; }
     Datum datum(uint64 row, int col, bool *isnull = nullptr) const;
+    // The value at (row, col) converted by conv(Datum), or nullopt where it is NULL: the one "datum or
+    // NULL" reader the typed ones below and the modules' own conversions use.
+    template <typename F>
+    auto value(uint64 row, int col, F &&conv) const -> std::optional<decltype(conv(Datum()))> {
+        bool isnull;
+        Datum d = datum(row, col, &isnull);
+        if (isnull) return std::nullopt;
+        return conv(d);
+    }
     std::optional<std::string> text(uint64 row, int col) const;
     std::optional<int32> int4(uint64 row, int col) const;
     std::optional<int64> int8(uint64 row, int col) const;
