@@ -40,8 +40,20 @@ include $(PGXS)
 # PGXS compiles bitcode for the JIT with clang and BITCODE_CXXFLAGS, which lacks PG_CXXFLAGS.
 override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
 
+# The attributes every entry point shares are written once, here, and named in the sources:
+#   @DEFINER@      SECURITY DEFINER with conveyor's pinned search_path (most functions)
+#   @PINNED@       the pinned search_path alone (SECURITY INVOKER: upsert, the quota helpers)
+#   @INDEX_SCANS@  kept plans that stay on their indexes, no JIT
+#   @NO_JIT@       no JIT (functions that scan whole tables)
+# e.g.  LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_enqueue';
+# A token left unexpanded fails the build.
+PINNED_SEARCH_PATH = SET search_path = pg_catalog, conveyor, pg_temp
 conveyor--$(EXTVERSION).sql: $(SQL_SOURCES)
-	cat $^ > $@
+	sed -e 's/@DEFINER@/SECURITY DEFINER $(PINNED_SEARCH_PATH)/g' -e 's/@PINNED@/$(PINNED_SEARCH_PATH)/g' \
+	    -e 's/@INDEX_SCANS@/SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off/g' \
+	    -e 's/@NO_JIT@/SET jit = off/g' $^ > $@.tmp
+	@if grep -n '@[A-Z_]*@' $@.tmp; then echo "unexpanded attribute token in $@" >&2; rm -f $@.tmp; exit 1; fi
+	mv $@.tmp $@
 
 $(OBJS): $(wildcard src/*/*.hpp)
 

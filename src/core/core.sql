@@ -27,9 +27,11 @@ GRANT USAGE ON SCHEMA conveyor TO conveyor_reader;
 CREATE FUNCTION conveyor.uuid_v7() RETURNS uuid
     LANGUAGE C VOLATILE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'conveyor_uuid_v7';
+COMMENT ON FUNCTION conveyor.uuid_v7() IS 'Returns a new time-ordered UUID version 7; ids from one session increase strictly.';
 CREATE FUNCTION conveyor.uuid_v7_time(id uuid) RETURNS timestamptz
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'conveyor_uuid_v7_time';
+COMMENT ON FUNCTION conveyor.uuid_v7_time(uuid) IS 'Returns the creation time (millisecond precision) encoded in a version 7 UUID.';
 
 -- ---- roles of the ids ----
 GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid) TO conveyor_reader;

@@ -94,7 +94,7 @@ CREATE TABLE conveyor.rate_limits (
 -- 9999-12-31 UTC; anything else is 22023 naming it.
 CREATE FUNCTION conveyor.quota_window(period text, reset_tz text, instant timestamptz DEFAULT pg_catalog.now(),
                                       OUT window_start timestamptz, OUT window_end timestamptz)
-    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, conveyor, pg_temp
+    LANGUAGE plpgsql STABLE @PINNED@
     AS $body$
 BEGIN
     IF period IS NULL OR period NOT IN ('hour', 'day', 'month') THEN
@@ -114,6 +114,7 @@ BEGIN
     FROM (SELECT pg_catalog.date_trunc(period, instant, reset_tz) AS start) s;
 END
 $body$;
+COMMENT ON FUNCTION conveyor.quota_window(text,text,timestamp with time zone) IS 'Returns the calendar window (hour, day or month in a time zone) that contains an instant.';
 
 -- The projection and risk level of quota_status (README, "Risk levels"), for any instant:
 -- projected = used extrapolated to the end of the window at the rate so far, the rate measured over
@@ -129,7 +130,7 @@ $body$;
 CREATE FUNCTION conveyor.quota_projection(used bigint, quota_limit bigint, window_start timestamptz,
                                           window_end timestamptz, instant timestamptz DEFAULT pg_catalog.now(),
                                           OUT projected_usage bigint, OUT risk_level text)
-    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, conveyor, pg_temp
+    LANGUAGE plpgsql IMMUTABLE @PINNED@
     AS $body$
 DECLARE
     arg text;
@@ -165,82 +166,74 @@ BEGIN
         ELSE 'low' END;
 END
 $body$;
+COMMENT ON FUNCTION conveyor.quota_projection(bigint,bigint,timestamp with time zone,timestamp with time zone,timestamp with time zone) IS 'Projects a window''s use to its end at the rate so far and classifies the risk: low, medium, high, exhausted.';
 
 CREATE FUNCTION conveyor.account_create(account text, budget numeric DEFAULT NULL, currency text DEFAULT 'USD',
                                         hard_limit boolean DEFAULT true, metadata jsonb DEFAULT NULL)
     RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_account_create';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_account_create';
+COMMENT ON FUNCTION conveyor.account_create(text,numeric,text,boolean,jsonb) IS 'Creates an account with an optional budget, its currency and whether the budget is a hard limit.';
 CREATE FUNCTION conveyor.account_update(account text, budget numeric DEFAULT NULL, currency text DEFAULT NULL,
                                         hard_limit boolean DEFAULT NULL, metadata jsonb DEFAULT NULL,
                                         remove_budget boolean DEFAULT false)
     RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_account_update';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_account_update';
+COMMENT ON FUNCTION conveyor.account_update(text,numeric,text,boolean,jsonb,boolean) IS 'Changes the given settings of an account (budget, currency, hard limit, metadata) and leaves the rest.';
 CREATE FUNCTION conveyor.account_status(account text DEFAULT NULL)
     RETURNS TABLE(account text, total numeric, reserved numeric, budget numeric, available numeric,
                   entries bigint, by_service jsonb)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_account_status';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_account_status';
+COMMENT ON FUNCTION conveyor.account_status(text) IS 'Returns each account''s (or one account''s) total, reserved amount, budget, what is available and spend by service.';
 CREATE FUNCTION conveyor.charge(account text, service text, amount numeric, items int DEFAULT 1,
                                 metadata jsonb DEFAULT NULL, idempotency_key text DEFAULT NULL,
                                 refund boolean DEFAULT false)
     RETURNS TABLE(entry_id uuid, total numeric, available numeric)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_charge';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_charge';
+COMMENT ON FUNCTION conveyor.charge(text,text,numeric,integer,jsonb,text,boolean) IS 'Records a charge (or with refund, a negative amount) to an account; a hard budget refuses it with CV001.';
 CREATE FUNCTION conveyor.reserve(account text, amount numeric, ttl_seconds int DEFAULT 600,
                                  idempotency_key text DEFAULT NULL)
     RETURNS uuid
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_reserve';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_reserve';
+COMMENT ON FUNCTION conveyor.reserve(text,numeric,integer,text) IS 'Holds part of an account''s budget for work of unknown cost until settled, released or expired.';
 CREATE FUNCTION conveyor.settle(reservation_id uuid, actual numeric, service text, items int DEFAULT 1,
                                 metadata jsonb DEFAULT NULL)
     RETURNS TABLE(entry_id uuid, total numeric, available numeric)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_settle';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_settle';
+COMMENT ON FUNCTION conveyor.settle(uuid,numeric,text,integer,jsonb) IS 'Charges the actual cost of an open reservation through the ledger and frees the rest of what it held.';
 CREATE FUNCTION conveyor.release_reservation(reservation_id uuid)
     RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_release_reservation';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_release_reservation';
+COMMENT ON FUNCTION conveyor.release_reservation(uuid) IS 'Releases an open reservation without charging; false when it was already released or expired.';
 CREATE FUNCTION conveyor.ledger_verify(account text DEFAULT NULL)
     RETURNS TABLE(account text, total numeric, ledger_sum numeric, reserved numeric,
                   open_reservations_sum numeric, ok boolean)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_ledger_verify';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_ledger_verify';
+COMMENT ON FUNCTION conveyor.ledger_verify(text) IS 'Checks each account''s running totals and reserved amount against its ledger rows and open reservations.';
 CREATE FUNCTION conveyor.cost_report(account text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL,
                                      bucket text DEFAULT 'day')
     RETURNS TABLE(bucket_start timestamptz, service text, items bigint, amount numeric)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_cost_report';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_cost_report';
+COMMENT ON FUNCTION conveyor.cost_report(text,timestamp with time zone,timestamp with time zone,text) IS 'Sums an account''s ledger by time bucket and service over [since, until), in the session''s time zone.';
 
 CREATE FUNCTION conveyor.quota_define(name text, quota_limit bigint, period text DEFAULT 'day',
                                       reset_tz text DEFAULT 'UTC', costs jsonb DEFAULT NULL)
     RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_quota_define';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_quota_define';
+COMMENT ON FUNCTION conveyor.quota_define(text,bigint,text,text,jsonb) IS 'Creates or redefines a quota: a limit of units per calendar window in a time zone, with costs per operation.';
 CREATE FUNCTION conveyor.quota_consume(name text, units int DEFAULT NULL, operation text DEFAULT NULL,
                                        idempotency_key text DEFAULT NULL)
     RETURNS TABLE(allowed boolean, used bigint, remaining bigint, reset_at timestamptz)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_quota_consume';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_quota_consume';
+COMMENT ON FUNCTION conveyor.quota_consume(text,integer,text,text) IS 'Consumes units of a quota atomically if they fit in the current window; otherwise consumes nothing.';
 CREATE FUNCTION conveyor.quota_status(name text DEFAULT NULL)
     RETURNS TABLE(name text, current_quota_used bigint, quota_limit bigint, quota_remaining bigint,
                   reset_time timestamptz, projected_daily_usage bigint, risk_level text)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_quota_status';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_quota_status';
+COMMENT ON FUNCTION conveyor.quota_status(text) IS 'Returns each quota''s (or one quota''s) use in the current window, its reset time, projection and risk level.';
 CREATE FUNCTION conveyor.rate_limit(key text, rate int, per_seconds int DEFAULT 1, burst int DEFAULT NULL)
     RETURNS TABLE(allowed boolean, retry_after_ms int)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_rate_limit';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_rate_limit';
+COMMENT ON FUNCTION conveyor.rate_limit(text,integer,integer,integer) IS 'GCRA rate limiter per key: allows burst requests at once, then one every per_seconds / rate.';
 
 -- ---- roles of costs, quotas and rate limits ----
 GRANT EXECUTE ON FUNCTION

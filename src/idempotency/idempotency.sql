@@ -22,17 +22,14 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.idempotency_keys', '');
 
 CREATE FUNCTION conveyor.idempotency_begin(key text, request jsonb DEFAULT NULL, ttl_seconds int DEFAULT 86400)
     RETURNS TABLE(acquired boolean, state text, result jsonb)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_idempotency_begin';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_idempotency_begin';
+COMMENT ON FUNCTION conveyor.idempotency_begin(text,jsonb,integer) IS 'Claims an idempotency key, or returns its state and result when another caller has claimed it.';
 CREATE FUNCTION conveyor.idempotency_finish(key text, result jsonb) RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_idempotency_finish';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_idempotency_finish';
+COMMENT ON FUNCTION conveyor.idempotency_finish(text,jsonb) IS 'Completes a claimed idempotency key and stores the result later callers receive.';
 CREATE FUNCTION conveyor.idempotency_release(key text) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_idempotency_release';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_idempotency_release';
+COMMENT ON FUNCTION conveyor.idempotency_release(text) IS 'Deletes an idempotency key still in progress, so that a retry may claim it; false if there was none.';
 
 -- ---- roles of idempotency keys ----
 GRANT EXECUTE ON FUNCTION

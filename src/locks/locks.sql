@@ -87,69 +87,59 @@ FROM conveyor.locks l;
 CREATE FUNCTION conveyor.lock_acquire(key text, owner text, ttl_seconds int DEFAULT 1800,
                                       correlation_id text DEFAULT NULL, metadata jsonb DEFAULT NULL)
     RETURNS bigint
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_lock_acquire';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_lock_acquire';
+COMMENT ON FUNCTION conveyor.lock_acquire(text,text,integer,text,jsonb) IS 'Takes, refreshes or takes over a lease on a key; returns its fencing token, or NULL while another owner holds it.';
 CREATE FUNCTION conveyor.lock_heartbeat(key text, owner text, token bigint DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_lock_heartbeat';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_lock_heartbeat';
+COMMENT ON FUNCTION conveyor.lock_heartbeat(text,text,bigint) IS 'Restarts the clock of a lease held by owner (and token); false, changing nothing, when it is not theirs.';
 CREATE FUNCTION conveyor.lock_release(key text, owner text, token bigint DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_lock_release';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_lock_release';
+COMMENT ON FUNCTION conveyor.lock_release(text,text,bigint) IS 'Releases a lease held by owner (and token); false, changing nothing, when it is not theirs.';
 CREATE FUNCTION conveyor.lock_force_release(key text) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_lock_force_release';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_lock_force_release';
+COMMENT ON FUNCTION conveyor.lock_force_release(text) IS 'Deletes a lease whoever holds it and records a force_release event; for operators.';
 -- Locks the lease row (FOR SHARE) until the caller's transaction ends: a takeover, release or
 -- heartbeat of that lease waits for the caller's write to commit.
 CREATE FUNCTION conveyor.lock_check(key text, token bigint) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_lock_check';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_lock_check';
+COMMENT ON FUNCTION conveyor.lock_check(text,bigint) IS 'True while token is the live holder''s, and then locks the lease row until the caller''s transaction ends.';
 -- Scans all leases: no index settings.
 CREATE FUNCTION conveyor.locks_cleanup(stale_seconds int DEFAULT NULL)
     RETURNS TABLE(key text, owner text, token bigint, held_seconds numeric)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_locks_cleanup';
+    LANGUAGE C VOLATILE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_locks_cleanup';
+COMMENT ON FUNCTION conveyor.locks_cleanup(integer) IS 'Deletes leases without a heartbeat for stale_seconds (default: each lease''s own ttl) and returns them.';
 
 -- ---- entity processing states ------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.entity_acquire(entity_type text, entity_id text, timeout_seconds int DEFAULT 1800,
                                         correlation_id text DEFAULT NULL, max_attempts int DEFAULT NULL)
     RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_acquire';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_acquire';
+COMMENT ON FUNCTION conveyor.entity_acquire(text,text,integer,text,integer) IS 'Moves an entity to IN_PROGRESS for the caller if it is new, pending, failed or timed out; false otherwise.';
 CREATE FUNCTION conveyor.entity_complete(entity_type text, entity_id text, metadata jsonb DEFAULT NULL)
     RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_complete';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_complete';
+COMMENT ON FUNCTION conveyor.entity_complete(text,text,jsonb) IS 'Marks an IN_PROGRESS entity COMPLETED, merging metadata into its own.';
 CREATE FUNCTION conveyor.entity_fail(entity_type text, entity_id text, error text, dead boolean DEFAULT false)
     RETURNS text
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_fail';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_fail';
+COMMENT ON FUNCTION conveyor.entity_fail(text,text,text,boolean) IS 'Marks an IN_PROGRESS entity FAILED, or DEAD when asked or when its attempts are used up; returns the state.';
 CREATE FUNCTION conveyor.entity_reset(entity_type text DEFAULT NULL, stuck_seconds int DEFAULT 3600)
     RETURNS TABLE(entity_type text, entity_id text, previous_state text)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_reset';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_reset';
+COMMENT ON FUNCTION conveyor.entity_reset(text,integer) IS 'Returns entities stuck IN_PROGRESS longer than stuck_seconds to PENDING, and lists them.';
 CREATE FUNCTION conveyor.entity_state(entity_type text, entity_id text) RETURNS jsonb
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_state';
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_state';
+COMMENT ON FUNCTION conveyor.entity_state(text,text) IS 'Returns an entity''s state, attempts, timeout, last error and metadata as JSON; NULL when unknown.';
 -- These two read every entity: no index settings.
 CREATE FUNCTION conveyor.entity_stats()
     RETURNS TABLE(entity_type text, state text, count bigint, oldest_seconds numeric)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_stats';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_entity_stats';
+COMMENT ON FUNCTION conveyor.entity_stats() IS 'Counts entities by type and state, with the age of the oldest change in each.';
 CREATE FUNCTION conveyor.entity_inconsistencies()
     RETURNS TABLE(entity_type text, entity_id text, state text, lock_key text, issue text, details jsonb)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_entity_inconsistencies';
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_entity_inconsistencies';
+COMMENT ON FUNCTION conveyor.entity_inconsistencies() IS 'Lists entities whose state disagrees with their timeout or with their lease ''<entity_type>:<entity_id>''.';
 
 -- ---- text-keyed advisory locks -----------------------------------------------------------------------
 -- conveyor.try_advisory_lock(k) takes the same lock as pg_try_advisory_lock(conveyor.advisory_key(k)).
@@ -158,29 +148,36 @@ CREATE FUNCTION conveyor.entity_inconsistencies()
 CREATE FUNCTION conveyor.advisory_key(key text) RETURNS bigint
     LANGUAGE C IMMUTABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_key';
+COMMENT ON FUNCTION conveyor.advisory_key(text) IS 'Returns the stable 64-bit key of a text: XXH3-64 (seed 0) of its UTF-8 bytes, as a signed bigint.';
 CREATE FUNCTION conveyor.try_advisory_lock(key text) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_try_advisory_lock';
+COMMENT ON FUNCTION conveyor.try_advisory_lock(text) IS 'Takes the session-level advisory lock of a text key if it is free now; does not wait.';
 CREATE FUNCTION conveyor.advisory_lock(key text, timeout_ms int) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_lock';
+COMMENT ON FUNCTION conveyor.advisory_lock(text,integer) IS 'Waits at most timeout_ms for the session-level advisory lock of a text key; false on timeout.';
 CREATE FUNCTION conveyor.advisory_unlock(key text) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock';
+COMMENT ON FUNCTION conveyor.advisory_unlock(text) IS 'Releases one session-level hold of the advisory lock of a text key.';
 -- Releases every session-level hold of this session on the key and returns how many. (A key this
 -- transaction holds only at transaction level gets PostgreSQL's "you don't own a lock" warning.)
 CREATE FUNCTION conveyor.advisory_unlock_all(key text) RETURNS int
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_unlock_all';
+COMMENT ON FUNCTION conveyor.advisory_unlock_all(text) IS 'Releases every session-level hold this session has on the advisory lock of a text key; returns how many.';
 CREATE FUNCTION conveyor.advisory_lock_held(key text) RETURNS boolean
-    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp
-    AS 'MODULE_PATHNAME', 'conveyor_advisory_lock_held';
+    LANGUAGE C VOLATILE @PINNED@ AS 'MODULE_PATHNAME', 'conveyor_advisory_lock_held';
+COMMENT ON FUNCTION conveyor.advisory_lock_held(text) IS 'True when any session of this database holds the advisory lock of a text key (read from pg_locks).';
 CREATE FUNCTION conveyor.try_advisory_xact_lock(key text) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_try_advisory_xact_lock';
+COMMENT ON FUNCTION conveyor.try_advisory_xact_lock(text) IS 'Takes the transaction-level advisory lock of a text key if it is free now; released at transaction end.';
 CREATE FUNCTION conveyor.advisory_xact_lock(key text, timeout_ms int) RETURNS boolean
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'conveyor_advisory_xact_lock';
+COMMENT ON FUNCTION conveyor.advisory_xact_lock(text,integer) IS 'Waits at most timeout_ms for the transaction-level advisory lock of a text key; false on timeout.';
 
 -- ---- roles of locks, leases and entity states ----
 GRANT EXECUTE ON FUNCTION conveyor.entity_stats(), conveyor.entity_state(text, text) TO conveyor_reader;

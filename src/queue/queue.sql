@@ -25,6 +25,7 @@ ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 -- their cache (the trigger invalidates the table's relcache entry, which every backend hears of).
 CREATE FUNCTION conveyor.queues_changed() RETURNS trigger
     LANGUAGE C AS 'MODULE_PATHNAME', 'conveyor_queues_changed';
+COMMENT ON FUNCTION conveyor.queues_changed() IS 'Trigger function on conveyor.queues that makes every backend drop its cached queue rows; not for calling.';
 CREATE TRIGGER queues_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON conveyor.queues
     FOR EACH STATEMENT EXECUTE FUNCTION conveyor.queues_changed();
 
@@ -149,30 +150,24 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.queue_counts', '');
 -- ---- queue management -----------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.create_queue(queue text, options jsonb DEFAULT '{}') RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_create_queue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_create_queue';
+COMMENT ON FUNCTION conveyor.create_queue(text,jsonb) IS 'Creates a queue; options set its lease, attempts, backoff, allowed job types, required payload keys and retention.';
 CREATE FUNCTION conveyor.alter_queue(queue text, options jsonb) RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_alter_queue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_alter_queue';
+COMMENT ON FUNCTION conveyor.alter_queue(text,jsonb) IS 'Changes the given options of a queue; options not named keep their values.';
 CREATE FUNCTION conveyor.drop_queue(queue text, force boolean DEFAULT false) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_drop_queue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_drop_queue';
+COMMENT ON FUNCTION conveyor.drop_queue(text,boolean) IS 'Drops a queue with its history and counters; refuses while jobs are pending or running unless forced.';
 CREATE FUNCTION conveyor.pause_queue(queue text) RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_pause_queue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_pause_queue';
+COMMENT ON FUNCTION conveyor.pause_queue(text) IS 'Pauses a queue: enqueue still accepts jobs, dequeue hands out none until resume_queue.';
 CREATE FUNCTION conveyor.resume_queue(queue text) RETURNS void
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_resume_queue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_resume_queue';
+COMMENT ON FUNCTION conveyor.resume_queue(text) IS 'Resumes a paused queue and wakes its listening workers.';
 CREATE FUNCTION conveyor.list_queues()
     RETURNS TABLE(queue text, paused boolean, options jsonb, created_at timestamptz)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_list_queues';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_list_queues';
+COMMENT ON FUNCTION conveyor.list_queues() IS 'Lists every queue with its paused flag, its options as JSON and its creation time.';
 
 -- ---- producing ---------------------------------------------------------------------------------------
 
@@ -181,83 +176,68 @@ CREATE FUNCTION conveyor.enqueue(queue text, payload jsonb DEFAULT '{}', job_typ
                                  run_at timestamptz DEFAULT now(), dedup_key text DEFAULT NULL,
                                  max_attempts int DEFAULT NULL)
     RETURNS TABLE(job_id uuid, was_duplicate boolean)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_enqueue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_enqueue';
+COMMENT ON FUNCTION conveyor.enqueue(text,jsonb,text,text,integer,timestamp with time zone,text,integer) IS 'Adds one job to a queue, or returns the pending or running job that holds the same dedup key.';
 CREATE FUNCTION conveyor.enqueue_batch(queue text, jobs jsonb)
     RETURNS TABLE(ord int, job_id uuid, was_duplicate boolean)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_enqueue_batch';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_enqueue_batch';
+COMMENT ON FUNCTION conveyor.enqueue_batch(text,jsonb) IS 'Adds many jobs in one statement, all or none; each element may carry any of enqueue''s arguments.';
 
 -- ---- consuming ---------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.dequeue(queue text, worker_id text, max_count int DEFAULT 1, lease_seconds int DEFAULT NULL)
     RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, priority int, attempt int,
                   lease_until timestamptz)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_dequeue';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dequeue';
+COMMENT ON FUNCTION conveyor.dequeue(text,text,integer,integer) IS 'Leases up to max_count due jobs of a queue to a worker, by priority, then run_at, then enqueue order.';
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
                              stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_ack';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack';
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text) IS 'Acknowledges a running job: success completes it; failure retries it after backoff, or makes it dead.';
 CREATE FUNCTION conveyor.ack_many(job_ids uuid[], success boolean, error_message text DEFAULT NULL,
                                   worker_id text DEFAULT NULL) RETURNS int
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_ack_many';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack_many';
+COMMENT ON FUNCTION conveyor.ack_many(uuid[],boolean,text,text) IS 'Acknowledges several running jobs at once with the same outcome; returns how many were acknowledged.';
 CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL) RETURNS timestamptz
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
+COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer) IS 'Extends the lease of a running job held by worker_id; NULL when the worker no longer holds it.';
 CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_release';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_release';
+COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a running job back to the queue without counting the attempt, due after delay_seconds.';
 
 -- ---- operating -------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_retry';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_retry';
+COMMENT ON FUNCTION conveyor.retry(uuid,integer) IS 'Puts a dead or cancelled job back as pending with its attempts reset, due after delay_seconds.';
 CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
+COMMENT ON FUNCTION conveyor.dead_letter(uuid,text) IS 'Moves a pending or running job to history as dead, with a reason.';
 CREATE FUNCTION conveyor.cancel(job_id uuid, reason text DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_cancel';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_cancel';
+COMMENT ON FUNCTION conveyor.cancel(uuid,text) IS 'Cancels a pending or running job: it moves to history as cancelled.';
 CREATE FUNCTION conveyor.reap(queue text DEFAULT NULL) RETURNS int
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_reap';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_reap';
+COMMENT ON FUNCTION conveyor.reap(text) IS 'Expires the lapsed leases of one queue, or of all, now; returns how many jobs it expired.';
 CREATE FUNCTION conveyor.maintain() RETURNS jsonb
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_maintain';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_maintain';
+COMMENT ON FUNCTION conveyor.maintain() IS 'Runs all upkeep: partitions, retention, counters, expired leases, keys, lock events, reservations, rate limits.';
 
 -- ---- observing -------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.get_job(job_id uuid) RETURNS jsonb
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_get_job';
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_get_job';
+COMMENT ON FUNCTION conveyor.get_job(uuid) IS 'Returns one job, pending, running or finished, as a JSON object.';
 CREATE FUNCTION conveyor.job_events(job_id uuid)
     RETURNS TABLE(at timestamptz, event text, worker_id text, details jsonb)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_job_events';
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_events';
+COMMENT ON FUNCTION conveyor.job_events(uuid) IS 'Returns the event trail of a job in time order.';
 CREATE FUNCTION conveyor.queue_metrics(queue text DEFAULT NULL)
     RETURNS TABLE(queue text, pending bigint, scheduled bigint, running bigint, expired_leases bigint,
                   completed_1h bigint, failed_24h bigint, dead bigint, avg_queue_seconds numeric,
                   jobs_per_hour numeric, oldest_pending_seconds numeric)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_queue_metrics';
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_queue_metrics';
+COMMENT ON FUNCTION conveyor.queue_metrics(text) IS 'Returns counts and timings of one queue or of every queue, read from counters, never by counting jobs.';
 
 -- ---- roles of the queue ----
 GRANT EXECUTE ON FUNCTION conveyor.get_job(uuid), conveyor.job_events(uuid), conveyor.queue_metrics(text),

@@ -32,25 +32,23 @@ CREATE FUNCTION conveyor.metrics_delta(new jsonb, old jsonb) RETURNS jsonb
          WHERE pg_catalog.jsonb_typeof(n.value) OPERATOR(pg_catalog.=) 'number'
            AND pg_catalog.jsonb_typeof(o.value) OPERATOR(pg_catalog.=) 'number'),
         '{}'::pg_catalog.jsonb) END;
+COMMENT ON FUNCTION conveyor.metrics_delta(jsonb,jsonb) IS 'Returns new minus old for every metric that is a number in both JSON objects; NULL when old is NULL.';
 
 CREATE FUNCTION conveyor.snapshot(series text, entity_id text, metrics jsonb, captured_at timestamptz DEFAULT now(),
                                   period text DEFAULT 'day', tz text DEFAULT 'UTC')
     RETURNS TABLE(snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_snapshot';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot';
+COMMENT ON FUNCTION conveyor.snapshot(text,text,jsonb,timestamp with time zone,text,text) IS 'Records a capture of an entity''s metrics in its period''s row and returns the deltas to earlier periods.';
 CREATE FUNCTION conveyor.snapshot_batch(series text, captures jsonb, period text DEFAULT 'day', tz text DEFAULT 'UTC')
     RETURNS TABLE(ord int, entity_id text, snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_snapshot_batch';
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot_batch';
+COMMENT ON FUNCTION conveyor.snapshot_batch(text,jsonb,text,text) IS 'Records captures of many entities of one series in one call, all or none.';
 CREATE FUNCTION conveyor.snapshot_series(series text, entity_id text, since timestamptz DEFAULT NULL,
                                          until timestamptz DEFAULT NULL)
     RETURNS TABLE(period_start timestamptz, captured_at timestamptz, metrics jsonb, delta jsonb, delta_day jsonb,
                   captures int, snapshot_id uuid)
-    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_snapshot_series';
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot_series';
+COMMENT ON FUNCTION conveyor.snapshot_series(text,text,timestamp with time zone,timestamp with time zone) IS 'Returns the snapshots of one entity of a series whose period starts in [since, until), oldest first.';
 
 -- ---- roles of snapshots ----
 GRANT EXECUTE ON FUNCTION conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)

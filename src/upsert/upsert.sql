@@ -25,14 +25,12 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.change_log_change_id_seq', 
 -- generic (one per target, column set and options); the scan settings keep them on the key's index.
 CREATE FUNCTION conveyor.upsert(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
     RETURNS TABLE(ord int, key jsonb, action text, changed jsonb)
-    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_upsert';
+    LANGUAGE C VOLATILE @PINNED@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_upsert';
+COMMENT ON FUNCTION conveyor.upsert(regclass,jsonb,text[],jsonb) IS 'Inserts or updates JSON rows in a table by a unique key, writing only real changes; reports each row.';
 CREATE FUNCTION conveyor.upsert_counts(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
     RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint, skipped bigint)
-    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp
-    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
-    AS 'MODULE_PATHNAME', 'conveyor_upsert_counts';
+    LANGUAGE C VOLATILE @PINNED@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_upsert_counts';
+COMMENT ON FUNCTION conveyor.upsert_counts(regclass,jsonb,text[],jsonb) IS 'Same as upsert, but returns only the counts of inserted, updated, unchanged and skipped rows.';
 
 -- ---- roles of upserts ----
 GRANT EXECUTE ON FUNCTION conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb)
