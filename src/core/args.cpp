@@ -47,8 +47,42 @@ std::optional<int32> arg_int(FunctionCallInfo fcinfo, int i) {
     return PG_GETARG_INT32(i);
 }
 
-pg_uuid_t required_uuid(FunctionCallInfo fcinfo, int i, const char *name) {
+void require(FunctionCallInfo fcinfo, int i, const char *name) {
     if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
+}
+
+static int32 int_in(int32 v, const char *name, int32 lo, int32 hi, const char *hint) {
+    if (v < lo || v > hi)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be between {} and {}, not {}", name, lo, hi, v), "",
+                    hint ? hint : "");
+    return v;
+}
+
+int32 required_int(FunctionCallInfo fcinfo, int i, const char *name, int32 lo, int32 hi, const char *hint) {
+    require(fcinfo, i, name);
+    return int_in(PG_GETARG_INT32(i), name, lo, hi, hint);
+}
+
+std::optional<int32> optional_int(FunctionCallInfo fcinfo, int i, const char *name, int32 lo, int32 hi, const char *hint) {
+    if (PG_ARGISNULL(i)) return std::nullopt;
+    return int_in(PG_GETARG_INT32(i), name, lo, hi, hint);
+}
+
+bool required_bool(FunctionCallInfo fcinfo, int i, const char *name) {
+    require(fcinfo, i, name);
+    return PG_GETARG_BOOL(i);
+}
+
+Jsonb *optional_object(FunctionCallInfo fcinfo, int i, const char *name) {
+    Jsonb *jb = arg_jsonb(fcinfo, i);
+    if (jb && (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb)))
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                    fmt::format("{} must be a JSON object, not {}", name, JB_ROOT_IS_SCALAR(jb) ? "scalar" : "array"));
+    return jb;
+}
+
+pg_uuid_t required_uuid(FunctionCallInfo fcinfo, int i, const char *name) {
+    require(fcinfo, i, name);
     return *PG_GETARG_UUID_P(i);
 }
 

@@ -41,6 +41,16 @@ std::optional<std::string> optional_key(FunctionCallInfo fcinfo, int i, const ch
 // Throws 22023 "<what> must be at most 1024 bytes, not N" when v is longer than max_key_bytes.
 void check_key(std::string_view v, std::string_view what);
 std::optional<int32> arg_int(FunctionCallInfo fcinfo, int i);
+// 22004 "<name> must not be NULL" when argument i is NULL.
+void require(FunctionCallInfo fcinfo, int i, const char *name);
+// An int4 in [lo, hi]: 22004 for NULL, 22023 "<name> must be between lo and hi, not v" (with hint).
+int32 required_int(FunctionCallInfo fcinfo, int i, const char *name, int32 lo, int32 hi, const char *hint = nullptr);
+// The same, NULL being nullopt.
+std::optional<int32> optional_int(FunctionCallInfo fcinfo, int i, const char *name, int32 lo, int32 hi,
+                                  const char *hint = nullptr);
+bool required_bool(FunctionCallInfo fcinfo, int i, const char *name);
+// A jsonb object, or nullptr for NULL; 22023 "<name> must be a JSON object, not array|scalar".
+Jsonb *optional_object(FunctionCallInfo fcinfo, int i, const char *name);
 pg_uuid_t required_uuid(FunctionCallInfo fcinfo, int i, const char *name);
 // The detoasted jsonb, or nullptr for NULL.
 Jsonb *arg_jsonb(FunctionCallInfo fcinfo, int i);

@@ -260,27 +260,12 @@ static void spi_refused(int rc, const char *what) {
 // conveyor's statements, least of all those run as the extension's owner.
 static const char *const pinned_search_path = "pg_catalog, conveyor, pg_temp";
 
-// Returns the GUC nest level to pop when the statement is done, or 0 if the path was already pinned.
-static int pin_search_path() {
-    if (namespace_search_path && std::strcmp(namespace_search_path, pinned_search_path) == 0) return 0;
-    return push_setting("search_path", pinned_search_path);
-}
-
-static void unpin_search_path(int level, bool ok) noexcept {
-    if (level != 0) pop_settings(level, ok);
-}
-
-// Runs f (which prepares and executes statements) under the pinned search_path.
+// Runs f (which prepares and executes statements) under the pinned search_path: as it is when it is
+// already pinned (one strcmp, the usual case), else with the path set for f alone.
 template <typename F>
 static void pinned(F &&f) {
-    int level = pin_search_path();
-    try {
-        f();
-    } catch (...) {
-        unpin_search_path(level, false);
-        throw;
-    }
-    unpin_search_path(level, true);
+    if (namespace_search_path && std::strcmp(namespace_search_path, pinned_search_path) == 0) f();
+    else with_setting("search_path", pinned_search_path, f);
 }
 
 Rows Statement::run(const Params &params, long limit) {

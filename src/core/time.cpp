@@ -15,8 +15,7 @@ TimestampTz parse_timestamptz(const std::string &text, std::string_view what) {
         // timestamptz_in raises its input errors (class 22) before it acquires or changes anything, so
         // catching one needs no subtransaction. Anything else (out of memory, a cancel) goes on as it is.
         if (ERRCODE_TO_CATEGORY(e.sqlstate()) != ERRCODE_DATA_EXCEPTION) throw;
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is not a timestamp: {}", what, quoted(text)),
-                    e.data && e.data->message ? e.data->message : "");
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is not a timestamp: {}", what, quoted(text)));
     }
 }
 

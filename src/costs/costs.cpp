@@ -62,7 +62,7 @@ static std::optional<std::string> idempotency_key_arg(FunctionCallInfo fcinfo, i
 constexpr int64 max_quota_limit = INT64CONST(1000000000000000);  // 10^15
 
 static int32 items_arg(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "items must not be NULL");
+    require(fcinfo, i, "items");
     int32 items = PG_GETARG_INT32(i);
     if (items < 0) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("items must not be negative, not {}", items));
     return items;
@@ -84,7 +84,7 @@ struct MoneyCheck {
 // A money argument: not NULL, finite, at most 6 decimal places (conveyor never rounds money), below
 // 10^18 in magnitude, and of the sign the caller allows. Raises 22004/22023 naming the value.
 static Datum money_arg(FunctionCallInfo fcinfo, int i, const char *name, Sign sign) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", name));
+    require(fcinfo, i, name);
     Datum v = pg_guard([&] { return NumericGetDatum(PG_GETARG_NUMERIC(i)); });
     MoneyCheck c = pg_guard([&] {
         MoneyCheck r{};
@@ -173,7 +173,7 @@ CONVEYOR_FUNCTION(conveyor_account_create) {
     if (currency.size() != 3 || !std::all_of(currency.begin(), currency.end(), [](char c) { return c >= 'A' && c <= 'Z'; }))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("currency {} is not a three-letter code", quoted(currency)),
                     "", "Use an ISO 4217 code such as USD or EUR.");
-    if (PG_ARGISNULL(3)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "hard_limit must not be NULL");
+    require(fcinfo, 3, "hard_limit");
     bool hard_limit = PG_GETARG_BOOL(3);
     Datum metadata = optional_jsonb(fcinfo, 4);
     spi::Connection spi;
@@ -370,7 +370,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
 CONVEYOR_FUNCTION(conveyor_reserve) {
     std::string account = required_key(fcinfo, 0, "account");
     Datum amount = money_arg(fcinfo, 1, "amount", Sign::positive);
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "ttl_seconds must not be NULL");
+    require(fcinfo, 2, "ttl_seconds");
     int32 ttl = PG_GETARG_INT32(2);
     if (ttl < 1 || ttl > 7 * 86400)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("ttl_seconds must be between 1 and 604800, not {}", ttl));
@@ -488,10 +488,7 @@ CONVEYOR_FUNCTION(conveyor_settle) {
         ReservationState s = reservation_state(id);
         refuse(s.account, "settlement", actual);
     }
-    std::vector<Datum> values(3);
-    bool nulls[3];
-    for (int c = 0; c < 3; ++c) values[c] = rows.datum(0, c, &nulls[c]);
-    out.add(values.data(), nulls);
+    spi::emit(out, rows);  // its one row: the result's three columns come first
     spi.finish();
     return (Datum)0;
 }
@@ -614,7 +611,7 @@ static void check_time_zone(const std::string &tz) {
 
 CONVEYOR_FUNCTION(conveyor_quota_define) {
     std::string name = required_key(fcinfo, 0, "name");
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "quota_limit must not be NULL");
+    require(fcinfo, 1, "quota_limit");
     int64 limit = PG_GETARG_INT64(1);
     if (limit < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("quota_limit must be positive, not {}", limit));
     if (limit > max_quota_limit)
@@ -773,10 +770,10 @@ CONVEYOR_FUNCTION(conveyor_quota_status) {
 
 CONVEYOR_FUNCTION(conveyor_rate_limit) {
     std::string key = required_key(fcinfo, 0, "key");
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "rate must not be NULL");
+    require(fcinfo, 1, "rate");
     int32 rate = PG_GETARG_INT32(1);
     if (rate < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("rate must be positive, not {}", rate));
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "per_seconds must not be NULL");
+    require(fcinfo, 2, "per_seconds");
     int32 per = PG_GETARG_INT32(2);
     if (per < 1 || per > 366 * 86400)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("per_seconds must be between 1 and 31622400, not {}", per));

@@ -116,7 +116,7 @@ static std::string required_key(FunctionCallInfo fcinfo) { return conveyor::requ
 CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
     std::string key = required_key(fcinfo);
     Datum request = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "ttl_seconds must not be NULL");
+    require(fcinfo, 2, "ttl_seconds");
     int32 ttl = PG_GETARG_INT32(2);
     if (ttl < 1 || ttl > 366 * 86400)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("ttl_seconds must be between 1 and 31622400, not {}", ttl));

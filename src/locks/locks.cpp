@@ -40,30 +40,6 @@ constexpr size_t max_name_bytes = max_key_bytes;  // keys, owners, entity types 
 constexpr int32 max_seconds = 30 * 86400;       // ttl, timeouts, staleness: 30 days at most
 constexpr int32 max_timeout_ms = 86400 * 1000;  // advisory lock waits: one day at most
 
-static std::optional<std::string> optional_name(FunctionCallInfo fcinfo, int i, const char *what) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return required_name(fcinfo, i, what, max_name_bytes);
-}
-
-static int32 int_in(int32 v, const char *what, int32 lo, int32 hi, const char *hint) {
-    if (v < lo || v > hi)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be between {} and {}, not {}", what, lo, hi, v),
-                    "", hint ? hint : "");
-    return v;
-}
-
-static int32 required_int(FunctionCallInfo fcinfo, int i, const char *what, int32 lo, int32 hi,
-                          const char *hint = nullptr) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", what));
-    return int_in(PG_GETARG_INT32(i), what, lo, hi, hint);
-}
-
-static std::optional<int32> optional_int(FunctionCallInfo fcinfo, int i, const char *what, int32 lo, int32 hi,
-                                         const char *hint = nullptr) {
-    if (PG_ARGISNULL(i)) return std::nullopt;
-    return int_in(PG_GETARG_INT32(i), what, lo, hi, hint);
-}
-
 static int64 token_value(int64 v) {
     if (v <= 0)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("token must be positive, not {}", v), "",
@@ -77,25 +53,10 @@ static std::optional<int64> optional_token(FunctionCallInfo fcinfo, int i) {
 }
 
 static int64 required_token(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "token must not be NULL");
+    require(fcinfo, i, "token");
     return token_value(PG_GETARG_INT64(i));
 }
 
-static bool required_bool(FunctionCallInfo fcinfo, int i, const char *what) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("{} must not be NULL", what));
-    return PG_GETARG_BOOL(i);
-}
-
-// A jsonb object or NULL.
-static Jsonb *optional_object(FunctionCallInfo fcinfo, int i, const char *what) {
-    if (PG_ARGISNULL(i)) return nullptr;
-    Jsonb *jb = pg_guard([&] { return PG_GETARG_JSONB_P(i); });
-    if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb)) {
-        const char *kind = JB_ROOT_IS_SCALAR(jb) ? "scalar" : "array";
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a JSON object, not {}", what, kind));
-    }
-    return jb;
-}
 
 static Params &jsonb_param(Params &p, int i, Jsonb *jb) { return jb ? p.datum(i, JsonbPGetDatum(jb)) : p.null(i); }
 
@@ -268,12 +229,7 @@ CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
         "SELECT key, owner, token, held_seconds FROM d ORDER BY key",
         {INT4OID});
     auto rows = stmt.run(Params().int4(0, stale));
-    std::vector<Datum> values(4);
-    bool nulls[4];
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < 4; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values.data(), nulls);
-    }
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -402,7 +358,7 @@ CONVEYOR_FUNCTION(conveyor_entity_fail) {
 }
 
 CONVEYOR_FUNCTION(conveyor_entity_reset) {
-    auto type = optional_name(fcinfo, 0, "entity_type");
+    auto type = optional_key(fcinfo, 0, "entity_type");
     int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
     ResultSet out(fcinfo);
     spi::Connection spi;
@@ -418,12 +374,7 @@ CONVEYOR_FUNCTION(conveyor_entity_reset) {
         "SELECT entity_type, entity_id, 'IN_PROGRESS'::text FROM r ORDER BY 1, 2",
         {TEXTOID, INT4OID});
     auto rows = stmt.run(Params().text(0, type).int4(1, stuck));
-    Datum values[3];
-    bool nulls[3];
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < 3; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
@@ -504,7 +455,7 @@ CONVEYOR_FUNCTION(conveyor_entity_inconsistencies) {
 
 // XXH3-64 (seed 0) of the key's UTF-8 bytes, as a signed bigint.
 static int64 advisory_key_of(FunctionCallInfo fcinfo, int i) {
-    if (PG_ARGISNULL(i)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "key must not be NULL");
+    require(fcinfo, i, "key");
     text *t = pg_guard([&] { return PG_GETARG_TEXT_PP(i); });
     const char *bytes = VARDATA_ANY(t);
     int len = (int)VARSIZE_ANY_EXHDR(t);

@@ -182,11 +182,11 @@ CONVEYOR_FUNCTION(conveyor_snapshot) {
     Settings s = settings(fcinfo, 0, 4, 5);
     Capture c;
     c.entity = required_key(fcinfo, 1, "entity_id");
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "metrics must not be NULL");
+    require(fcinfo, 2, "metrics");
     Jsonb *m = pg_guard([&] { return PG_GETARG_JSONB_P(2); });
     check_metrics(m, "metrics");
     c.metrics = PointerGetDatum(m);
-    if (PG_ARGISNULL(3)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "captured_at must not be NULL");
+    require(fcinfo, 3, "captured_at");
     c.at = check_time(PG_GETARG_TIMESTAMPTZ(3), "captured_at");
     ResultSet out(fcinfo);
     spi::Connection spi;
@@ -203,7 +203,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot) {
 CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
     // snapshot_batch(series, captures, period, tz)
     Settings s = settings(fcinfo, 0, 2, 3);
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "captures must not be NULL");
+    require(fcinfo, 1, "captures");
     Jsonb *batch = pg_guard([&] { return PG_GETARG_JSONB_P(1); });
     std::vector<JsonbValue> elements = jsonb_array_elements(batch, "captures");
     if (elements.size() > max_captures)
@@ -277,12 +277,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot_series) {
     if (PG_ARGISNULL(3)) p.null(3);
     else p.datum(3, PG_GETARG_DATUM(3));
     auto rows = stmt.run(p);
-    Datum values[7];
-    bool nulls[7];
-    for (uint64 r = 0; r < rows.size(); ++r) {
-        for (int c = 0; c < 7; ++c) values[c] = rows.datum(r, c, &nulls[c]);
-        out.add(values, nulls);
-    }
+    spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
 }
