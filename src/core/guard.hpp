@@ -88,6 +88,22 @@ auto pg_guard(F &&f) -> decltype(f()) {
     throw PgError(edata);
 }
 
+// Runs f, a conversion by a PostgreSQL input, arithmetic or lookup function (timestamptz_in,
+// numeric_int8, a time zone's name) under pg_guard: true if it succeeded, false if it raised a data
+// exception (SQLSTATE class 22), which such functions raise before they acquire or change anything,
+// so no subtransaction is needed to go on. Any other error passes as PgError. The one place domain
+// code turns a PostgreSQL error into its own (it then raises its own, clearer one).
+template <typename F>
+bool converts(F &&f) {
+    try {
+        pg_guard(f);
+        return true;
+    } catch (const PgError &e) {
+        if (ERRCODE_TO_CATEGORY(e.sqlstate()) != ERRCODE_DATA_EXCEPTION) throw;
+        return false;
+    }
+}
+
 namespace detail {
 
 // Plain storage for an error on its way out of a catch block: nothing here has a destructor, so the

@@ -57,8 +57,13 @@ void Connection::finish() {
     });
 }
 
-Datum Connection::keep(Datum value, bool by_value, int16 typlen) {
-    return pg_guard([&] { return SPI_datumTransfer(value, by_value, typlen); });
+Datum Connection::keep(Datum value, bool by_value, int16 typlen) { return spi::keep(value, by_value, typlen); }
+
+Datum keep(Datum value, bool by_value, int16 typlen) {
+    return pg_guard([&] {
+        Datum flat = !by_value && typlen == -1 ? PointerGetDatum(PG_DETOAST_DATUM(value)) : value;
+        return SPI_datumTransfer(flat, by_value, typlen);
+    });
 }
 
 Params &Params::null(int i) {

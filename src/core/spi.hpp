@@ -43,6 +43,10 @@ class Connection {
     bool open_ = false;
 };
 
+// The one way a result outlives SPI_finish: a copy in the memory context that was current when the
+// (outermost open) SPI connection began. A varlena value is detoasted first, so the copy stands alone.
+Datum keep(Datum value, bool by_value, int16 typlen);
+
 constexpr int max_params = 24;
 
 // Parameter values for one execution. Plain storage only (no destructor), so guarded calls may use it.

@@ -6,17 +6,13 @@ namespace conveyor {
 
 TimestampTz parse_timestamptz(const std::string &text, std::string_view what) {
     const char *s = text.c_str();
-    try {
-        return pg_guard([&] {
-            return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s), ObjectIdGetDatum(InvalidOid),
-                                                           Int32GetDatum(-1)));
-        });
-    } catch (const PgError &e) {
-        // timestamptz_in raises its input errors (class 22) before it acquires or changes anything, so
-        // catching one needs no subtransaction. Anything else (out of memory, a cancel) goes on as it is.
-        if (ERRCODE_TO_CATEGORY(e.sqlstate()) != ERRCODE_DATA_EXCEPTION) throw;
+    TimestampTz t = 0;
+    if (!converts([&] {
+            t = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(s), ObjectIdGetDatum(InvalidOid),
+                                                        Int32GetDatum(-1)));
+        }))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is not a timestamp: {}", what, quoted(text)));
-    }
+    return t;
 }
 
 } // namespace conveyor

@@ -56,14 +56,7 @@ Claim begin(const std::string &scope, const std::string &key, Datum request, int
         bool null;
         Datum result = row.datum(0, 2, &null);
         if (!null) {
-            // Into the boundary's context: it outlives the caller's SPI connection.
-            MemoryContext target = boundary_context ? boundary_context : CurrentMemoryContext;
-            c.result = pg_guard([&] {
-                MemoryContext old = MemoryContextSwitchTo(target);
-                Datum copy = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
-                MemoryContextSwitchTo(old);
-                return copy;
-            });
+            c.result = spi::keep(result, false, -1);  // the caller reads it after this statement's rows are gone
             c.result_null = false;
         }
         return c;

@@ -46,15 +46,12 @@ static Settings settings(FunctionCallInfo fcinfo, int series_arg, int period_arg
                     "", "'none' keeps every capture as its own snapshot.");
     s.tz = required_name(fcinfo, tz_arg, "tz");
     const char *tz = s.tz.c_str();
-    try {
-        pg_guard([&] {
+    if (!converts([&] {
             DirectFunctionCall3(timestamptz_trunc_zone, CStringGetTextDatum("day"), TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
                                 CStringGetTextDatum(tz));
-        });
-    } catch (const PgError &) {
+        }))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("tz: unknown time zone {}", quoted(s.tz)), "",
                     "Use a name from pg_timezone_names, e.g. 'UTC' or 'America/Los_Angeles'.");
-    }
     return s;
 }
 
