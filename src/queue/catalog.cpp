@@ -15,15 +15,13 @@ static constexpr const char *queue_columns =
     "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
     "required_keys, retention_days, notify, event_trail, paused";
 
-static std::optional<std::vector<std::string>> text_array_column(const spi::Rows &rows, uint64 r, int c) {
-    bool isnull;
-    Datum d = rows.datum(r, c, &isnull);
-    if (isnull) return std::nullopt;
+// The strings of a text[] (its NULL elements left out).
+static std::vector<std::string> text_array_strings(Datum array) {
     Datum *elems;
     bool *nulls;
     int n;
     pg_guard([&] {
-        deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+        deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
     });
     std::vector<std::string> out;
     for (int k = 0; k < n; ++k)
@@ -39,8 +37,8 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
     q.max_attempts = *rows.int4(r, 3);
     q.backoff_base_seconds = *rows.int4(r, 4);
     q.backoff_max_seconds = *rows.int4(r, 5);
-    q.job_types = text_array_column(rows, r, 6);
-    q.required_keys = text_array_column(rows, r, 7);
+    q.job_types = rows.value(r, 6, text_array_strings);
+    q.required_keys = rows.value(r, 7, text_array_strings);
     q.retention_days = *rows.int4(r, 8);
     q.notify = *rows.boolean(r, 9);
     q.event_trail = *rows.text(r, 10);

@@ -275,6 +275,55 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
     return (Datum)0;
 }
 
+// Reads and checks element `ord` of enqueue_batch's jobs array: the job it describes, with the
+// queue's defaults and `now` for what it leaves out.
+static NewJob read_batch_job(const Queue &q, const JsonbValue &e, int ord, TimestampTz now) {
+    const std::string at = where_in_batch(ord);
+    if (e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}must be a JSON object, not {}", at, jsonb_type_name(e)));
+    Jsonb *obj = (Jsonb *)DatumGetPointer(jsonb_value_datum(e));
+    NewJob job;
+    job.priority = 5;
+    job.run_at = now;
+    job.max_attempts = q.max_attempts;
+    Jsonb *payload = nullptr;
+    for (const auto &f : jsonb_object_fields(obj, at)) {
+        const JsonbValue &v = f.value;
+        auto text_field = [&](std::optional<std::string> &dst) {
+            if (v.type == jbvNull) return;
+            if (v.type != jbvString)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}{} must be a string, not {}", at, f.key, jsonb_type_name(v)));
+            dst = jsonb_string(v);
+            check_key(*dst, at + f.key);
+        };
+        if (f.key == "payload") {
+            if (v.type == jbvNull) continue;
+            payload = (Jsonb *)DatumGetPointer(jsonb_value_datum(v));
+        } else if (f.key == "job_type") text_field(job.job_type);
+        else if (f.key == "group_key") text_field(job.group_key);
+        else if (f.key == "dedup_key") text_field(job.dedup_key);
+        else if (f.key == "priority") {
+            if (v.type != jbvNull) job.priority = (int32)jsonb_int(v, at + "priority", 1, 10);
+        } else if (f.key == "max_attempts") {
+            if (v.type != jbvNull) job.max_attempts = (int32)jsonb_int(v, at + "max_attempts", 1, 1000);
+        } else if (f.key == "run_at") {
+            if (v.type == jbvNull) continue;
+            if (v.type != jbvString)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}run_at must be a timestamp string, not {}", at, jsonb_type_name(v)));
+            job.run_at = check_time(parse_timestamptz(jsonb_string(v), at + "run_at"), at + "run_at");
+        } else
+            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}unknown field {}", at, quoted(f.key)), "",
+                        "Fields are payload, job_type, group_key, priority, run_at, dedup_key, max_attempts.");
+    }
+    if (!payload) {
+        static const char empty[] = "{}";
+        payload = pg_guard([&] { return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(empty))); });
+    }
+    job.payload = PointerGetDatum(payload);
+    validate_job(q, job, payload, ord);
+    return job;
+}
+
 CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     Jsonb *batch = arg_jsonb(fcinfo, 1);
@@ -289,53 +338,9 @@ CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
     std::vector<JsonbValue> elements = jsonb_array_elements(batch, "jobs");
     if (elements.size() > 100000)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("jobs holds {} elements; at most 100000 per call", elements.size()));
-    std::vector<NewJob> jobs(elements.size());
-    for (size_t i = 0; i < elements.size(); ++i) {
-        const std::string at = where_in_batch((int)i);
-        const JsonbValue &e = elements[i];
-        if (e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
-            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}must be a JSON object, not {}", at, jsonb_type_name(e)));
-        Jsonb *obj = (Jsonb *)DatumGetPointer(jsonb_value_datum(e));
-        NewJob &job = jobs[i];
-        job.priority = 5;
-        job.run_at = now;
-        job.max_attempts = q.max_attempts;
-        Jsonb *payload = nullptr;
-        for (const auto &f : jsonb_object_fields(obj, at)) {
-            const JsonbValue &v = f.value;
-            auto text_field = [&](std::optional<std::string> &dst) {
-                if (v.type == jbvNull) return;
-                if (v.type != jbvString)
-                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}{} must be a string, not {}", at, f.key, jsonb_type_name(v)));
-                dst = jsonb_string(v);
-                check_key(*dst, at + f.key);
-            };
-            if (f.key == "payload") {
-                if (v.type == jbvNull) continue;
-                payload = (Jsonb *)DatumGetPointer(jsonb_value_datum(v));
-            } else if (f.key == "job_type") text_field(job.job_type);
-            else if (f.key == "group_key") text_field(job.group_key);
-            else if (f.key == "dedup_key") text_field(job.dedup_key);
-            else if (f.key == "priority") {
-                if (v.type != jbvNull) job.priority = (int32)jsonb_int(v, at + "priority", 1, 10);
-            } else if (f.key == "max_attempts") {
-                if (v.type != jbvNull) job.max_attempts = (int32)jsonb_int(v, at + "max_attempts", 1, 1000);
-            } else if (f.key == "run_at") {
-                if (v.type == jbvNull) continue;
-                if (v.type != jbvString)
-                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}run_at must be a timestamp string, not {}", at, jsonb_type_name(v)));
-                job.run_at = check_time(parse_timestamptz(jsonb_string(v), at + "run_at"), at + "run_at");
-            } else
-                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{}unknown field {}", at, quoted(f.key)), "",
-                            "Fields are payload, job_type, group_key, priority, run_at, dedup_key, max_attempts.");
-        }
-        if (!payload) {
-            static const char empty[] = "{}";
-            payload = pg_guard([&] { return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(empty))); });
-        }
-        job.payload = PointerGetDatum(payload);
-        validate_job(q, job, payload, (int)i);
-    }
+    std::vector<NewJob> jobs;
+    jobs.reserve(elements.size());
+    for (size_t i = 0; i < elements.size(); ++i) jobs.push_back(read_batch_job(q, elements[i], (int)i, now));
 
     // 2. Dedup: an active job with the key, or an earlier element of this batch, wins.
     std::vector<std::optional<pg_uuid_t>> duplicate_of(jobs.size());

@@ -151,6 +151,15 @@ struct JobRef {
     int32 retention_days;  // of its queue: where it lands in job_history when it finishes
 };
 
+// Rows of job_id, queue_id, group_key, state, worker_id and the queue's retention_days.
+static std::vector<JobRef> job_refs(const spi::Rows &rows) {
+    std::vector<JobRef> out;
+    for (uint64 r = 0; r < rows.size(); ++r)
+        out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
+                             *rows.int4(r, 5)});
+    return out;
+}
+
 // The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
 // which every change to a job does before it takes its group's lock.
 static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false) {
@@ -163,12 +172,7 @@ static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool loc
         " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)"
         " ORDER BY j.job_id FOR UPDATE OF j",
         {UUIDARRAYOID});
-    auto rows = (lock ? locking : read).run(Params().uuid_array(0, ids));
-    std::vector<JobRef> out;
-    for (uint64 r = 0; r < rows.size(); ++r)
-        out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
-                             *rows.int4(r, 5)});
-    return out;
+    return job_refs((lock ? locking : read).run(Params().uuid_array(0, ids)));
 }
 
 static std::optional<std::string> finished_status(const pg_uuid_t &id) {
@@ -205,8 +209,10 @@ static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
     ensure_event_partitions();
 }
 
-// Acknowledges jobs; returns how many were. Without a worker every job must be running (else
-// 42704/55000); with one, jobs no longer leased to it are skipped.
+// Acknowledging jobs (acknowledge_success, acknowledge_failure) returns how many were. Without a
+// worker every job must be running (else 42704/55000); with one, jobs no longer leased to it are
+// skipped.
+
 // Successful acks, the hot path: complete the jobs first (the DELETE locks their rows), then take
 // the groups that lost their running job and give each its next head; rows before groups, as
 // everywhere. Only ids that did not complete are looked up, to tell "no longer yours" (false) from
@@ -238,9 +244,10 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
     return (int64)changes.size();
 }
 
-static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const std::optional<std::string> &error,
-                         Datum stats, bool stats_null, const std::optional<std::string> &worker) {
-    if (success) return acknowledge_success(ids, stats, stats_null, worker);
+// Failed acks: the jobs are looked up and locked first (rows before groups), then their groups are
+// locked, and each job is rescheduled with backoff or dies at max_attempts.
+static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
+                                 const std::optional<std::string> &worker) {
     std::map<pg_uuid_t, JobRef, UuidLess> found;
     for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
@@ -264,8 +271,7 @@ static int64 acknowledge(const std::vector<pg_uuid_t> &ids, bool success, const 
         if (t.group_key) groups.insert({t.queue_id, *t.group_key});
     }
     lock_groups(groups);
-    std::vector<Changed> changes = success ? complete_jobs(target_ids, worker, stats, stats_null)
-                                           : fail_jobs(target_ids, error, worker, false);
+    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
     return (int64)changes.size();
@@ -276,10 +282,11 @@ CONVEYOR_FUNCTION(conveyor_ack) {
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "success must not be NULL");
     bool success = PG_GETARG_BOOL(1);
     auto error = arg_text(fcinfo, 2);
-    Datum stats = PG_ARGISNULL(3) ? (Datum)0 : PG_GETARG_DATUM(3);
+    Jsonb *stats = arg_jsonb(fcinfo, 3);
     auto worker = optional_key(fcinfo, 4, "worker_id", true);
     spi::Connection spi;
-    int64 n = acknowledge({id}, success, error, stats, PG_ARGISNULL(3), worker);
+    int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker)
+                      : acknowledge_failure({id}, error, worker);
     spi.finish();
     PG_RETURN_BOOL(n == 1);
 }
@@ -303,7 +310,9 @@ CONVEYOR_FUNCTION(conveyor_ack_many) {
         if (seen.insert(id).second) ids.push_back(id);
     }
     spi::Connection spi;
-    int64 count = ids.empty() ? 0 : acknowledge(ids, success, error, (Datum)0, true, worker);
+    int64 count = 0;
+    if (!ids.empty())
+        count = success ? acknowledge_success(ids, (Datum)0, true, worker) : acknowledge_failure(ids, error, worker);
     spi.finish();
     PG_RETURN_INT32((int32)count);
 }
@@ -324,19 +333,13 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
     auto rows = queue_id ? one_queue.run(Params().int4(0, *queue_id).int4(1, limit))
                          : all_queues.run(Params().int4(0, limit));
     if (rows.size() == 0) return 0;
-    std::vector<JobRef> jobs;
-    for (uint64 r = 0; r < rows.size(); ++r)
-        jobs.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
-                              *rows.int4(r, 5)});
+    std::vector<JobRef> jobs = job_refs(rows);
     ensure_partitions_for(jobs);
     std::set<GroupKey> groups;
-    std::vector<pg_uuid_t> ids;
-    for (const auto &j : jobs) {
-        ids.push_back(j.id);
+    for (const auto &j : jobs)
         if (j.group_key) groups.insert({j.queue_id, *j.group_key});
-    }
     std::set<GroupKey> held = try_lock_groups(groups);
-    ids.clear();
+    std::vector<pg_uuid_t> ids;
     for (const auto &j : jobs)
         if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
     if (ids.empty()) return 0;
@@ -345,31 +348,27 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
     return (int64)changes.size();
 }
 
+// Reaps in passes of 1000 until a pass finds fewer; returns how many it expired.
+static int64 reap_all(std::optional<int32> queue_id) {
+    int64 total = 0;
+    for (;;) {
+        int64 n = reap_expired(queue_id, 1000);
+        total += n;
+        if (n < 1000) return total;
+    }
+}
+
+int64 expire_leases() { return reap_all(std::nullopt); }
+
 CONVEYOR_FUNCTION(conveyor_reap) {
     auto queue_name = arg_text(fcinfo, 0);
     spi::Connection spi;
     std::optional<int32> queue_id;
     if (queue_name) queue_id = load_queue(*queue_name).id;
-    int64 total = 0;
-    for (;;) {
-        int64 n = reap_expired(queue_id, 1000);
-        total += n;
-        if (n < 1000) break;
-    }
+    int64 total = reap_all(queue_id);
     spi.finish();
     PG_RETURN_INT32((int32)total);
 }
-
-int64 expire_leases() {
-    int64 total = 0;
-    for (;;) {
-        int64 n = reap_expired(std::nullopt, 1000);
-        total += n;
-        if (n < 1000) break;
-    }
-    return total;
-}
-
 
 // ---------------------------------------------------------------------------------------------------
 // Leases held by workers: heartbeat and release
@@ -499,7 +498,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
 }
 
 CONVEYOR_FUNCTION(conveyor_dead_letter) {
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "reason must not be NULL");
+    required_text(fcinfo, 1, "reason");
     PG_RETURN_BOOL(end_job(fcinfo, "dead"));
 }
 
