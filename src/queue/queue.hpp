@@ -1,4 +1,4 @@
-// The queue, as other parts of conveyor see it.
+// The queue, as other parts of conveyor see it. (Its own files share src/queue/internal.hpp.)
 #pragma once
 
 #include "core/guard.hpp"
@@ -7,5 +7,22 @@ namespace conveyor::queue {
 
 // At load: the per-backend queue cache and partition bookkeeping follow catalog changes and aborts.
 void register_callbacks();
+
+// ---- upkeep, called by conveyor.maintain() (src/maintain.cpp) inside an open SPI connection ----
+
+// Creates the history and event partitions ahead for every queue's retention, then drops history
+// partitions whose purge day has passed (taking their dead jobs off the gauges) and event
+// partitions older than the longest retention; returns how many partitions it dropped.
+int64 maintain_partitions();
+
+// Folds old rows of conveyor.queue_counts together; returns how many folded rows it wrote.
+int64 fold_counters();
+
+// Expires the running jobs of every queue whose lease ran out, as conveyor.reap() does; returns how many.
+int64 expire_leases();
+
+// Gives each group that has waiting jobs but no ready or running one its next head, skipping groups
+// whose lock is busy; returns how many groups it repaired.
+int64 repair_groups();
 
 } // namespace conveyor::queue

@@ -1,0 +1,577 @@
+// Finishing jobs: what workers do with the jobs they hold (conveyor.ack, ack_many, heartbeat,
+// release), what housekeeping does with the ones whose lease ran out (conveyor.reap), and what
+// operators do with any job (conveyor.retry, dead_letter, cancel). Finished jobs move to
+// conveyor.job_history; a group whose head leaves gets its next one.
+#include <algorithm>
+
+#include "queue/internal.hpp"
+
+namespace conveyor::queue {
+
+static void check_delay(const std::optional<int32> &delay, const char *name) {
+    if (delay && *delay < 0)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be negative, not {}", name, *delay));
+}
+
+static constexpr const char *history_columns =
+    "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
+    "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
+
+// ---------------------------------------------------------------------------------------------------
+// Finishing and failing running jobs: ack, ack_many, reap
+
+struct Changed {
+    pg_uuid_t id;
+    int32 queue_id;
+    std::optional<std::string> group_key;
+    std::string state;  // the job's new state: ready/scheduled, or completed/dead
+};
+
+static std::vector<Changed> changed_rows(const spi::Rows &rows) {
+    std::vector<Changed> out;
+    for (uint64 r = 0; r < rows.size(); ++r)
+        out.push_back(Changed{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3)});
+    return out;
+}
+
+// Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
+static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
+                                          Datum stats, bool stats_null) {
+    static const std::string sql =
+        "WITH d AS ("
+        "  DELETE FROM conveyor.jobs j USING conveyor.queues q"
+        "  WHERE j.job_id = ANY($1) AND q.queue_id = j.queue_id AND j.state = 'running'"
+        "    AND ($2::text IS NULL OR j.worker_id = $2)"
+        "  RETURNING j.*, q.retention_days, q.event_trail), "
+        "h AS ("
+        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  SELECT job_id, queue_id, 'completed', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
+        "         max_attempts, worker_id, started_at, last_error, created_at, pg_catalog.now(),"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "  FROM d), "
+        "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), 'succeeded', worker_id,"
+        "         pg_catalog.jsonb_build_object('attempt', attempt, 'duration_ms',"
+        "           pg_catalog.round(extract(epoch FROM pg_catalog.clock_timestamp() - started_at) * 1000), 'stats', $3::jsonb)"
+        "  FROM d WHERE event_trail = 'all'), "
+        "cnt AS (" +
+        counts_upsert("SELECT queue_id, -count(*), count(*), sum(extract(epoch FROM pg_catalog.clock_timestamp() - started_at))::float8"
+                      " FROM d GROUP BY queue_id",
+                      {"running", "completed", "run_seconds"}) +
+        ") SELECT job_id, queue_id, group_key, 'completed' FROM d";
+    static Statement stmt(sql.c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID});
+    Params p;
+    p.uuid_array(0, ids).text(1, worker);
+    if (stats_null) p.null(2);
+    else p.datum(2, stats);
+    return changed_rows(stmt.run(p));
+}
+
+// Fails running jobs: each is rescheduled with exponential backoff, or dies at max_attempts.
+// expire = false: the jobs named (and, if worker is given, leased to that worker);
+// expire = true: those of the named jobs whose lease has run out.
+// skip_locked: leave jobs another transaction has locked (dequeue's housekeeping never waits).
+static std::string fail_jobs_sql(bool skip_locked) {
+    return std::string(
+        "WITH t AS ("
+        "  SELECT j.job_id FROM conveyor.jobs j"
+        "  WHERE j.job_id = ANY($1) AND j.state = 'running'"
+        "    AND CASE WHEN $4 THEN j.lease_until < pg_catalog.now() ELSE ($3::text IS NULL OR j.worker_id = $3) END"
+        "  FOR UPDATE") + (skip_locked ? " SKIP LOCKED" : "") + "), "
+        "dead AS ("
+        "  DELETE FROM conveyor.jobs j USING t, conveyor.queues q"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt >= j.max_attempts"
+        "  RETURNING j.*, q.retention_days), "
+        "retried AS ("
+        "  UPDATE conveyor.jobs j SET"
+        "    state = CASE WHEN q.backoff_base_seconds > 0 THEN 'scheduled' ELSE 'ready' END,"
+        "    run_at = pg_catalog.now() + pg_catalog.make_interval(secs =>"
+        "      LEAST(q.backoff_base_seconds * pg_catalog.power(2::float8, j.attempt - 1), q.backoff_max_seconds::float8)"
+        "      * (1 - 0.25 * pg_catalog.random())),"
+        "    worker_id = NULL, lease_until = NULL, last_error = $2"
+        "  FROM t, conveyor.queues q"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt < j.max_attempts"
+        "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt,"
+        "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
+        "h AS ("
+        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  SELECT job_id, queue_id, 'dead', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
+        "         max_attempts, worker_id, started_at, $2, created_at, pg_catalog.now(),"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "  FROM dead), "
+        "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), CASE WHEN $4 THEN 'expired' ELSE 'failed' END, worker_id,"
+        "         pg_catalog.jsonb_build_object('attempt', attempt, 'error', $2, 'retry_at', run_at)"
+        "  FROM retried"
+        "  UNION ALL"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), CASE WHEN $4 THEN 'expired' ELSE 'failed' END, worker_id,"
+        "         pg_catalog.jsonb_build_object('attempt', attempt, 'error', $2)"
+        "  FROM dead"
+        "  UNION ALL"
+        "  SELECT job_id, pg_catalog.clock_timestamp() + interval '1 microsecond', 'dead', worker_id,"
+        "         pg_catalog.jsonb_build_object('attempt', attempt, 'reason', 'max_attempts reached', 'error', $2)"
+        "  FROM dead), "
+        "changes AS ("
+        "  SELECT job_id, queue_id, group_key, state FROM retried"
+        "  UNION ALL SELECT job_id, queue_id, group_key, 'dead' FROM dead), "
+        "cnt AS (" +
+        counts_upsert("SELECT queue_id, -count(*), count(*) FILTER (WHERE state = 'ready'),"
+                      " count(*) FILTER (WHERE state = 'scheduled'), count(*) FILTER (WHERE state = 'dead'),"
+                      " count(*), count(*) FILTER (WHERE $4) FROM changes GROUP BY queue_id",
+                      {"running", "pending", "scheduled", "dead", "failed", "expired"}) +
+        ") SELECT job_id, queue_id, group_key, state FROM changes";
+}
+
+static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
+                                      const std::optional<std::string> &worker, bool expire, bool skip_locked = false) {
+    static const std::string waiting_sql = fail_jobs_sql(false), skipping_sql = fail_jobs_sql(true);
+    static Statement waiting(waiting_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+    static Statement skipping(skipping_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+    Params p;
+    p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
+    return changed_rows((skip_locked ? skipping : waiting).run(p));
+}
+
+// The groups whose head left (finished, or went back to scheduled) need a new head.
+static std::set<GroupKey> groups_losing_head(const std::vector<Changed> &changes) {
+    std::set<GroupKey> out;
+    for (const auto &c : changes)
+        if (c.group_key && c.state != "ready") out.insert({c.queue_id, *c.group_key});
+    return out;
+}
+
+struct JobRef {
+    pg_uuid_t id;
+    int32 queue_id;
+    std::optional<std::string> group_key;
+    std::string state;
+    std::optional<std::string> worker_id;
+    int32 retention_days;  // of its queue: where it lands in job_history when it finishes
+};
+
+// Rows of job_id, queue_id, group_key, state, worker_id and the queue's retention_days.
+static std::vector<JobRef> job_refs(const spi::Rows &rows) {
+    std::vector<JobRef> out;
+    for (uint64 r = 0; r < rows.size(); ++r)
+        out.push_back(JobRef{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3), rows.text(r, 4),
+                             *rows.int4(r, 5)});
+    return out;
+}
+
+// The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
+// which every change to a job does before it takes its group's lock.
+static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false) {
+    static Statement read(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)",
+        {UUIDARRAYOID});
+    static Statement locking(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)"
+        " ORDER BY j.job_id FOR UPDATE OF j",
+        {UUIDARRAYOID});
+    return job_refs((lock ? locking : read).run(Params().uuid_array(0, ids)));
+}
+
+static std::optional<std::string> finished_status(const pg_uuid_t &id) {
+    static Statement stmt("SELECT status FROM conveyor.job_history WHERE job_id = $1", {UUIDOID});
+    auto rows = stmt.run(Params().uuid(0, id));
+    if (rows.size() == 0) return std::nullopt;
+    return rows.text(0, 0);
+}
+
+static std::string public_status(const std::string &state) { return state == "running" ? "running" : "pending"; }
+
+// The error for acting on a job that is not running (unknown: 42704, otherwise 55000).
+static Error not_running(const pg_uuid_t &id, const std::optional<JobRef> &ref) {
+    std::string idt = uuid_text(id);
+    if (ref)
+        return Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                     fmt::format("job {} is not running (it is {})", idt, public_status(ref->state)),
+                     "Only a running job can be acknowledged.");
+    if (auto status = finished_status(id))
+        return Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} is already finished ({})", idt, *status),
+                     "", "Pass worker_id to have ack return false instead of raising for lost leases.");
+    return Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", idt));
+}
+
+static Error changed_while_acknowledged() {
+    return Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "a job changed state while it was being acknowledged", "",
+                 "Another session acknowledged, cancelled or reaped it; retry.");
+}
+
+static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
+    int32 retention = 0;
+    for (const auto &j : jobs) retention = std::max(retention, j.retention_days);
+    ensure_history_partitions(retention);
+    ensure_event_partitions();
+}
+
+// Acknowledging jobs (acknowledge_success, acknowledge_failure) returns how many were. Without a
+// worker every job must be running (else 42704/55000); with one, jobs no longer leased to it are
+// skipped.
+
+// Successful acks, the hot path: complete the jobs first (the DELETE locks their rows), then take
+// the groups that lost their running job and give each its next head; rows before groups, as
+// everywhere. Only ids that did not complete are looked up, to tell "no longer yours" (false) from
+// an unknown or not running job (an error).
+static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats, bool stats_null,
+                                 const std::optional<std::string> &worker) {
+    ensure_history_partitions(longest_retention());
+    ensure_event_partitions();
+    std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null);
+    if (changes.size() != ids.size()) {
+        std::set<pg_uuid_t, UuidLess> done;
+        for (const auto &c : changes) done.insert(c.id);
+        std::vector<pg_uuid_t> missing;
+        for (const auto &id : ids)
+            if (!done.count(id)) missing.push_back(id);
+        std::map<pg_uuid_t, JobRef, UuidLess> found;
+        for (auto &j : find_jobs(missing)) found.emplace(j.id, std::move(j));
+        for (const auto &id : missing) {
+            auto it = found.find(id);
+            std::optional<JobRef> ref = it == found.end() ? std::nullopt : std::optional<JobRef>(it->second);
+            if (!worker && ref && ref->state == "running") throw changed_while_acknowledged();
+            if (!worker) throw not_running(id, ref);
+            if (!ref && !finished_status(id)) throw not_running(id, ref);  // unknown is an error either way
+        }
+    }
+    std::set<GroupKey> groups = groups_losing_head(changes);
+    lock_groups(groups);
+    fill_group_heads(groups);
+    return (int64)changes.size();
+}
+
+// Failed acks: the jobs are looked up and locked first (rows before groups), then their groups are
+// locked, and each job is rescheduled with backoff or dies at max_attempts.
+static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
+                                 const std::optional<std::string> &worker) {
+    std::map<pg_uuid_t, JobRef, UuidLess> found;
+    for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
+    std::vector<JobRef> targets;
+    for (const auto &id : ids) {
+        auto it = found.find(id);
+        std::optional<JobRef> ref = it == found.end() ? std::nullopt : std::optional<JobRef>(it->second);
+        bool ours = ref && ref->state == "running" && (!worker || ref->worker_id == worker);
+        if (!ours) {
+            if (!worker) throw not_running(id, ref);
+            if (!ref && !finished_status(id)) throw not_running(id, ref);  // unknown is an error either way
+            continue;
+        }
+        targets.push_back(*ref);
+    }
+    if (targets.empty()) return 0;
+    ensure_partitions_for(targets);
+    std::set<GroupKey> groups;
+    std::vector<pg_uuid_t> target_ids;
+    for (const auto &t : targets) {
+        target_ids.push_back(t.id);
+        if (t.group_key) groups.insert({t.queue_id, *t.group_key});
+    }
+    lock_groups(groups);
+    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
+    fill_group_heads(groups_losing_head(changes));
+    if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
+    return (int64)changes.size();
+}
+
+CONVEYOR_FUNCTION(conveyor_ack) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "success must not be NULL");
+    bool success = PG_GETARG_BOOL(1);
+    auto error = arg_text(fcinfo, 2);
+    Jsonb *stats = arg_jsonb(fcinfo, 3);
+    auto worker = optional_key(fcinfo, 4, "worker_id", true);
+    spi::Connection spi;
+    int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker)
+                      : acknowledge_failure({id}, error, worker);
+    spi.finish();
+    PG_RETURN_BOOL(n == 1);
+}
+
+CONVEYOR_FUNCTION(conveyor_ack_many) {
+    if (PG_ARGISNULL(0)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "job_ids must not be NULL");
+    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "success must not be NULL");
+    ArrayType *arr = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(0); });
+    bool success = PG_GETARG_BOOL(1);
+    auto error = arg_text(fcinfo, 2);
+    auto worker = optional_key(fcinfo, 3, "worker_id", true);
+    Datum *elems;
+    bool *nulls;
+    int n;
+    pg_guard([&] { deconstruct_array(arr, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, &elems, &nulls, &n); });
+    std::vector<pg_uuid_t> ids;
+    std::set<pg_uuid_t, UuidLess> seen;
+    for (int i = 0; i < n; ++i) {
+        if (nulls[i]) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, fmt::format("job_ids[{}] must not be NULL", i + 1));
+        const pg_uuid_t &id = *DatumGetUUIDP(elems[i]);
+        if (seen.insert(id).second) ids.push_back(id);
+    }
+    spi::Connection spi;
+    int64 count = 0;
+    if (!ids.empty())
+        count = success ? acknowledge_success(ids, (Datum)0, true, worker) : acknowledge_failure(ids, error, worker);
+    spi.finish();
+    PG_RETURN_INT32((int32)count);
+}
+
+int64 reap_expired(std::optional<int32> queue_id, int limit) {
+    // Two statements, so each has a plan that uses jobs_running for its case.
+    static Statement one_queue(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)"
+        " WHERE j.queue_id = $1 AND j.state = 'running' AND j.lease_until < pg_catalog.now()"
+        " ORDER BY j.lease_until LIMIT $2",
+        {INT4OID, INT4OID});
+    static Statement all_queues(
+        "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
+        " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)"
+        " WHERE j.state = 'running' AND j.lease_until < pg_catalog.now() ORDER BY j.lease_until LIMIT $1",
+        {INT4OID});
+    auto rows = queue_id ? one_queue.run(Params().int4(0, *queue_id).int4(1, limit))
+                         : all_queues.run(Params().int4(0, limit));
+    if (rows.size() == 0) return 0;
+    std::vector<JobRef> jobs = job_refs(rows);
+    ensure_partitions_for(jobs);
+    std::set<GroupKey> groups;
+    for (const auto &j : jobs)
+        if (j.group_key) groups.insert({j.queue_id, *j.group_key});
+    std::set<GroupKey> held = try_lock_groups(groups);
+    std::vector<pg_uuid_t> ids;
+    for (const auto &j : jobs)
+        if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
+    if (ids.empty()) return 0;
+    std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
+    fill_group_heads(groups_losing_head(changes));
+    return (int64)changes.size();
+}
+
+// Reaps in passes of 1000 until a pass finds fewer; returns how many it expired.
+static int64 reap_all(std::optional<int32> queue_id) {
+    int64 total = 0;
+    for (;;) {
+        int64 n = reap_expired(queue_id, 1000);
+        total += n;
+        if (n < 1000) return total;
+    }
+}
+
+int64 expire_leases() { return reap_all(std::nullopt); }
+
+CONVEYOR_FUNCTION(conveyor_reap) {
+    auto queue_name = arg_text(fcinfo, 0);
+    spi::Connection spi;
+    std::optional<int32> queue_id;
+    if (queue_name) queue_id = load_queue(*queue_name).id;
+    int64 total = reap_all(queue_id);
+    spi.finish();
+    PG_RETURN_INT32((int32)total);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Leases held by workers: heartbeat and release
+
+CONVEYOR_FUNCTION(conveyor_heartbeat) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    std::string worker = required_text(fcinfo, 1, "worker_id");
+    check_key(worker, "worker_id");
+    auto extend = arg_int(fcinfo, 2);
+    if (extend && (*extend < 1 || *extend > 7 * 86400))
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("extend_seconds must be between 1 and 604800, not {}", *extend));
+    spi::Connection spi;
+    static Statement stmt(
+        "UPDATE conveyor.jobs j SET lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs =>"
+        "   COALESCE($3, q.lease_seconds))"
+        " FROM conveyor.queues q"
+        " WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2 AND q.queue_id = j.queue_id"
+        " RETURNING j.lease_until",
+        {UUIDOID, TEXTOID, INT4OID});
+    auto rows = stmt.run(Params().uuid(0, id).text(1, worker).int4(2, extend));
+    if (rows.size() == 0) {
+        if (find_jobs({id}).empty() && !finished_status(id))
+            throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
+        spi.finish();
+        PG_RETURN_NULL();
+    }
+    TimestampTz until = DatumGetTimestampTz(rows.datum(0, 0));
+    spi.finish();
+    PG_RETURN_TIMESTAMPTZ(until);
+}
+
+// Puts a running job of this worker back as pending, due after delay seconds, without counting the
+// attempt it used (release). Callers hold the group's lock.
+static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::string &worker, int32 delay) {
+    static const std::string sql =
+        "WITH r AS ("
+        "  UPDATE conveyor.jobs j SET state = CASE WHEN $3 > 0 THEN 'scheduled' ELSE 'ready' END,"
+        "    run_at = pg_catalog.now() + pg_catalog.make_interval(secs => $3), attempt = j.attempt - 1,"
+        "    worker_id = NULL, lease_until = NULL"
+        "  WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2"
+        "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at), "
+        "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), 'released', $2, pg_catalog.jsonb_build_object('run_at', run_at)"
+        "  FROM r), "
+        "cnt AS (" +
+        counts_upsert("SELECT queue_id, -count(*), count(*) FILTER (WHERE state = 'ready'),"
+                      " count(*) FILTER (WHERE state = 'scheduled') FROM r GROUP BY queue_id",
+                      {"running", "pending", "scheduled"}) +
+        ") SELECT job_id, queue_id, group_key, state FROM r";
+    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, INT4OID});
+    return changed_rows(stmt.run(Params().uuid(0, id).text(1, worker).int4(2, delay)));
+}
+
+CONVEYOR_FUNCTION(conveyor_release) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    std::string worker = required_text(fcinfo, 1, "worker_id");
+    check_key(worker, "worker_id");
+    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "delay_seconds must not be NULL");
+    int32 delay = PG_GETARG_INT32(2);
+    check_delay(delay, "delay_seconds");
+    spi::Connection spi;
+    auto jobs = find_jobs({id}, true);
+    if (jobs.empty()) {
+        if (!finished_status(id)) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
+        spi.finish();
+        PG_RETURN_BOOL(false);
+    }
+    ensure_event_partitions();
+    if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
+    auto changes = requeue_running(id, worker, delay);
+    fill_group_heads(groups_losing_head(changes));
+    spi.finish();
+    PG_RETURN_BOOL(!changes.empty());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Operator actions: retry, dead_letter, cancel
+
+// Moves a pending or running job to history as dead or cancelled.
+static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &status, const std::optional<std::string> &reason) {
+    static const std::string sql =
+        "WITH d AS ("
+        "  DELETE FROM conveyor.jobs j USING conveyor.queues q WHERE j.job_id = $1 AND q.queue_id = j.queue_id"
+        "  RETURNING j.*, q.retention_days), "
+        "h AS ("
+        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  SELECT job_id, queue_id, $2, priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
+        "         max_attempts, worker_id, started_at, COALESCE($3, last_error), created_at, pg_catalog.now(),"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "  FROM d), "
+        "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
+        "  SELECT job_id, pg_catalog.clock_timestamp(), $2, worker_id,"
+        "         pg_catalog.jsonb_build_object('reason', $3, 'previous_status',"
+        "           CASE WHEN state = 'running' THEN 'running' ELSE 'pending' END)"
+        "  FROM d), "
+        "cnt AS (" +
+        counts_upsert("SELECT queue_id, -count(*) FILTER (WHERE state IN ('ready', 'waiting')),"
+                      " -count(*) FILTER (WHERE state = 'scheduled'), -count(*) FILTER (WHERE state = 'running'),"
+                      " count(*) FILTER (WHERE $2 = 'dead'), count(*) FILTER (WHERE $2 = 'cancelled')"
+                      " FROM d GROUP BY queue_id",
+                      {"pending", "scheduled", "running", "dead", "cancelled"}) +
+        ") SELECT job_id, queue_id, group_key, $2 FROM d";
+    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, TEXTOID});
+    return changed_rows(stmt.run(Params().uuid(0, id).text(1, status).text(2, reason)));
+}
+
+static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    auto reason = arg_text(fcinfo, 1);
+    spi::Connection spi;
+    auto jobs = find_jobs({id}, true);
+    if (jobs.empty()) {
+        if (auto done = finished_status(id))
+            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} is already finished ({})", uuid_text(id), *done));
+        throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
+    }
+    ensure_partitions_for(jobs);
+    if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
+    auto changes = finish_job(id, status, reason);
+    if (changes.empty())
+        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
+    fill_group_heads(groups_losing_head(changes));
+    spi.finish();
+    return true;
+}
+
+CONVEYOR_FUNCTION(conveyor_dead_letter) {
+    required_text(fcinfo, 1, "reason");
+    PG_RETURN_BOOL(end_job(fcinfo, "dead"));
+}
+
+CONVEYOR_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
+
+CONVEYOR_FUNCTION(conveyor_retry) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    auto delay = arg_int(fcinfo, 1);
+    check_delay(delay, "delay_seconds");
+    spi::Connection spi;
+    if (auto jobs = find_jobs({id}); !jobs.empty())
+        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    fmt::format("job {} is {}, not dead or cancelled", uuid_text(id), public_status(jobs[0].state)));
+    static Statement find(
+        "SELECT h.queue_id, h.group_key, h.dedup_key, h.status FROM conveyor.job_history h WHERE h.job_id = $1",
+        {UUIDOID});
+    auto rows = find.run(Params().uuid(0, id));
+    if (rows.size() == 0) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
+    int32 queue_id = *rows.int4(0, 0);
+    auto group = rows.text(0, 1);
+    auto dedup = rows.text(0, 2);
+    std::string status = *rows.text(0, 3);
+    if (status == "completed")
+        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} completed; only dead or cancelled jobs can be retried", uuid_text(id)));
+    auto queues = load_queues_by_id({queue_id});
+    if (queues.empty()) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("the queue of job {} no longer exists", uuid_text(id)));
+    const Queue &q = queues.begin()->second;
+    ensure_event_partitions();
+
+    if (dedup) {
+        lock_dedup_keys(queue_id, {*dedup});
+        if (auto other = active_job_with_dedup_key(queue_id, *dedup))
+            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        fmt::format("job {} cannot be retried: job {} with the same dedup_key {} is pending or running",
+                                    uuid_text(id), uuid_text(*other), quoted(*dedup)));
+    }
+    int32 secs = delay.value_or(0);
+    std::string state = secs > 0 ? "scheduled" : "ready";
+    if (secs == 0 && group) {
+        // Joins the group's waiting set; the rebalance below decides whether it runs next.
+        lock_groups({{queue_id, *group}});
+        state = "waiting";
+    }
+    static const std::string sql =
+        "WITH h AS (DELETE FROM conveyor.job_history WHERE job_id = $1 AND status IN ('dead', 'cancelled') RETURNING *), "
+        "ins AS ("
+        "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
+        "                             payload, attempt, max_attempts, last_error, created_at)"
+        "  SELECT job_id, queue_id, $2, priority, pg_catalog.now() + pg_catalog.make_interval(secs => $3), job_type,"
+        "         group_key, dedup_key, payload, 0, max_attempts, last_error, created_at FROM h"
+        "  RETURNING job_id, queue_id, state, run_at), "
+        "ev AS ("
+        "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
+        "  SELECT ins.job_id, pg_catalog.clock_timestamp(), 'retried',"
+        "         pg_catalog.jsonb_build_object('previous_status', h.status, 'run_at', ins.run_at)"
+        "  FROM ins JOIN h USING (job_id)), "
+        "cnt AS (" +
+        counts_upsert("SELECT ins.queue_id, count(*) FILTER (WHERE ins.state <> 'scheduled'),"
+                      " count(*) FILTER (WHERE ins.state = 'scheduled'), -count(*) FILTER (WHERE h.status = 'dead')"
+                      " FROM ins JOIN h USING (job_id) GROUP BY ins.queue_id",
+                      {"pending", "scheduled", "dead"}) +
+        ") SELECT count(*) FROM ins";
+    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, INT4OID});
+    auto res = stmt.run(Params().uuid(0, id).text(1, state).int4(2, secs));
+    if (*res.int8(0, 0) != 1)
+        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} changed concurrently", uuid_text(id)), "", "Retry.");
+    if (state == "waiting") {
+        rebalance_group_heads(queue_id, {*group});
+        fill_group_heads(queue_id, {*group});
+    }
+    if (state != "scheduled") notify_queue(q);
+    spi.finish();
+    PG_RETURN_BOOL(true);
+}
+
+} // namespace conveyor::queue
