@@ -90,7 +90,7 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     auto worker = optional_key(fcinfo, 1, "worker_id", true);
     if (!worker) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "worker_id must not be NULL", "", "Name the worker, e.g. host:pid.");
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "max_count must not be NULL");
+    require(fcinfo, 2, "max_count");
     int32 max_count = PG_GETARG_INT32(2);
     if (max_count < 1 || max_count > 1000)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("max_count must be between 1 and 1000, not {}", max_count));

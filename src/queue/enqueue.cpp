@@ -231,7 +231,7 @@ CONVEYOR_FUNCTION(conveyor_enqueue) {
     job.payload = PointerGetDatum(payload);
     job.job_type = optional_key(fcinfo, 2, "job_type", true);
     job.group_key = optional_key(fcinfo, 3, "group_key", true);
-    if (PG_ARGISNULL(4)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "priority must not be NULL");
+    require(fcinfo, 4, "priority");
     job.priority = PG_GETARG_INT32(4);
     job.run_at = PG_ARGISNULL(5) ? tx_now() : check_time(PG_GETARG_TIMESTAMPTZ(5), "run_at");
     job.dedup_key = optional_key(fcinfo, 6, "dedup_key", true);

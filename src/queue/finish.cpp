@@ -279,7 +279,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
 
 CONVEYOR_FUNCTION(conveyor_ack) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "success must not be NULL");
+    require(fcinfo, 1, "success");
     bool success = PG_GETARG_BOOL(1);
     auto error = arg_text(fcinfo, 2);
     Jsonb *stats = arg_jsonb(fcinfo, 3);
@@ -292,8 +292,8 @@ CONVEYOR_FUNCTION(conveyor_ack) {
 }
 
 CONVEYOR_FUNCTION(conveyor_ack_many) {
-    if (PG_ARGISNULL(0)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "job_ids must not be NULL");
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "success must not be NULL");
+    require(fcinfo, 0, "job_ids");
+    require(fcinfo, 1, "success");
     ArrayType *arr = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(0); });
     bool success = PG_GETARG_BOOL(1);
     auto error = arg_text(fcinfo, 2);
@@ -427,7 +427,7 @@ CONVEYOR_FUNCTION(conveyor_release) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "delay_seconds must not be NULL");
+    require(fcinfo, 2, "delay_seconds");
     int32 delay = PG_GETARG_INT32(2);
     check_delay(delay, "delay_seconds");
     spi::Connection spi;

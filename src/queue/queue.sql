@@ -110,7 +110,7 @@ CREATE TABLE conveyor.job_events (
 -- Each partition carries its own index on (job_id, at).
 
 -- Counters behind queue_metrics, so it never counts a large table. Each backend writes its own rows
--- (shard = backend id), one per queue and minute, so writers never wait on each other. Gauges
+-- (shard = backend pid), one per queue and minute, so writers never wait on each other. Gauges
 -- (pending, scheduled, running, dead) are deltas summed over all rows; maintain() folds old minutes
 -- into the row at bucket -infinity.
 CREATE TABLE conveyor.queue_counts (
