@@ -2,6 +2,7 @@
 // anything is written; and the caller's rights on the columns the call will write and compare.
 #include <algorithm>
 
+#include "core/args.hpp"
 #include "core/jsonb.hpp"
 #include "core/message.hpp"
 #include "upsert/internal.hpp"
@@ -254,6 +255,8 @@ static void check_privileges(const Call &call) {
 
 // Reads and checks the arguments and every element; nothing is written.
 void prepare(Call &call, FunctionCallInfo fcinfo) {
+    // NULL is refused here for the three required arguments (core/args.hpp has no reader that refuses
+    // it for a regclass, a text[] or a jsonb); rows and options are read with arg_jsonb below.
     if (PG_ARGISNULL(0)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "target must not be NULL");
     if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "rows must not be NULL");
     if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "key_columns must not be NULL");
@@ -283,13 +286,13 @@ void prepare(Call &call, FunctionCallInfo fcinfo) {
     const Target &t = *call.t;
     ArrayType *keys = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(2); });
     call.key = match_key(t, keys);
-    Jsonb *options = PG_ARGISNULL(3) ? nullptr : pg_guard([&] { return PG_GETARG_JSONB_P(3); });
-    call.opt = parse_options(t, options);
+    call.options = arg_jsonb(fcinfo, 3);
+    call.opt = parse_options(t, call.options);
     for (int c : call.opt.touch)
         if (std::binary_search(call.key.begin(), call.key.end(), c))
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("key column {} cannot be a touch column", quoted(t.columns[c].name)));
 
-    call.rows = pg_guard([&] { return PG_GETARG_JSONB_P(1); });
+    call.rows = arg_jsonb(fcinfo, 1);
     Jsonb *rows = call.rows;
     if (!JB_ROOT_IS_ARRAY(rows) || JB_ROOT_IS_SCALAR(rows))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE,

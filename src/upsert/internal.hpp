@@ -92,7 +92,6 @@ struct Statements {
     // Insert-first and Map-inserted-keys; none when a key column's type has no array type.
     Kept insert_first, map_inserted_keys;
     Kept classify;
-    std::vector<Oid> key_array_types;  // of the key columns, for Map-inserted-keys' parameters
     Start start = Start::probe;
 
     // Frees every kept plan. Never while one of them is executing.
@@ -160,6 +159,7 @@ struct Call {
     std::vector<int> key;
     Options opt;
     Jsonb *rows = nullptr;
+    Jsonb *options = nullptr;  // as given, or nullptr
     std::vector<Element> elements;
     std::vector<JsonbValue> key_values;  // element i's key column k at [i * key.size() + k]
     std::vector<Shape> shapes;

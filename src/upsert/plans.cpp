@@ -176,7 +176,6 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
             p->insert_first.sql.clear();
             break;
         }
-        p->key_array_types.push_back(arr);
         map_types.push_back(arr);
         unnests.push_back(fmt::format("pg_catalog.unnest(${})", k + 3));
     }

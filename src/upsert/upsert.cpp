@@ -53,11 +53,6 @@ class OwnerScope {
     int saved_context_ = 0;
 };
 
-// The stored result of an operation: {"inserted": n, "updated": n, "unchanged": n, "skipped": n, "rows": [...]}.
-struct Result {
-    int64 counts[4] = {0, 0, 0, 0};
-};
-
 static Datum build_key(const Call &call, size_t i) {
     struct Pair {
         const char *name;
@@ -102,14 +97,14 @@ static Datum cstring_jsonb(const std::string &s) {
 }
 
 // The request an operation_id stands for: a repeat with other rows, keys or options is CV004.
-static Datum request_of(const Call &call, FunctionCallInfo fcinfo, bool counts_only) {
+static Datum request_of(const Call &call, bool counts_only) {
     Jsonb *rows = call.rows;
     uint64 h = hash64(std::string_view((const char *)VARDATA(rows), VARSIZE(rows) - VARHDRSZ));
     std::vector<std::string> keys;
     for (int c : call.key) keys.push_back(call.t->columns[c].name);
     std::string opts = "null";
-    if (!PG_ARGISNULL(3)) {
-        Jsonb *o = pg_guard([&] { return PG_GETARG_JSONB_P(3); });
+    if (call.options) {
+        Jsonb *o = call.options;
         opts = pg_guard([&] { return (const char *)JsonbToCString(NULL, &o->root, VARSIZE(o)); });
     }
     const char *tbl = call.t->display.c_str();
@@ -180,7 +175,7 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
     std::string scope = "upsert", idem_key;
     if (call.opt.operation_id) {
         idem_key = fmt::format("{}:{}", call.t->relid, *call.opt.operation_id);
-        Datum request = request_of(call, fcinfo, counts_only);
+        Datum request = request_of(call, counts_only);
         idempotency::Claim claim;
         {
             OwnerScope owner;
@@ -211,13 +206,7 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                 "       ($1 OPERATOR(pg_catalog.->>) 'unchanged')::pg_catalog.int8,"
                 "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'skipped')::pg_catalog.int8, 0)",
                 {JSONBOID});
-            auto rows = (counts_only ? counts : replay).run(Params().datum(0, PointerGetDatum(stored)));
-            std::vector<Datum> values(4);
-            bool nulls[4];
-            for (uint64 r = 0; r < rows.size(); ++r) {
-                for (int c = 0; c < out.natts(); ++c) values[c] = rows.datum(r, c, &nulls[c]);
-                out.add(values.data(), nulls);
-            }
+            spi::emit(out, (counts_only ? counts : replay).run(Params().datum(0, PointerGetDatum(stored))));
             spi.finish();
             return (Datum)0;
         }
