@@ -29,19 +29,16 @@ static int column_named(const Target &t, const std::string &name, const std::str
 static int64 jsonb_int64(const JsonbValue &v, const std::string &what) {
     if (v.type == jbvNumeric) {
         Numeric num = v.val.numeric;
-        bool ok = false;
+        bool integral = false;
         int64 out = 0;
-        try {
-            out = pg_guard([&] {
-                Datum rounded = DirectFunctionCall2(numeric_round, NumericGetDatum(num), Int32GetDatum(0));
-                if (!DatumGetBool(DirectFunctionCall2(numeric_eq, rounded, NumericGetDatum(num)))) return (int64)0;
-                ok = true;
-                return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
-            });
-        } catch (const PgError &) {
-            ok = false;
-        }
-        if (ok) return out;
+        // numeric_int8 raises 22003 past bigint: converts() turns that into "not an integer" below.
+        bool fits = converts([&] {
+            Datum rounded = DirectFunctionCall2(numeric_round, NumericGetDatum(num), Int32GetDatum(0));
+            if (!DatumGetBool(DirectFunctionCall2(numeric_eq, rounded, NumericGetDatum(num)))) return;
+            out = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
+            integral = true;
+        });
+        if (fits && integral) return out;
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an integer (bigint), not {}", what, jsonb_type_name(v)));
 }
@@ -257,9 +254,9 @@ static void check_privileges(const Call &call) {
 void prepare(Call &call, FunctionCallInfo fcinfo) {
     // NULL is refused here for the three required arguments (core/args.hpp has no reader that refuses
     // it for a regclass, a text[] or a jsonb); rows and options are read with arg_jsonb below.
-    if (PG_ARGISNULL(0)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "target must not be NULL");
-    if (PG_ARGISNULL(1)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "rows must not be NULL");
-    if (PG_ARGISNULL(2)) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "key_columns must not be NULL");
+    require(fcinfo, 0, "target");
+    require(fcinfo, 1, "rows");
+    require(fcinfo, 2, "key_columns");
     Oid relid = PG_GETARG_OID(0);
     char relkind = pg_guard([&] { return get_rel_relkind(relid); });
     if (relkind == '\0')
