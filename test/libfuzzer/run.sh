@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# libFuzzer on conveyor's PostgreSQL-free C++ helpers:  bash test/libfuzzer/run.sh [seconds]
-# Builds every harness in test/libfuzzer/*.cpp with clang-14 (-fsanitize=fuzzer,address,undefined)
-# and runs each for the given time (default 60 s). A crash, sanitizer report or failed property
-# stops the run with a non-zero status and leaves the input in $WORK/<harness>/crash-*.
+# Every libFuzzer harness of conveyor:  bash test/libfuzzer/run.sh [seconds]
+# Builds every harness in test/libfuzzer/*.cpp (the PostgreSQL-free C++ helpers) with clang-14
+# (-fsanitize=fuzzer,address,undefined) and runs each for the given time (default 60 s); then runs
+# test/libfuzzer/backend/run.sh for the same time (conveyor's readers and option parsers inside a
+# backend of the scratch cluster; CONVEYOR_FUZZ_BACKEND=0 skips it). A crash, sanitizer report or
+# failed property makes the status non-zero and leaves the input in $WORK/<harness>/crash-*.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SECONDS_EACH=${1:-60}
@@ -27,4 +29,8 @@ for src in "$HERE"/*.cpp; do
         grep -E 'ERROR|runtime error|SUMMARY|Test unit written' "$WORK/$name/run.log" | head -20
     fi
 done
+if [ "${CONVEYOR_FUZZ_BACKEND:-1}" != 0 ]; then
+    echo "==> backend: conveyor_fuzz (test/libfuzzer/backend/run.sh)"
+    CONVEYOR_FUZZ_DIR="$WORK" bash "$HERE/backend/run.sh" "$SECONDS_EACH" || rc=1
+fi
 exit $rc
