@@ -45,7 +45,7 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     const char *s = summary.c_str();
     // Built in SPI's memory, which SPI_finish frees: kept (copied out) before it.
     Datum built = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
-    Datum result = spi.keep(built, false, -1);
+    Datum result = spi::keep(built, false, -1);
     spi.finish();
     PG_RETURN_DATUM(result);
 }

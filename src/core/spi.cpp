@@ -57,8 +57,6 @@ void Connection::finish() {
     });
 }
 
-Datum Connection::keep(Datum value, bool by_value, int16 typlen) { return spi::keep(value, by_value, typlen); }
-
 Datum keep(Datum value, bool by_value, int16 typlen) {
     return pg_guard([&] {
         Datum flat = !by_value && typlen == -1 ? PointerGetDatum(PG_DETOAST_DATUM(value)) : value;

@@ -35,8 +35,6 @@ class Connection {
     ~Connection();
     Connection(const Connection &) = delete;
     Connection &operator=(const Connection &) = delete;
-    // Copies a by-reference datum out of SPI memory into the caller's context, so it survives finish.
-    Datum keep(Datum value, bool by_value, int16 typlen);
     void finish();
 
   private:

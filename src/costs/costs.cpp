@@ -370,10 +370,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
 CONVEYOR_FUNCTION(conveyor_reserve) {
     std::string account = required_key(fcinfo, 0, "account");
     Datum amount = money_arg(fcinfo, 1, "amount", Sign::positive);
-    require(fcinfo, 2, "ttl_seconds");
-    int32 ttl = PG_GETARG_INT32(2);
-    if (ttl < 1 || ttl > 7 * 86400)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("ttl_seconds must be between 1 and 604800, not {}", ttl));
+    int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, 7 * 86400);
     auto key = idempotency_key_arg(fcinfo, 3);
     spi::Connection spi;
 
@@ -773,10 +770,7 @@ CONVEYOR_FUNCTION(conveyor_rate_limit) {
     require(fcinfo, 1, "rate");
     int32 rate = PG_GETARG_INT32(1);
     if (rate < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("rate must be positive, not {}", rate));
-    require(fcinfo, 2, "per_seconds");
-    int32 per = PG_GETARG_INT32(2);
-    if (per < 1 || per > 366 * 86400)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("per_seconds must be between 1 and 31622400, not {}", per));
+    int32 per = required_int(fcinfo, 2, "per_seconds", 1, 366 * 86400);
     int32 burst = PG_ARGISNULL(3) ? rate : PG_GETARG_INT32(3);
     if (burst < 1) throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("burst must be positive, not {}", burst));
     int64 interval = std::max<int64>((int64)per * USECS_PER_SEC / rate, 1);

@@ -109,10 +109,7 @@ static std::string required_key(FunctionCallInfo fcinfo) { return conveyor::requ
 CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
     std::string key = required_key(fcinfo);
     Datum request = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
-    require(fcinfo, 2, "ttl_seconds");
-    int32 ttl = PG_GETARG_INT32(2);
-    if (ttl < 1 || ttl > 366 * 86400)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("ttl_seconds must be between 1 and 31622400, not {}", ttl));
+    int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, 366 * 86400);
     ResultSet out(fcinfo);
     spi::Connection spi;
     Claim c = begin("user", key, request, ttl);

@@ -395,7 +395,7 @@ CONVEYOR_FUNCTION(conveyor_entity_state) {
         spi.finish();
         PG_RETURN_NULL();
     }
-    Datum result = spi.keep(rows.datum(0, 0), false, -1);
+    Datum result = spi::keep(rows.datum(0, 0), false, -1);
     spi.finish();
     PG_RETURN_DATUM(result);
 }

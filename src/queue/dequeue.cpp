@@ -90,13 +90,8 @@ CONVEYOR_FUNCTION(conveyor_dequeue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     auto worker = optional_key(fcinfo, 1, "worker_id", true);
     if (!worker) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "worker_id must not be NULL", "", "Name the worker, e.g. host:pid.");
-    require(fcinfo, 2, "max_count");
-    int32 max_count = PG_GETARG_INT32(2);
-    if (max_count < 1 || max_count > 1000)
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("max_count must be between 1 and 1000, not {}", max_count));
-    auto lease = arg_int(fcinfo, 3);
-    if (lease && (*lease < 1 || *lease > 7 * 86400))
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("lease_seconds must be between 1 and 604800, not {}", *lease));
+    int32 max_count = required_int(fcinfo, 2, "max_count", 1, 1000);
+    auto lease = optional_int(fcinfo, 3, "lease_seconds", 1, 7 * 86400);
 
     ResultSet out(fcinfo);
     spi::Connection spi;

@@ -377,9 +377,7 @@ CONVEYOR_FUNCTION(conveyor_heartbeat) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
-    auto extend = arg_int(fcinfo, 2);
-    if (extend && (*extend < 1 || *extend > 7 * 86400))
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("extend_seconds must be between 1 and 604800, not {}", *extend));
+    auto extend = optional_int(fcinfo, 2, "extend_seconds", 1, 7 * 86400);
     spi::Connection spi;
     static Statement stmt(
         "UPDATE conveyor.jobs j SET lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs =>"

@@ -25,7 +25,7 @@ CONVEYOR_FUNCTION(conveyor_get_job) {
         {UUIDOID});
     auto rows = stmt.run(Params().uuid(0, id));
     if (rows.size() == 0) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
-    Datum result = spi.keep(rows.datum(0, 0), false, -1);
+    Datum result = spi::keep(rows.datum(0, 0), false, -1);
     spi.finish();
     PG_RETURN_DATUM(result);
 }
