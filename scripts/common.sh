@@ -18,7 +18,7 @@ export PGDATABASE=postgres
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
           libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
           python3-psycopg
-          valgrind)
+          valgrind prometheus-postgres-exporter curl)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -82,6 +82,9 @@ unix_socket_directories = '$CONVEYOR_SOCKDIR'
 port = $PGPORT
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'postgres'
+# The server listens on its unix socket only: pg_cron runs jobs in background workers, not over libpq.
+cron.use_background_workers = on
+max_worker_processes = 32
 max_connections = 250
 shared_buffers = 512MB
 max_locks_per_transaction = 256

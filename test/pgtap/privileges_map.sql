@@ -32,6 +32,7 @@ INSERT INTO tap_pm_decided VALUES
     ('create_queue', 'conveyor_admin'), ('alter_queue', 'conveyor_admin'), ('drop_queue', 'conveyor_admin'),
     ('pause_queue', 'conveyor_admin'), ('resume_queue', 'conveyor_admin'), ('retry', 'conveyor_admin'),
     ('dead_letter', 'conveyor_admin'), ('cancel', 'conveyor_admin'), ('reap', 'conveyor_admin'), ('maintain', 'conveyor_admin'),
+    ('schedule_maintenance', 'conveyor_admin'), ('unschedule_maintenance', 'conveyor_admin'),
     ('lock_force_release', 'conveyor_admin'), ('account_create', 'conveyor_admin'), ('account_update', 'conveyor_admin'),
     ('quota_define', 'conveyor_admin'),
     -- no role: the trigger function that tells backends their cached queue rows changed
