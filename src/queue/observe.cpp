@@ -63,7 +63,8 @@ CONVEYOR_FUNCTION(conveyor_queue_metrics) {
         "  COALESCE(c.dead, 0)::bigint,"
         "  CASE WHEN c.started_1h > 0 THEN pg_catalog.round((c.wait_1h / c.started_1h)::numeric, 3) END,"
         "  COALESCE(c.completed_1h, 0)::numeric,"
-        "  pg_catalog.round(extract(epoch FROM pg_catalog.now() - GREATEST(o.oldest, " MIN_TIME_SQL "))::numeric, 3)"
+        "  CASE WHEN o.oldest IS NOT NULL THEN"  // GREATEST ignores NULL: no pending job has no age
+        "    pg_catalog.round(extract(epoch FROM pg_catalog.now() - GREATEST(o.oldest, " MIN_TIME_SQL "))::numeric, 3) END"
         " FROM conveyor.queues q"
         " LEFT JOIN LATERAL ("
         "   SELECT sum(pending) AS pending, sum(scheduled) AS scheduled, sum(running) AS running, sum(dead) AS dead,"

@@ -1,6 +1,6 @@
 -- Observing: queue_metrics through a known sequence of operations, and maintain() with retention.
 BEGIN;
-SELECT plan(56);
+SELECT plan(57);
 
 SELECT conveyor.create_queue('tap_mx') \gset
 SELECT conveyor.create_queue('tap_mx_other') \gset
@@ -14,6 +14,8 @@ CREATE FUNCTION pg_temp.m(q text) RETURNS jsonb LANGUAGE sql AS $$
 SELECT is(pg_temp.m('tap_mx'), '[0, 0, 0, 0, 0, 0]'::jsonb, 'a new queue: all zero');
 SELECT is((SELECT count(*)::int FROM conveyor.queue_metrics('tap_mx')), 1, 'queue_metrics(queue) returns one row');
 SELECT is((SELECT queue FROM conveyor.queue_metrics('tap_mx')), 'tap_mx', 'named after the queue');
+SELECT is((SELECT oldest_pending_seconds FROM conveyor.queue_metrics('tap_mx')), NULL,
+    'oldest_pending_seconds: NULL while nothing is pending');
 
 SELECT job_id AS j1 FROM conveyor.enqueue('tap_mx', '{"n": 1}', run_at => now() - interval '1 minute') \gset
 SELECT job_id AS j2 FROM conveyor.enqueue('tap_mx', '{"n": 2}') \gset
