@@ -12,6 +12,8 @@ SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.
 	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/schedule.sql \
 	src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
+# prometheus-postgres-exporter's queries for conveyor, installed beside the extension's files.
+DATA = src/monitor/conveyor_postgres_exporter.yaml
 
 # pg_regress (test/regress/{sql,expected}): what users see. (scripts/test.sh runs every suite.)
 REGRESS = $(sort $(basename $(notdir $(wildcard test/regress/sql/*.sql))))
