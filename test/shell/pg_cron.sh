@@ -4,8 +4,9 @@
 #  * in database postgres before CREATE EXTENSION pg_cron: 42704 with a hint; unschedule finds nothing;
 #  * a job whose 1-second lease has lapsed is put back by maintain() once pg_cron has run the scheduled
 #    job (waited for by polling cron.job_run_details, at most 150 s: pg_cron starts jobs on the minute);
-#  * scheduling twice keeps one job, with the newer schedule, running as the extension's owner even
-#    when an admin who is not a superuser schedules it; unscheduling removes it;
+#  * scheduling twice (also from two sessions at once) keeps one job, with the newer schedule, running
+#    as the extension's owner even when an admin who is not a superuser schedules it; unscheduling
+#    removes it;
 #  * in another database: 55000 whose hint is the statement to run in database postgres;
 #  * on a server that does not preload pg_cron (a second, small cluster): 55000 "pg_cron is not loaded".
 # Everything the test adds to database postgres (the extensions, the job and its run details, the
@@ -118,6 +119,25 @@ is "$(q "$CRON_DB" "SELECT (j->>'status') || ' ' || coalesce(j->>'worker_id', '-
 is "$(q "$CRON_DB" "SET ROLE cv_cron_admin" "SELECT conveyor.unschedule_maintenance()")" t "unschedule_maintenance removes the job"
 is "$(q "$CRON_DB" "SELECT count(*) FROM cron.job WHERE jobname = '$JOB_NAME'")" 0 "no job is left"
 is "$(q "$CRON_DB" "SELECT conveyor.unschedule_maintenance()")" f "unscheduling again finds nothing"
+
+# ---- two admins at once ---------------------------------------------------------------------------
+# The first holds its new job uncommitted while the second schedules: the second waits for it and
+# then updates that job (pg_cron's INSERT ... ON CONFLICT on job name and user) instead of adding one.
+psql -X -q -At -v ON_ERROR_STOP=1 -d "$CRON_DB" -c "BEGIN" -c "SELECT conveyor.schedule_maintenance('*/2 * * * *')" \
+    -c "SELECT pg_sleep(2)" -c "COMMIT" >"$TMP/first.out" 2>&1 &
+first=$!
+for _ in $(seq 1 100); do
+    [ "$(q "$CRON_DB" "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(2)' AND state = 'active'")" = 1 ] && break
+    sleep 0.1
+done
+second=$(q "$CRON_DB" "SELECT conveyor.schedule_maintenance('*/3 * * * *')")
+wait "$first"
+first_id=$(grep -E '^[0-9]+$' "$TMP/first.out")
+CRON_JOBS="$CRON_JOBS, ${first_id:-0}, ${second:-0}"
+is "$second" "$first_id" "two admins scheduling at once get the same job"
+is "$(q "$CRON_DB" "SELECT count(*) || ' ' || min(schedule) FROM cron.job WHERE command LIKE '%conveyor.maintain%'")" "1 */3 * * * *" \
+   "one job, with the schedule of the one that committed last"
+q "$CRON_DB" "SELECT conveyor.unschedule_maintenance()" >/dev/null
 
 # ---- another database -----------------------------------------------------------------------------
 create_db "$OTHER_DB" || bail "could not create database $OTHER_DB"
