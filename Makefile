@@ -9,7 +9,7 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*/*.cpp) $(wildcard src/*.cpp)
 
 # One SQL source per module, in dependency order; the versioned install script is built from them.
 SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.sql src/locks/locks.sql \
-	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/core/privileges.sql
+	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/monitor.sql src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
 
 # pg_regress (test/regress/{sql,expected}): what users see. (scripts/test.sh runs every suite.)
