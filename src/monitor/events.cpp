@@ -34,6 +34,7 @@ std::string json_quoted(std::string_view s) {
 
 void record_event(const char *event, const char *source, const std::optional<std::string> &subject,
                   const std::string &details_json) {
+    if (!monitor_installed()) return;
     spi::Connection spi;
     event_partitions.ensure_current();
     static Statement insert(

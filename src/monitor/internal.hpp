@@ -12,4 +12,9 @@ namespace conveyor::monitor {
 extern DailyPartitions event_partitions;
 extern DailyPartitions point_partitions;
 
+// Whether this database's conveyor has the monitor's tables: a conveyor.so of this version also
+// serves databases still at 0.1 until ALTER EXTENSION conveyor UPDATE, and there the monitor's
+// writes and upkeep do nothing.
+inline bool monitor_installed() { return OidIsValid(conveyor_relid("events")); }
+
 } // namespace conveyor::monitor

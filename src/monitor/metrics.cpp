@@ -163,6 +163,7 @@ static std::pair<int64, int64> roll_up(const std::string &period) {
 }
 
 int64 roll_up_metrics() {
+    if (!monitor_installed()) return 0;
     return roll_up("hour").second + roll_up("day").second;
 }
 
@@ -206,7 +207,7 @@ CONVEYOR_FUNCTION(conveyor_metrics) {
 
 // ---- conveyor's own figures ----------------------------------------------------------------------
 int64 record_own_metrics() {
-    if (!setting_bool("metrics.record_own")) return 0;
+    if (!monitor_installed() || !setting_bool("metrics.record_own")) return 0;
     int64 today = unix_day(GetCurrentTimestamp());
     point_partitions.ensure(today - 1, today + 1);
     // Jobs enqueued, completed and failed per queue and minute, for each whole minute since the last

@@ -128,6 +128,7 @@ static const std::map<std::string, std::string> &stored_settings() {
     static Statement stmt("SELECT key, value FROM conveyor.settings", {});
     Oid relid = conveyor_relid("settings");
     std::map<std::string, std::string> loaded;
+    if (!OidIsValid(relid)) return stored_cache = {};  // at 0.1: every setting at its default
     spi::Connection spi;  // nested: callers may or may not be connected
     auto rows = stmt.run();
     for (uint64 r = 0; r < rows.size(); ++r) loaded.emplace(*rows.text(r, 0), *rows.text(r, 1));

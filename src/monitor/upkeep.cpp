@@ -21,11 +21,13 @@ static int64 roll_partitions(DailyPartitions &t, int64 retention_days, int64 *bu
 }
 
 int64 maintain_partitions(int64 *busy) {
+    if (!monitor_installed()) return 0;
     return roll_partitions(event_partitions, setting_int("retention.events_days"), busy) +
            roll_partitions(point_partitions, setting_int("retention.metric_points_days"), busy);
 }
 
 int64 purge_expired() {
+    if (!monitor_installed()) return 0;
     static Statement rollups(
         "DELETE FROM conveyor.metric_rollups WHERE (period = 'hour' AND bucket_start < pg_catalog.now() - $1 * interval '1 day')"
         " OR (period = 'day' AND bucket_start < pg_catalog.now() - $2 * interval '1 day')",
