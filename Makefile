@@ -1,6 +1,6 @@
 # conveyor: PGXS build of the extension (C++17) and its test suites.
 EXTENSION = conveyor
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 # One folder per capability under src/ (src/core: the boundary, SPI, argument readers and module init);
 # every .cpp of them goes into conveyor.so.
@@ -9,8 +9,11 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*/*.cpp) $(wildcard src/*.cpp)
 
 # One SQL source per module, in dependency order; the versioned install script is built from them.
 SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.sql src/locks/locks.sql \
-	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/core/privileges.sql
+	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/monitor.sql src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
+# The released install scripts and the hand-written upgrade scripts (conveyor--a--b.sql) live in sql/,
+# frozen: never rebuilt, never edited once released (test/shell/upgrade.sh walks every path from them).
+DATA = $(sort $(wildcard sql/conveyor--*.sql))
 
 # pg_regress (test/regress/{sql,expected}): what users see. (scripts/test.sh runs every suite.)
 REGRESS = $(sort $(basename $(notdir $(wildcard test/regress/sql/*.sql))))
@@ -32,7 +35,8 @@ endif
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-cast-function-type -fno-omit-frame-pointer $(CONVEYOR_CXXFLAGS)
 SHLIB_LINK = -lfmt -lstdc++ $(CONVEYOR_LDFLAGS)
-EXTRA_CLEAN = conveyor--$(EXTVERSION).sql .conveyor-flags
+# Built install scripts of any version at the top level (never those in sql/).
+EXTRA_CLEAN = $(wildcard conveyor--*.sql) .conveyor-flags
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

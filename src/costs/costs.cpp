@@ -24,6 +24,7 @@
 #include "core/uuid.hpp"
 #include "core/xact_lock.hpp"
 #include "costs/costs.hpp"
+#include "monitor/monitor.hpp"
 #include "idempotency/idempotency.hpp"
 
 extern "C" {
@@ -709,6 +710,11 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
     auto rows = consume.run(p);
     if (rows.size() == 1) {
         if (key) idempotency::finish(scope, *key, rows.datum(0, 4));
+        // The call that used the window up: once per window, in this transaction.
+        if (*rows.int8(0, 2) == 0 && units.value_or(1) > 0)
+            monitor::record_event("quota_exhausted", "costs", name,
+                                  fmt::format("{{\"used\": {}, \"reset_at\": {}}}", *rows.int8(0, 1),
+                                              monitor::json_quoted(*rows.text(0, 3))));
         spi::emit(out, rows);
         spi.finish();
         return (Datum)0;

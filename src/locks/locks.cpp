@@ -22,6 +22,7 @@
 #include "core/subxact.hpp"
 #include "core/xact_lock.hpp"
 #include "locks/locks.hpp"
+#include "monitor/monitor.hpp"
 
 extern "C" {
 #include "commands/sequence.h"
@@ -134,6 +135,10 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
                 " VALUES (pg_catalog.clock_timestamp(), $1, 'takeover', $2, $3, $4, $5)",
                 {TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID});
             event.run(Params().text(0, key).text(1, old_owner).int8(2, *old_token).text(3, owner).int8(4, fresh));
+            monitor::record_event("lock_takeover", "locks", key,
+                                  fmt::format("{{\"old_owner\": {}, \"old_token\": {}, \"new_owner\": {}, \"new_token\": {}}}",
+                                              old_owner ? monitor::json_quoted(*old_owner) : "null", *old_token,
+                                              monitor::json_quoted(owner), fresh));
         }
     }
     spi.finish();
@@ -182,9 +187,14 @@ CONVEYOR_FUNCTION(conveyor_lock_force_release) {
         "              pg_catalog.jsonb_build_object('by', session_user, 'acquired_at', d.acquired_at,"
         "                                            'last_heartbeat', d.heartbeat_at, 'ttl_seconds', d.ttl_seconds)"
         "       FROM d) "
-        "SELECT true FROM d",
+        "SELECT owner, token FROM d",
         {TEXTOID});
-    bool ok = stmt.run(Params().text(0, key)).size() > 0;
+    auto rows = stmt.run(Params().text(0, key));
+    bool ok = rows.size() > 0;
+    if (ok)
+        monitor::record_event("lock_force_released", "locks", key,
+                              fmt::format("{{\"owner\": {}, \"token\": {}}}", monitor::json_quoted(*rows.text(0, 0)),
+                                          *rows.int8(0, 1)));
     spi.finish();
     PG_RETURN_BOOL(ok);
 }
@@ -210,10 +220,7 @@ CONVEYOR_FUNCTION(conveyor_lock_check) {
 // Deletes leases whose last heartbeat is older than stale_seconds (default: each lease's own ttl).
 // A lease whose row another transaction holds right now (a fenced write, a heartbeat, a takeover)
 // is skipped, not waited for.
-CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
-    auto stale = optional_int(fcinfo, 0, "stale_seconds", 1, max_seconds);
-    ResultSet out(fcinfo);
-    spi::Connection spi;
+static spi::Rows clean_up_stale(std::optional<int32> stale) {
     static Statement stmt(
         "WITH c AS (SELECT key FROM conveyor.locks"
         "           WHERE heartbeat_at + pg_catalog.make_interval(secs => COALESCE($1, ttl_seconds)) < pg_catalog.clock_timestamp()"
@@ -228,16 +235,24 @@ CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
         "       FROM d) "
         "SELECT key, owner, token, held_seconds FROM d ORDER BY key",
         {INT4OID});
-    auto rows = stmt.run(Params().int4(0, stale));
-    spi::emit(out, rows);
+    return stmt.run(Params().int4(0, stale));
+}
+
+CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
+    auto stale = optional_int(fcinfo, 0, "stale_seconds", 1, max_seconds);
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    spi::emit(out, clean_up_stale(stale));
     spi.finish();
     return (Datum)0;
 }
 
-void maintain_locks() {
+int64 clean_stale_leases() { return (int64)clean_up_stale(std::nullopt).size(); }
+
+int64 maintain_locks() {
     static Statement purge(
         "DELETE FROM conveyor.lock_events WHERE at < pg_catalog.clock_timestamp() - interval '7 days'", {});
-    purge.run();
+    return (int64)purge.run().affected();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -357,11 +372,7 @@ CONVEYOR_FUNCTION(conveyor_entity_fail) {
     PG_RETURN_TEXT_P(pg_guard([&] { return cstring_to_text_with_len(state.data(), (int)state.size()); }));
 }
 
-CONVEYOR_FUNCTION(conveyor_entity_reset) {
-    auto type = optional_key(fcinfo, 0, "entity_type");
-    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
-    ResultSet out(fcinfo);
-    spi::Connection spi;
+static spi::Rows reset_stuck(const std::optional<std::string> &type, int32 stuck) {
     static Statement stmt(
         "WITH r AS (UPDATE conveyor.entities e SET state = 'PENDING',"
         "    metadata = e.metadata || pg_catalog.jsonb_build_object('reset', pg_catalog.jsonb_build_object("
@@ -373,11 +384,20 @@ CONVEYOR_FUNCTION(conveyor_entity_reset) {
         "  RETURNING e.entity_type, e.entity_id) "
         "SELECT entity_type, entity_id, 'IN_PROGRESS'::text FROM r ORDER BY 1, 2",
         {TEXTOID, INT4OID});
-    auto rows = stmt.run(Params().text(0, type).int4(1, stuck));
-    spi::emit(out, rows);
+    return stmt.run(Params().text(0, type).int4(1, stuck));
+}
+
+CONVEYOR_FUNCTION(conveyor_entity_reset) {
+    auto type = optional_key(fcinfo, 0, "entity_type");
+    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    spi::emit(out, reset_stuck(type, stuck));
     spi.finish();
     return (Datum)0;
 }
+
+int64 reset_stuck_entities(int32 stuck_seconds) { return (int64)reset_stuck(std::nullopt, stuck_seconds).size(); }
 
 CONVEYOR_FUNCTION(conveyor_entity_state) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);

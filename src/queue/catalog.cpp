@@ -62,13 +62,6 @@ Queue load_queue(const std::string &name) {
     return *q;
 }
 
-Oid conveyor_relid(const char *relname) {
-    return pg_guard([&] {
-        Oid ns = get_namespace_oid("conveyor", true);
-        return OidIsValid(ns) ? get_relname_relid(relname, ns) : InvalidOid;
-    });
-}
-
 // Queue rows for the hot paths (enqueue, enqueue_batch, dequeue), cached per backend. Every change to
 // conveyor.queues fires the statement trigger queues_changed, which invalidates the table's relcache
 // entry; each backend's relcache callback then empties its cache: others' changes are taken in at
@@ -285,7 +278,6 @@ void register_callbacks() {
     pg_guard([] {
         CacheRegisterRelcacheCallback(forget_cached_queues, (Datum)0);
     });
-    register_partition_callbacks();
 }
 
 } // namespace conveyor::queue

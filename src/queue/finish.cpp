@@ -34,6 +34,17 @@ static std::vector<Changed> changed_rows(const spi::Rows &rows) {
     return out;
 }
 
+// Each job that died here is a monitoring event (src/monitor), in this transaction.
+static void report_dead_jobs(const std::vector<Changed> &changes, const char *why, const std::optional<std::string> &error) {
+    for (const auto &c : changes) {
+        if (c.state != "dead") continue;
+        monitor::record_event("job_dead_lettered", "queue", uuid_text(c.id),
+                              fmt::format("{{\"queue_id\": {}, \"why\": {}, \"error\": {}}}", c.queue_id,
+                                          monitor::json_quoted(why),
+                                          error ? monitor::json_quoted(clipped(*error)) : std::string("null")));
+    }
+}
+
 // Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
 static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
                                           Datum stats, bool stats_null) {
@@ -272,6 +283,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
     }
     lock_groups(groups);
     std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
+    report_dead_jobs(changes, "max_attempts reached", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
     return (int64)changes.size();
@@ -344,6 +356,7 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
         if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
     if (ids.empty()) return 0;
     std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
+    report_dead_jobs(changes, "max_attempts reached", std::string("lease expired"));
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
 }
@@ -358,7 +371,11 @@ static int64 reap_all(std::optional<int32> queue_id) {
     }
 }
 
-int64 expire_leases() { return reap_all(std::nullopt); }
+int64 expire_leases() {
+    int64 n = reap_all(std::nullopt);
+    if (n > 0) monitor::record_event("leases_expired", "queue", std::nullopt, fmt::format("{{\"jobs\": {}}}", n));
+    return n;
+}
 
 CONVEYOR_FUNCTION(conveyor_reap) {
     auto queue_name = arg_text(fcinfo, 0);
@@ -366,6 +383,8 @@ CONVEYOR_FUNCTION(conveyor_reap) {
     std::optional<int32> queue_id;
     if (queue_name) queue_id = load_queue(*queue_name).id;
     int64 total = reap_all(queue_id);
+    if (total > 0)
+        monitor::record_event("leases_expired", "queue", queue_name, fmt::format("{{\"jobs\": {}}}", total));
     spi.finish();
     PG_RETURN_INT32((int32)total);
 }
@@ -491,6 +510,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     if (changes.empty())
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
     fill_group_heads(groups_losing_head(changes));
+    if (status == "dead") report_dead_jobs(changes, "dead_letter", reason);
     spi.finish();
     return true;
 }

@@ -1,0 +1,11 @@
+-- conveyor upgrade script, 0.1 to 0.2 (ALTER EXTENSION conveyor UPDATE TO '0.2').
+-- Hand-written: the Makefile does not build it and does not expand the @DEFINER@-style tokens of the
+-- module sources, so every attribute is written out here as the 0.2 install script has it.
+--
+-- What it changes: nothing yet. The objects of 0.1 and of the 0.2 install script are the same; this
+-- file is where the 0.2 changes (the monitor module and any change to an existing module) go, so that
+-- an upgraded database ends with exactly the catalog of a fresh 0.2 install (test/shell/upgrade.sh
+-- compares them). For a new function, repeat what src/core/privileges.sql does for a fresh install:
+-- REVOKE ALL ON FUNCTION ... FROM PUBLIC, then its GRANTs; pass new data tables and sequences to
+-- pg_extension_config_dump; add new table columns at the end, as a fresh install must then have them.
+\echo Use "ALTER EXTENSION conveyor UPDATE TO '0.2'" to load this file. \quit

@@ -1,0 +1,44 @@
+// The monitor's part of maintain(): its partitions ahead and past retention, and the purge of rollups
+// and resolved issues past theirs.
+#include "monitor/internal.hpp"
+
+namespace conveyor::monitor {
+
+using spi::Params;
+using spi::Statement;
+
+constexpr int drop_lock_timeout_ms = 200;  // a partition still being read waits for the next run
+
+static int64 roll_partitions(DailyPartitions &t, int64 retention_days, int64 *busy) {
+    int64 today = unix_day(GetCurrentTimestamp());
+    t.ensure(today, today + 1);
+    int64 dropped = 0;
+    for (const std::string &part : t.before(today - retention_days)) {
+        if (t.drop(part, drop_lock_timeout_ms)) ++dropped;
+        else ++*busy;
+    }
+    return dropped;
+}
+
+int64 maintain_partitions(int64 *busy) {
+    return roll_partitions(event_partitions, setting_int("retention.events_days"), busy) +
+           roll_partitions(point_partitions, setting_int("retention.metric_points_days"), busy);
+}
+
+int64 purge_expired() {
+    static Statement rollups(
+        "DELETE FROM conveyor.metric_rollups WHERE (period = 'hour' AND bucket_start < pg_catalog.now() - $1 * interval '1 day')"
+        " OR (period = 'day' AND bucket_start < pg_catalog.now() - $2 * interval '1 day')",
+        {INT8OID, INT8OID});
+    static Statement issues(
+        "DELETE FROM conveyor.worker_issues WHERE resolved_at < pg_catalog.now() - $1 * interval '1 day'", {INT8OID});
+    int64 n = (int64)rollups
+                  .run(Params()
+                           .int8(0, setting_int("retention.metric_hourly_days"))
+                           .int8(1, setting_int("retention.metric_daily_days")))
+                  .affected();
+    n += (int64)issues.run(Params().int8(0, setting_int("retention.resolved_issues_days"))).affected();
+    return n;
+}
+
+} // namespace conveyor::monitor
