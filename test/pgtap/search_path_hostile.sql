@@ -4,7 +4,7 @@
 -- a probe shows that the same look-alikes do catch the caller's own SQL. (upsert_hostile.sql covers
 -- search_path planted from inside an upsert by triggers, DEFAULTs and CHECKs.)
 BEGIN;
-SELECT plan(8);
+SELECT plan(9);
 
 CREATE ROLE tap_sp_mallory LOGIN IN ROLE conveyor_admin;   -- admin: the workload includes admin functions
 SELECT format('GRANT CREATE ON DATABASE %I TO tap_sp_mallory', current_database()) \gexec
@@ -202,26 +202,22 @@ SELECT conveyor.quota_projection(10, 100, '2026-01-01Z', '2026-01-02Z', '2026-01
 SELECT conveyor.rate_limit('tap-sp', 10);
 SELECT conveyor.drop_queue('tap_sp', true);
 
--- monitor (src/monitor): called once its functions exist; the coverage check below fails for any
--- function of the extension this workload does not call, so extend this list with the module.
-DO $monitor$
-BEGIN
-    IF to_regprocedure('conveyor.health()') IS NOT NULL THEN
-        PERFORM conveyor.settings();
-        PERFORM conveyor.get_setting('maintenance.batch_size');
-        PERFORM conveyor.health();
-        PERFORM conveyor.events();
-        PERFORM conveyor.resolve_issue(conveyor.report_issue('w1', 'timeout', 'warning', 'slow site', '{"url": "x"}'), 'fixed');
-        PERFORM conveyor.worker_issues(true);
-        PERFORM conveyor.worker_issue_stats();
-        PERFORM conveyor.record_metric('tap_sp.latency', 1.5, '{"site": "a"}');
-        PERFORM conveyor.record_metrics('[{"name": "tap_sp.latency", "value": 2}]');
-        PERFORM conveyor.aggregate_metrics('hour');
-        PERFORM conveyor.metrics('tap_sp.latency', '2000-01-01Z', '2999-01-01Z');
-        PERFORM conveyor.audit();
-    END IF;
-END
-$monitor$;
+-- monitor; the coverage check below fails for any function of the extension this workload does not call
+SELECT conveyor.settings();
+SELECT conveyor.set_setting('health.dead_jobs_warning', '5');
+SELECT conveyor.get_setting('health.dead_jobs_warning') AS setting \gset
+SELECT conveyor.set_setting('health.dead_jobs_warning', NULL);
+SELECT conveyor.report_issue('w1', 'timeout', 'warning', 'slow site', '{"url": "x"}') AS issue \gset
+SELECT conveyor.report_issue('w1', 'timeout', 'warning', 'slow site', '{"url": "x"}');
+SELECT conveyor.worker_issues();
+SELECT conveyor.worker_issue_stats();
+SELECT conveyor.resolve_issue(:issue, 'fixed') AS resolved \gset
+SELECT conveyor.record_metric('tap_sp.latency', 1.5, '{"site": "a"}');
+SELECT conveyor.record_metrics('[{"name": "tap_sp.latency", "value": 2, "tags": {"site": "a"}}]');
+SELECT conveyor.aggregate_metrics('hour');
+SELECT conveyor.metrics('tap_sp.latency', '2000-01-01Z', '2999-01-01Z');
+SELECT conveyor.events('2000-01-01Z');
+SELECT conveyor.health() AS health \gset
 
 -- ---- the probe: the same look-alikes catch the caller's own SQL ---------------------------------------
 
@@ -249,6 +245,7 @@ SELECT is(ARRAY[:'dup', :'acked', :'d1_job'::jsonb->>'status', :'idem_state', :'
           ARRAY['t', 't', 'completed', 'completed', 'COMPLETED', 't'], 'queue, idempotency, entities, advisory locks');
 SELECT is(ARRAY[:'upsert_again', :'counted_inserted', :'counted_updated'], ARRAY['unchanged', '1', '1'], 'upserts');
 SELECT is(:'snap_delta'::jsonb, '{"views": 15}', 'snapshots');
+SELECT is(ARRAY[:'setting', :'resolved', (:'health'::jsonb->>'overall_status' IS NOT NULL)::text], ARRAY['5', 't', 'true'], 'monitor');
 SELECT is(ARRAY[:'charged', :'quota_allowed'], ARRAY['1.500000', 't'], 'costs');
 
 SELECT * FROM finish();
