@@ -50,7 +50,8 @@ void record_event(const char *event, const char *source, const std::optional<std
 }
 
 CONVEYOR_FUNCTION(conveyor_events) {
-    TimestampTz since = required_time(fcinfo, 0, "since");
+    require(fcinfo, 0, "since");  // a filter bound: any time, infinities too
+    TimestampTz since = PG_GETARG_TIMESTAMPTZ(0);
     std::optional<std::string> event_type = optional_key(fcinfo, 1, "event_type");
     int32 limit = required_int(fcinfo, 2, "lim", 1, 100000, "lim is at most 100000; page on event_id.");
     ResultSet out(fcinfo);

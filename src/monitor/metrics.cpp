@@ -93,7 +93,12 @@ CONVEYOR_FUNCTION(conveyor_record_metrics) {
                 if (f.value.type != jbvNumeric)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a number, not {}", field, jsonb_type_name(f.value)));
                 Numeric n = f.value.val.numeric;
-                double v = pg_guard([&] { return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(n))); });
+                double v;
+                try {
+                    v = pg_guard([&] { return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(n))); });
+                } catch (const PgError &) {
+                    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} is out of range for double precision", field));
+                }
                 finite_value(v, field);
                 has_value = true;
             } else if (f.key == "tags") {
@@ -182,8 +187,11 @@ CONVEYOR_FUNCTION(conveyor_aggregate_metrics) {
 
 CONVEYOR_FUNCTION(conveyor_metrics) {
     std::string name = required_key(fcinfo, 0, "name");
-    TimestampTz since = required_time(fcinfo, 1, "since");
-    TimestampTz until = required_time(fcinfo, 2, "until");
+    // Filter bounds: any time, infinities too.
+    require(fcinfo, 1, "since");
+    require(fcinfo, 2, "until");
+    TimestampTz since = PG_GETARG_TIMESTAMPTZ(1);
+    TimestampTz until = PG_GETARG_TIMESTAMPTZ(2);
     std::string period = period_argument(fcinfo, 3);
     Jsonb *tags = arg_jsonb(fcinfo, 4);
     check_tags(tags, "tags");

@@ -93,7 +93,7 @@ static const SettingDefinition &known_definition(FunctionCallInfo fcinfo, int i)
 static std::string canonical(const SettingDefinition &d, const std::string &value) {
     auto bad = [&](const std::string &why) {
         return Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("invalid value {} for setting {}", quoted(value), d.key),
-                     why, fmt::format("{} (default {})", d.description, d.default_value));
+                     why, fmt::format("{} Its default is {}.", d.description, d.default_value));
     };
     if (d.kind == Kind::boolean) {
         if (value == "on" || value == "true") return "on";
