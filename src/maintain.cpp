@@ -65,8 +65,8 @@ CONVEYOR_FUNCTION(conveyor_maintain) {
     auto start = std::chrono::steady_clock::now();
     Report r;
     // Bookkeeping first: nothing here locks what workers touch.
-    r.step("own_metrics_recorded", [] { return monitor::record_own_metrics(); });
     r.step("metric_buckets_rolled_up", [] { return monitor::roll_up_metrics(); });
+    r.step("own_metrics_recorded", [] { return monitor::record_own_metrics(); });
     r.step("monitor_rows_purged", [] { return monitor::purge_expired(); });
     r.step("counter_rows_folded", [] { return queue::fold_counters(); });
     r.step("lock_events_purged", [] { return locks::maintain_locks(); });

@@ -11,6 +11,7 @@ extern "C" {
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 }
 
@@ -68,8 +69,10 @@ void DailyPartitions::ensure(int64 first, int64 last) {
     for (int64 day = std::max(first, ready_until_ + 1); day <= last; ++day) {
         std::string part = fmt::format("{}_p{}", table_, day_text(day, true));
         if (OidIsValid(conveyor_relid(part.c_str()))) continue;
-        // Serialize creators of one partition; then look again.
+        // Serialize creators of one partition; then look again, after taking in the catalog changes
+        // of whoever held the lock (an advisory lock, unlike a relation lock, does not do that).
         xact_lock(LockSpace::partition, hash64(part));
+        pg_guard([] { AcceptInvalidationMessages(); });
         if (OidIsValid(conveyor_relid(part.c_str()))) continue;
         const char *part_name = part.c_str();
         const char *ident = pg_guard([&] { return quote_identifier(part_name); });
@@ -114,16 +117,7 @@ bool DailyPartitions::drop(const std::string &partition, int lock_timeout_ms) co
     const char *part_name = partition.c_str();
     const char *ident = pg_guard([&] { return quote_identifier(part_name); });
     std::string sql = fmt::format("DROP TABLE conveyor.{}", ident);
-    std::string timeout = std::to_string(lock_timeout_ms);
-    try {
-        in_subtransaction([&] {
-            with_setting("lock_timeout", timeout.c_str(), [&] { spi::run_once(sql, {}, spi::Params()); });
-        });
-    } catch (const PgError &e) {
-        if (e.sqlstate() != ERRCODE_LOCK_NOT_AVAILABLE) throw;
-        return false;  // busy: the next run drops it
-    }
-    return true;
+    return within_lock_timeout(lock_timeout_ms, [&] { spi::run_once(sql, {}, spi::Params()); });
 }
 
 static void forget_partitions_on_abort(XactEvent event, void *) {

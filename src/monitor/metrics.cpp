@@ -216,8 +216,12 @@ CONVEYOR_FUNCTION(conveyor_metrics) {
 // ---- conveyor's own figures ----------------------------------------------------------------------
 int64 record_own_metrics() {
     if (!monitor_installed() || !setting_bool("metrics.record_own")) return 0;
+    // Points go to partitions that exist (made ahead by maintain(), or by writers): minutes of
+    // yesterday only when its partition is still there.
     int64 today = unix_day(GetCurrentTimestamp());
-    point_partitions.ensure(today - 1, today + 1);
+    point_partitions.ensure_current();
+    std::string yesterday = fmt::format("metric_points_p{}", day_text(today - 1, true));
+    int64 first_day = OidIsValid(conveyor_relid(yesterday.c_str())) ? today - 1 : today;
     // Jobs enqueued, completed and failed per queue and minute, for each whole minute since the last
     // run (at most the last day: older minutes are folded away). The minute recorded up to is kept
     // in metric_rollup_state under 'own_jobs'.
@@ -230,7 +234,7 @@ int64 record_own_metrics() {
         " minutes AS ("
         "  SELECT c.queue_id, c.bucket, sum(c.enqueued) AS enqueued, sum(c.completed) AS completed, sum(c.failed) AS failed"
         "  FROM conveyor.queue_counts c, state"
-        "  WHERE c.bucket >= GREATEST(COALESCE(state.since, '-infinity'), pg_catalog.now() - interval '24 hours')"
+        "  WHERE c.bucket >= GREATEST(COALESCE(state.since, '-infinity'), pg_catalog.now() - interval '24 hours', $1)"
         "    AND c.bucket < pg_catalog.date_trunc('minute', pg_catalog.now())"
         "  GROUP BY c.queue_id, c.bucket)"
         " INSERT INTO conveyor.metric_points (metric, value, tags, at)"
@@ -238,8 +242,9 @@ int64 record_own_metrics() {
         " FROM minutes m JOIN conveyor.queues q USING (queue_id)"
         " CROSS JOIN LATERAL (VALUES ('enqueued', m.enqueued), ('completed', m.completed), ('failed', m.failed)) v(kind, n)"
         " WHERE v.n > 0",
-        {});
-    int64 n = (int64)jobs.run().affected();
+        {TIMESTAMPTZOID});
+    TimestampTz first = (TimestampTz)((first_day - (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE)) * USECS_PER_DAY);
+    int64 n = (int64)jobs.run(Params().datum(0, TimestampTzGetDatum(first))).affected();
     // Spend per account and use per quota, sampled now.
     static Statement gauges(
         "INSERT INTO conveyor.metric_points (metric, value, tags, at)"

@@ -1,5 +1,6 @@
 // The monitor's part of maintain(): its partitions ahead and past retention, and the purge of rollups
 // and resolved issues past theirs.
+#include "core/subxact.hpp"
 #include "monitor/internal.hpp"
 
 namespace conveyor::monitor {
@@ -7,14 +8,18 @@ namespace conveyor::monitor {
 using spi::Params;
 using spi::Statement;
 
-constexpr int drop_lock_timeout_ms = 200;  // a partition still being read waits for the next run
+// Creating or dropping a partition locks its parent against every reader and writer until maintain()
+// commits: a lock not granted within this waits for the next run.
+constexpr int partition_lock_timeout_ms = 200;
+// Partitions are made this many days ahead, so writers rarely create one themselves.
+constexpr int64 days_ahead = 2;
 
 static int64 roll_partitions(DailyPartitions &t, int64 retention_days, int64 *busy) {
     int64 today = unix_day(GetCurrentTimestamp());
-    t.ensure(today, today + 1);
+    if (!within_lock_timeout(partition_lock_timeout_ms, [&] { t.ensure(today, today + days_ahead); })) ++*busy;
     int64 dropped = 0;
     for (const std::string &part : t.before(today - retention_days)) {
-        if (t.drop(part, drop_lock_timeout_ms)) ++dropped;
+        if (t.drop(part, partition_lock_timeout_ms)) ++dropped;
         else ++*busy;
     }
     return dropped;

@@ -2,6 +2,7 @@
 // by maintain() and on demand by the paths that write to them, dropped by maintain() when past their
 // retention.
 #include "core/partitions.hpp"
+#include "core/subxact.hpp"
 #include "queue/internal.hpp"
 
 namespace conveyor::queue {
@@ -24,10 +25,16 @@ int64 maintain_partitions(int64 *busy) {
     // yet hold a change made earlier in the calling statement).
     static Statement max_retention("SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {});
     int32 retention = *max_retention.run().int4(0, 0);
-    ensure_history_partitions(retention);
-    ensure_event_partitions();
-
+    // Creating or dropping a partition locks its parent against every job write until maintain()
+    // commits: a lock not granted within this waits for the next run.
     constexpr int lock_timeout_ms = 200;
+    if (!within_lock_timeout(lock_timeout_ms, [&] {
+            ensure_history_partitions(retention);
+            int64 today = unix_day(GetCurrentTimestamp());
+            events_table.ensure(today, today + 2);
+        }))
+        ++*busy;
+
     int64 today = unix_day(tx_now());
     int64 dropped = 0;
     // History partitions whose purge day has passed: their dead jobs leave the gauges with them.

@@ -5,7 +5,7 @@ SELECT plan(16);
 
 SELECT conveyor.maintain() AS first \gset
 SELECT is((SELECT array_agg(s->>'step' ORDER BY o) FROM jsonb_array_elements(:'first'::jsonb -> 'steps') WITH ORDINALITY AS e(s, o)),
-    ARRAY['own_metrics_recorded', 'metric_buckets_rolled_up', 'monitor_rows_purged', 'counter_rows_folded', 'lock_events_purged',
+    ARRAY['metric_buckets_rolled_up', 'own_metrics_recorded', 'monitor_rows_purged', 'counter_rows_folded', 'lock_events_purged',
           'idempotency_keys_purged', 'rate_limits_purged', 'leases_expired', 'groups_repaired', 'stale_locks_cleaned',
           'stuck_entities_reset', 'reservations_expired', 'partitions_dropped'],
     'maintain() reports its steps in the order they ran: bookkeeping, repairs, then partitions');
