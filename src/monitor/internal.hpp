@@ -1,4 +1,4 @@
-// The monitor's internal header: what its files (settings, events, issues, metrics, health) share.
+// The monitor's internal header: what its files (settings, events, issues, metrics, health, audit) share.
 #pragma once
 
 #include "core/message.hpp"
@@ -11,5 +11,10 @@ namespace conveyor::monitor {
 // The daily partitions of conveyor.events (events.cpp) and conveyor.metric_points (metrics.cpp).
 extern DailyPartitions event_partitions;
 extern DailyPartitions point_partitions;
+// The daily partitions of conveyor.audit_log (audit.cpp).
+extern DailyPartitions audit_partitions;
+
+// At load, from register_callbacks(): the audit's knowledge of functions follows pg_proc.
+void register_audit_callbacks();
 
 } // namespace conveyor::monitor

@@ -152,6 +152,7 @@ bool setting_bool(const char *key) { return setting(key) == "on"; }
 
 void register_callbacks() {
     pg_guard([] { CacheRegisterRelcacheCallback(forget_cached_settings, (Datum)0); });
+    register_audit_callbacks();
 }
 
 // ---- entry points ---------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ CONVEYOR_FUNCTION(conveyor_get_setting) {
     return pg_guard([&] { return CStringGetTextDatum(v); });
 }
 
-CONVEYOR_FUNCTION(conveyor_set_setting) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_set_setting) {
     const SettingDefinition &d = known_definition(fcinfo, 0);
     std::optional<std::string> value = arg_text(fcinfo, 1);
     spi::Connection spi;

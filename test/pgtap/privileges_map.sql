@@ -13,6 +13,10 @@ INSERT INTO tap_pm_decided VALUES
     ('account_status', 'conveyor_reader'), ('ledger_verify', 'conveyor_reader'), ('cost_report', 'conveyor_reader'),
     ('quota_status', 'conveyor_reader'), ('quota_window', 'conveyor_reader'), ('quota_projection', 'conveyor_reader'),
     ('snapshot_series', 'conveyor_reader'),
+    -- readers of the monitor: settings, events, worker issues, metrics, health
+    ('settings', 'conveyor_reader'), ('get_setting', 'conveyor_reader'), ('events', 'conveyor_reader'),
+    ('worker_issues', 'conveyor_reader'), ('worker_issue_stats', 'conveyor_reader'), ('metrics', 'conveyor_reader'),
+    ('health', 'conveyor_reader'),
     -- workers: the queue, idempotency, leases and entity states, advisory locks, upserts, snapshots, costs
     ('enqueue', 'conveyor_worker'), ('enqueue_batch', 'conveyor_worker'), ('dequeue', 'conveyor_worker'),
     ('ack', 'conveyor_worker'), ('ack_many', 'conveyor_worker'), ('heartbeat', 'conveyor_worker'),
@@ -28,14 +32,19 @@ INSERT INTO tap_pm_decided VALUES
     ('snapshot_batch', 'conveyor_worker'), ('charge', 'conveyor_worker'), ('reserve', 'conveyor_worker'),
     ('settle', 'conveyor_worker'), ('release_reservation', 'conveyor_worker'), ('quota_consume', 'conveyor_worker'),
     ('rate_limit', 'conveyor_worker'),
+    -- workers report issues and record metrics
+    ('report_issue', 'conveyor_worker'), ('resolve_issue', 'conveyor_worker'), ('record_metric', 'conveyor_worker'),
+    ('record_metrics', 'conveyor_worker'),
     -- admins: queue management and operator actions, maintenance, forced releases, accounts and quotas
     ('create_queue', 'conveyor_admin'), ('alter_queue', 'conveyor_admin'), ('drop_queue', 'conveyor_admin'),
     ('pause_queue', 'conveyor_admin'), ('resume_queue', 'conveyor_admin'), ('retry', 'conveyor_admin'),
     ('dead_letter', 'conveyor_admin'), ('cancel', 'conveyor_admin'), ('reap', 'conveyor_admin'), ('maintain', 'conveyor_admin'),
     ('lock_force_release', 'conveyor_admin'), ('account_create', 'conveyor_admin'), ('account_update', 'conveyor_admin'),
-    ('quota_define', 'conveyor_admin'),
-    -- no role: the trigger function that tells backends their cached queue rows changed
-    ('queues_changed', 'none');
+    ('quota_define', 'conveyor_admin'), ('set_setting', 'conveyor_admin'), ('aggregate_metrics', 'conveyor_admin'),
+    -- the audit trail is for admins only (it shows every caller's arguments)
+    ('audit', 'conveyor_admin'),
+    -- no role: the trigger functions that tell backends their cached queue rows or settings changed
+    ('queues_changed', 'none'), ('settings_changed', 'none');
 
 CREATE TEMP VIEW tap_pm_actual AS
 SELECT p.proname::text AS name, p.oid::regprocedure::text AS signature,
