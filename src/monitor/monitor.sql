@@ -188,7 +188,7 @@ CREATE FUNCTION conveyor.audit(since timestamptz DEFAULT pg_catalog.now() - inte
     RETURNS TABLE(audit_id bigint, at timestamptz, session_user_name text, current_user_name text, client_addr inet,
                   application_name text, function_name text, arguments jsonb, result jsonb)
     LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_audit';
-COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user (actor) and one function (with or without the conveyor. prefix).';
+COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user and of one function.';
 
 -- ---- roles of the monitor ----
 GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conveyor.events(timestamptz, text, int),
