@@ -9,6 +9,7 @@
 
 #include "core/args.hpp"
 #include "core/message.hpp"
+#include "core/owner.hpp"
 #include "core/partitions.hpp"
 #include "core/spi.hpp"
 #include "monitor/internal.hpp"
@@ -128,10 +129,14 @@ static const std::map<std::string, std::string> &stored_settings() {
     static Statement stmt("SELECT key, value FROM conveyor.settings", {});
     Oid relid = conveyor_relid("settings");
     std::map<std::string, std::string> loaded;
-    spi::Connection spi;  // nested: callers may or may not be connected
-    auto rows = stmt.run();
-    for (uint64 r = 0; r < rows.size(); ++r) loaded.emplace(*rows.text(r, 0), *rows.text(r, 1));
-    spi.finish();
+    {
+        // As the owner: invoker functions (upsert) read settings too, for their caller's audit.
+        OwnerScope owner;
+        spi::Connection spi;  // nested: callers may or may not be connected
+        auto rows = stmt.run();
+        for (uint64 r = 0; r < rows.size(); ++r) loaded.emplace(*rows.text(r, 0), *rows.text(r, 1));
+        spi.finish();
+    }
     stored_cache = std::move(loaded);
     cache_relid = relid;
     cache_valid = true;
