@@ -53,7 +53,7 @@ static Datum jsonb_result(const std::string &text) {
     return spi::keep(built, false, -1);
 }
 
-CONVEYOR_FUNCTION(conveyor_maintain) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_maintain) {
     (void)fcinfo;
     spi::Connection spi;
     // One run at a time per database; the lock is held until this transaction ends.

@@ -21,7 +21,7 @@ static std::string required_severity(FunctionCallInfo fcinfo, int i) {
     return s;
 }
 
-CONVEYOR_FUNCTION(conveyor_report_issue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_report_issue) {
     std::string worker = required_key(fcinfo, 0, "worker_name");
     std::string type = required_key(fcinfo, 1, "issue_type");
     std::string severity = required_severity(fcinfo, 2);
@@ -52,7 +52,7 @@ CONVEYOR_FUNCTION(conveyor_report_issue) {
     PG_RETURN_INT64(id);
 }
 
-CONVEYOR_FUNCTION(conveyor_resolve_issue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_resolve_issue) {
     require(fcinfo, 0, "issue_id");
     int64 id = PG_GETARG_INT64(0);
     std::optional<std::string> resolution = arg_text(fcinfo, 1);

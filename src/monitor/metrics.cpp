@@ -46,7 +46,7 @@ static std::string period_argument(FunctionCallInfo fcinfo, int i) {
     return period;
 }
 
-CONVEYOR_FUNCTION(conveyor_record_metric) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_record_metric) {
     std::string name = required_key(fcinfo, 0, "name");
     require(fcinfo, 1, "value");
     double value = finite_value(PG_GETARG_FLOAT8(1), "value");
@@ -67,7 +67,7 @@ CONVEYOR_FUNCTION(conveyor_record_metric) {
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_record_metrics) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_record_metrics) {
     require(fcinfo, 0, "points");
     Jsonb *points = arg_jsonb(fcinfo, 0);
     auto elements = jsonb_array_elements(points, "points");
@@ -172,7 +172,7 @@ int64 roll_up_metrics() {
     return roll_up("hour").second + roll_up("day").second;
 }
 
-CONVEYOR_FUNCTION(conveyor_aggregate_metrics) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_aggregate_metrics) {
     std::string period = period_argument(fcinfo, 0);
     spi::Connection spi;
     auto [buckets, written] = roll_up(period);

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/pg.hpp"
+#include "core/guard.hpp"
 
 namespace conveyor::monitor {
 
@@ -36,7 +36,28 @@ int64 purge_expired();
 // Records conveyor's own figures as metric points (jobs per minute per queue, spend, quota use).
 int64 record_own_metrics();
 
+// ---- the audit trail (audit.cpp) ----
+// Runs body(fcinfo), the entry point's C++ body, and, when the call is audited, records it in
+// conveyor.audit_log in the same transaction: the caller, the function, its arguments by name and its
+// result. A call that fails records nothing (its error rolls the row back with the change). Which
+// calls are audited is decided in audit.cpp from the privilege map: admin-only functions always
+// (but periodic upkeep), worker functions when audit.worker_calls is on, readers never.
+Datum audited_call(FunctionCallInfo fcinfo, Datum (*body)(FunctionCallInfo));
+
 // At load (src/core/module.cpp).
 void register_callbacks();
 
 } // namespace conveyor::monitor
+
+// Declares a SQL-callable function `name`, as CONVEYOR_FUNCTION does, whose calls go through
+// monitor::audited_call: every entry point a worker or an admin may call is declared with it.
+#define CONVEYOR_AUDITED_FUNCTION(name)                                                       \
+    static Datum name##_impl(FunctionCallInfo fcinfo);                                        \
+    extern "C" {                                                                              \
+    PG_FUNCTION_INFO_V1(name);                                                                \
+    Datum name(PG_FUNCTION_ARGS) {                                                            \
+        return ::conveyor::at_boundary(                                                       \
+            [fcinfo] { return ::conveyor::monitor::audited_call(fcinfo, name##_impl); });     \
+    }                                                                                         \
+    }                                                                                         \
+    static Datum name##_impl(FunctionCallInfo fcinfo)

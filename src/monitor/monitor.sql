@@ -160,6 +160,36 @@ CREATE FUNCTION conveyor.health() RETURNS jsonb
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_health';
 COMMENT ON FUNCTION conveyor.health() IS 'One document: queue, lock, entity, worker and cost health, each healthy, warning or critical, and the worst of them.';
 
+-- ===================================================================================================
+-- Audit: who called which admin action (and, when audit.worker_calls is on, which worker call), with
+-- what arguments and result; written by the call itself, in its transaction (src/monitor/audit.cpp)
+-- ===================================================================================================
+
+-- Partitioned by day (audit_log_pYYYYMMDD, each with its own indexes), dropped after
+-- retention.audit_days. current_user_name is the role that called (not conveyor's owner, which
+-- SECURITY DEFINER functions run as).
+CREATE SEQUENCE conveyor.audit_id_seq AS bigint NO CYCLE;
+CREATE TABLE conveyor.audit_log (
+    audit_id          bigint NOT NULL,
+    at                timestamptz NOT NULL,
+    session_user_name text NOT NULL,
+    current_user_name text NOT NULL,
+    client_addr       inet,
+    application_name  text,
+    function_name     text NOT NULL,
+    arguments         jsonb NOT NULL,
+    result            jsonb
+) PARTITION BY RANGE (at);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.audit_id_seq', '');
+
+CREATE FUNCTION conveyor.audit(since timestamptz DEFAULT pg_catalog.now() - interval '1 day', actor text DEFAULT NULL,
+                               function text DEFAULT NULL)
+    RETURNS TABLE(audit_id bigint, at timestamptz, session_user_name text, current_user_name text, client_addr inet,
+                  application_name text, function_name text, arguments jsonb, result jsonb)
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_audit';
+COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user and of one function.';
+
 -- ---- roles of the monitor ----
 GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conveyor.events(timestamptz, text, int),
     conveyor.worker_issues(boolean), conveyor.worker_issue_stats(),
@@ -168,4 +198,5 @@ GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conve
 GRANT EXECUTE ON FUNCTION conveyor.report_issue(text, text, text, text, jsonb), conveyor.resolve_issue(bigint, text),
     conveyor.record_metric(text, double precision, jsonb), conveyor.record_metrics(jsonb)
     TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text) TO conveyor_admin;
+GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text),
+    conveyor.audit(timestamptz, text, text) TO conveyor_admin;

@@ -9,6 +9,7 @@
 
 #include "core/args.hpp"
 #include "core/message.hpp"
+#include "core/owner.hpp"
 #include "core/partitions.hpp"
 #include "core/spi.hpp"
 #include "monitor/internal.hpp"
@@ -129,10 +130,14 @@ static const std::map<std::string, std::string> &stored_settings() {
     Oid relid = conveyor_relid("settings");
     std::map<std::string, std::string> loaded;
     if (!OidIsValid(relid)) return stored_cache = {};  // at 0.1: every setting at its default
-    spi::Connection spi;  // nested: callers may or may not be connected
-    auto rows = stmt.run();
-    for (uint64 r = 0; r < rows.size(); ++r) loaded.emplace(*rows.text(r, 0), *rows.text(r, 1));
-    spi.finish();
+    {
+        // As the owner: invoker functions (upsert) read settings too, for their caller's audit.
+        OwnerScope owner;
+        spi::Connection spi;  // nested: callers may or may not be connected
+        auto rows = stmt.run();
+        for (uint64 r = 0; r < rows.size(); ++r) loaded.emplace(*rows.text(r, 0), *rows.text(r, 1));
+        spi.finish();
+    }
     stored_cache = std::move(loaded);
     cache_relid = relid;
     cache_valid = true;
@@ -153,6 +158,7 @@ bool setting_bool(const char *key) { return setting(key) == "on"; }
 
 void register_callbacks() {
     pg_guard([] { CacheRegisterRelcacheCallback(forget_cached_settings, (Datum)0); });
+    register_audit_callbacks();
 }
 
 // ---- entry points ---------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ CONVEYOR_FUNCTION(conveyor_get_setting) {
     return pg_guard([&] { return CStringGetTextDatum(v); });
 }
 
-CONVEYOR_FUNCTION(conveyor_set_setting) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_set_setting) {
     const SettingDefinition &d = known_definition(fcinfo, 0);
     std::optional<std::string> value = arg_text(fcinfo, 1);
     spi::Connection spi;

@@ -1,4 +1,4 @@
-// The monitor's part of maintain(): its partitions ahead and past retention, and the purge of rollups
+// The monitor's part of maintain(): its partitions (events, metric points, the audit log) ahead and past retention, and the purge of rollups
 // and resolved issues past theirs.
 #include "core/subxact.hpp"
 #include "monitor/internal.hpp"
@@ -28,7 +28,8 @@ static int64 roll_partitions(DailyPartitions &t, int64 retention_days, int64 *bu
 int64 maintain_partitions(int64 *busy) {
     if (!monitor_installed()) return 0;
     return roll_partitions(event_partitions, setting_int("retention.events_days"), busy) +
-           roll_partitions(point_partitions, setting_int("retention.metric_points_days"), busy);
+           roll_partitions(point_partitions, setting_int("retention.metric_points_days"), busy) +
+           roll_partitions(audit_partitions, setting_int("retention.audit_days"), busy);
 }
 
 int64 purge_expired() {

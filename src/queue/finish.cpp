@@ -289,7 +289,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
     return (int64)changes.size();
 }
 
-CONVEYOR_FUNCTION(conveyor_ack) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_ack) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     require(fcinfo, 1, "success");
     bool success = PG_GETARG_BOOL(1);
@@ -303,7 +303,7 @@ CONVEYOR_FUNCTION(conveyor_ack) {
     PG_RETURN_BOOL(n == 1);
 }
 
-CONVEYOR_FUNCTION(conveyor_ack_many) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_ack_many) {
     require(fcinfo, 0, "job_ids");
     require(fcinfo, 1, "success");
     ArrayType *arr = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(0); });
@@ -377,7 +377,7 @@ int64 expire_leases() {
     return n;
 }
 
-CONVEYOR_FUNCTION(conveyor_reap) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_reap) {
     auto queue_name = arg_text(fcinfo, 0);
     spi::Connection spi;
     std::optional<int32> queue_id;
@@ -392,7 +392,7 @@ CONVEYOR_FUNCTION(conveyor_reap) {
 // ---------------------------------------------------------------------------------------------------
 // Leases held by workers: heartbeat and release
 
-CONVEYOR_FUNCTION(conveyor_heartbeat) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_heartbeat) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
@@ -440,7 +440,7 @@ static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::stri
     return changed_rows(stmt.run(Params().uuid(0, id).text(1, worker).int4(2, delay)));
 }
 
-CONVEYOR_FUNCTION(conveyor_release) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
@@ -515,14 +515,14 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     return true;
 }
 
-CONVEYOR_FUNCTION(conveyor_dead_letter) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_dead_letter) {
     required_text(fcinfo, 1, "reason");
     PG_RETURN_BOOL(end_job(fcinfo, "dead"));
 }
 
-CONVEYOR_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
 
-CONVEYOR_FUNCTION(conveyor_retry) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_retry) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     auto delay = arg_int(fcinfo, 1);
     check_delay(delay, "delay_seconds");
