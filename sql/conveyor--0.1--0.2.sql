@@ -29,6 +29,7 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.settings', '');
 -- Backends cache the settings; a change invalidates the table's relcache entry, which empties them.
 CREATE FUNCTION conveyor.settings_changed() RETURNS trigger
     LANGUAGE C AS 'MODULE_PATHNAME', 'conveyor_settings_changed';
+COMMENT ON FUNCTION conveyor.settings_changed() IS 'Trigger function on conveyor.settings that makes every backend drop its cached settings; not for calling.';
 CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON conveyor.settings
     FOR EACH STATEMENT EXECUTE FUNCTION conveyor.settings_changed();
 
