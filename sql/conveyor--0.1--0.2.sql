@@ -174,6 +174,36 @@ CREATE FUNCTION conveyor.health() RETURNS jsonb
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_health';
 COMMENT ON FUNCTION conveyor.health() IS 'One document: queue, lock, entity, worker and cost health, each healthy, warning or critical, and the worst of them.';
 
+-- ===================================================================================================
+-- Audit: who called which admin action (and, when audit.worker_calls is on, which worker call), with
+-- what arguments and result; written by the call itself, in its transaction (src/monitor/audit.cpp)
+-- ===================================================================================================
+
+-- Partitioned by day (audit_log_pYYYYMMDD, each with its own indexes), dropped after
+-- retention.audit_days. current_user_name is the role that called (not conveyor's owner, which
+-- SECURITY DEFINER functions run as).
+CREATE SEQUENCE conveyor.audit_id_seq AS bigint NO CYCLE;
+CREATE TABLE conveyor.audit_log (
+    audit_id          bigint NOT NULL,
+    at                timestamptz NOT NULL,
+    session_user_name text NOT NULL,
+    current_user_name text NOT NULL,
+    client_addr       inet,
+    application_name  text,
+    function_name     text NOT NULL,
+    arguments         jsonb NOT NULL,
+    result            jsonb
+) PARTITION BY RANGE (at);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.audit_id_seq', '');
+
+CREATE FUNCTION conveyor.audit(since timestamptz DEFAULT pg_catalog.now() - interval '1 day', actor text DEFAULT NULL,
+                               function text DEFAULT NULL)
+    RETURNS TABLE(audit_id bigint, at timestamptz, session_user_name text, current_user_name text, client_addr inet,
+                  application_name text, function_name text, arguments jsonb, result jsonb)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off AS 'MODULE_PATHNAME', 'conveyor_audit';
+COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user and of one function.';
+
 -- ---- roles of the monitor ----
 GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conveyor.events(timestamptz, text, int),
     conveyor.worker_issues(boolean), conveyor.worker_issue_stats(),
@@ -182,7 +212,8 @@ GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conve
 GRANT EXECUTE ON FUNCTION conveyor.report_issue(text, text, text, text, jsonb), conveyor.resolve_issue(bigint, text),
     conveyor.record_metric(text, double precision, jsonb), conveyor.record_metrics(jsonb)
     TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text) TO conveyor_admin;
+GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text),
+    conveyor.audit(timestamptz, text, text) TO conveyor_admin;
 
 -- ---- privileges of the new objects (src/core/privileges.sql does this for a fresh install) ----
 DO $privileges$
@@ -190,12 +221,9 @@ DECLARE
     f regprocedure;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-             JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
-             JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'conveyor'
              WHERE p.pronamespace = 'conveyor'::regnamespace LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
     END LOOP;
 END
 $privileges$;
-GRANT SELECT ON conveyor.settings, conveyor.events, conveyor.worker_issues, conveyor.metric_points,
-    conveyor.metric_rollups, conveyor.metric_rollup_state TO conveyor_admin;
+GRANT SELECT ON conveyor.settings, conveyor.events, conveyor.worker_issues, conveyor.metric_points, conveyor.metric_rollups, conveyor.metric_rollup_state, conveyor.audit_log TO conveyor_admin;

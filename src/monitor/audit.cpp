@@ -222,6 +222,8 @@ Datum audited_call(FunctionCallInfo fcinfo, Datum (*body)(FunctionCallInfo)) {
     Datum result = body(fcinfo);
     // A call in a read-only transaction changed nothing, and could not be recorded.
     if (XactReadOnly) return result;
+    // A database still at 0.1 (before ALTER EXTENSION conveyor UPDATE) has no audit log.
+    if (!OidIsValid(conveyor_relid("audit_log"))) return result;
     record_call(f, fcinfo, result, session_role, calling_role);
     return result;
 }
@@ -229,7 +231,8 @@ Datum audited_call(FunctionCallInfo fcinfo, Datum (*body)(FunctionCallInfo)) {
 // ---- conveyor.audit() -------------------------------------------------------------------------------
 
 CONVEYOR_FUNCTION(conveyor_audit) {
-    TimestampTz since = required_time(fcinfo, 0, "since");
+    require(fcinfo, 0, "since");  // a filter bound: any time, infinities too
+    TimestampTz since = PG_GETARG_TIMESTAMPTZ(0);
     std::optional<std::string> actor = optional_key(fcinfo, 1, "actor");
     std::optional<std::string> function = optional_key(fcinfo, 2, "function");
     if (function && function->rfind("conveyor.", 0) != 0) function = "conveyor." + *function;
