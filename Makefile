@@ -1,6 +1,6 @@
 # conveyor: PGXS build of the extension (C++17) and its test suites.
 EXTENSION = conveyor
-EXTVERSION = 0.1
+EXTVERSION = 0.2
 
 # One folder per capability under src/ (src/core: the boundary, SPI, argument readers and module init);
 # every .cpp of them goes into conveyor.so.
@@ -9,11 +9,13 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*/*.cpp) $(wildcard src/*.cpp)
 
 # One SQL source per module, in dependency order; the versioned install script is built from them.
 SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.sql src/locks/locks.sql \
-	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/schedule.sql \
-	src/core/privileges.sql
+	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/monitor.sql \
+	src/monitor/schedule.sql src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
-# prometheus-postgres-exporter's queries for conveyor, installed beside the extension's files.
-DATA = src/monitor/conveyor_postgres_exporter.yaml
+# The released install scripts and the hand-written upgrade scripts (conveyor--a--b.sql) live in sql/,
+# frozen: never rebuilt, never edited once released (test/shell/upgrade.sh walks every path from them).
+# Beside them, prometheus-postgres-exporter's queries for conveyor.
+DATA = $(sort $(wildcard sql/conveyor--*.sql)) src/monitor/conveyor_postgres_exporter.yaml
 
 # pg_regress (test/regress/{sql,expected}): what users see. (scripts/test.sh runs every suite.)
 REGRESS = $(sort $(basename $(notdir $(wildcard test/regress/sql/*.sql))))
@@ -35,7 +37,8 @@ endif
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
 	-Wno-cast-function-type -fno-omit-frame-pointer $(CONVEYOR_CXXFLAGS)
 SHLIB_LINK = -lfmt -lstdc++ $(CONVEYOR_LDFLAGS)
-EXTRA_CLEAN = conveyor--$(EXTVERSION).sql .conveyor-flags
+# Built install scripts of any version at the top level (never those in sql/).
+EXTRA_CLEAN = $(wildcard conveyor--*.sql) .conveyor-flags
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

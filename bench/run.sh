@@ -9,7 +9,7 @@
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_H_BATCHES      batches of 1,000 rows per measurement in phase h (default 200)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
@@ -19,7 +19,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g h i"}
+PHASES=${BENCH_ONLY:-"a b c d e f g h i j"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -60,6 +60,7 @@ SELECT conveyor.create_queue('bench_many');
 SELECT conveyor.create_queue('scale_1k');
 SELECT conveyor.create_queue('scale_1m');
 SELECT conveyor.create_queue('scale_groups');
+SELECT conveyor.create_queue('bench_audit');
 
 -- The floor: what a hand-written queue needs at the least. Same storage options as conveyor.jobs,
 -- one partial index for the dequeue order, bigserial ids.
@@ -104,7 +105,7 @@ SQL
 # Empties both sides (queues and their options stay), then VACUUM ANALYZE and CHECKPOINT so that no
 # measurement pays for the previous one's garbage or dirty buffers.
 reset_data() {
-    sql -c "TRUNCATE conveyor.jobs, conveyor.job_history, conveyor.job_events, conveyor.queue_counts, floor.jobs RESTART IDENTITY"
+    sql -c "TRUNCATE conveyor.jobs, conveyor.job_history, conveyor.job_events, conveyor.queue_counts, conveyor.audit_log, floor.jobs RESTART IDENTITY"
 }
 settle() { sql -c "VACUUM ANALYZE" -c "CHECKPOINT"; }
 
@@ -512,6 +513,24 @@ SQL
     done
 fi
 
+# j. The audit of worker calls: enqueue and dequeue 1 + ack (cycle.sql) with audit.worker_calls off
+#    and on, on one queue, in 3 interleaved rounds of BENCH_SECONDS; each setting keeps its best
+#    round. The ratio on / off is the price of one audit row per call.
+audit_worker_calls() { sql -c "SELECT conveyor.set_setting('audit.worker_calls', '$1')" >/dev/null; }
+if phase j; then
+    for _ in $ROUNDS; do
+        audit_worker_calls off
+        PGB_SECONDS=$T measure_enqueue j_enqueue_off conveyor enqueue.sql bench_audit "$C" 1
+        audit_worker_calls on
+        PGB_SECONDS=$T measure_enqueue j_enqueue_on conveyor enqueue.sql bench_audit "$C" 1
+        audit_worker_calls off
+        PGB_SECONDS=$T measure_drain j_cycle_off conveyor cycle.sql bench_audit "$C" $((4000 * T))
+        audit_worker_calls on
+        PGB_SECONDS=$T measure_drain j_cycle_on conveyor cycle.sql bench_audit "$C" $((4000 * T))
+    done
+    audit_worker_calls off
+fi
+
 # ---- report --------------------------------------------------------------------------------------------
 
 row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
@@ -629,4 +648,18 @@ if [ -n "${LOCKS[distinct_conveyor]:-}" ]; then
         printf '%-34s %12s %12s %12s %8s %10s   %-9s %s\n' "$label" "$c" "$f" "$a" "${ratio}x" "$(calc "$c / $a" 2)x" \
             ">= ${LOCK_TARGET}x" "$verdict"
     done
+fi
+
+if [ -n "${CONV[j_enqueue_on]:-}${CONV[j_cycle_on]:-}" ]; then
+    echo
+    echo "j. auditing worker calls: audit.worker_calls off and on, best of 3 interleaved rounds of $T s,"
+    echo "   pgbench -M prepared -c $C -j 2; ratio = on / off"
+    printf '%-40s %14s %14s %8s\n' "operation" "off jobs/s" "on jobs/s" "ratio"
+    printf '%s\n' "$(printf -- '-%.0s' {1..80})"
+    jrow() {  # KEY LABEL
+        [ -n "${CONV[$1_on]:-}" ] || return 0
+        printf '%-40s %14s %14s %7sx\n' "$2" "${CONV[$1_off]}" "${CONV[$1_on]}" "$(calc "${CONV[$1_on]} / ${CONV[$1_off]}" 2)"
+    }
+    jrow j_enqueue "enqueue, 1 job/call, $C clients"
+    jrow j_cycle "dequeue 1 + ack, $C workers"
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the source map of docs/internals.md: for every SQL function, the .sql file that declares it
-# and the file that implements it (its CONVEYOR_FUNCTION, or the .sql file for SQL and PL/pgSQL ones).
+# and the file that implements it (its CONVEYOR_FUNCTION or CONVEYOR_AUDITED_FUNCTION, or the .sql file for SQL and PL/pgSQL ones).
 #   bash scripts/source_map.sh            print it
 #   bash scripts/source_map.sh --write    rewrite the map in docs/internals.md
 # test/shell/docs.sh fails when the map in docs/internals.md is not what this prints.
@@ -22,7 +22,7 @@ map() {
             if [ "$symbol" = "-" ]; then
                 impl=$sql
             else
-                impl=$(grep -rl --include='*.cpp' "CONVEYOR_FUNCTION($symbol)" src | sort | head -1)
+                impl=$(grep -rlE --include='*.cpp' "CONVEYOR_(AUDITED_)?FUNCTION\\($symbol\\)" src | sort | head -1)
                 [ -n "$impl" ] || impl="(no CONVEYOR_FUNCTION($symbol) found)"
             fi
             echo "| \`conveyor.$name\` | \`$sql\` | \`$impl\` |"

@@ -83,4 +83,19 @@ void with_setting(const char *name, const char *value, F &&f) {
     pop_settings(level, true);
 }
 
+// Runs f in a subtransaction with lock_timeout = ms: true when f returned (committed), false when a
+// lock it waited for was not granted in time (55P03; everything f did is rolled back). Upkeep uses it
+// so that it never queues behind, or holds up, the hot path for long; any other error is rethrown.
+template <typename F>
+bool within_lock_timeout(int ms, F &&f) {
+    std::string timeout = std::to_string(ms);
+    try {
+        in_subtransaction([&] { with_setting("lock_timeout", timeout.c_str(), f); });
+    } catch (const PgError &e) {
+        if (e.sqlstate() != ERRCODE_LOCK_NOT_AVAILABLE) throw;
+        return false;
+    }
+    return true;
+}
+
 } // namespace conveyor

@@ -16,8 +16,9 @@ uint64 hash64(std::string_view bytes, uint64 seed = 0);
 // take them in ascending key order, which keeps them deadlock-free. wake: a queue's wake lock (see
 // src/queue/wakeup.hpp); lease: the key of a lease while lock_acquire draws its fencing token (src/locks/locks.cpp);
 // account: an account's budget mode (src/costs/costs.cpp); snapshot: a (series, entity) while its captures
-// are written (src/snapshot/snapshot.cpp).
-enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7, account = 8, snapshot = 9 };
+// are written (src/snapshot/snapshot.cpp); maintain: one conveyor.maintain() at a time (src/maintain.cpp).
+enum class LockSpace : uint16 { group = 3, dedup = 4, partition = 5, wake = 6, lease = 7, account = 8, snapshot = 9,
+                              maintain = 10 };
 LOCKTAG advisory_tag(LockSpace space, uint64 key);
 void xact_lock(LockSpace space, uint64 key);
 // The same lock in share mode: it excludes xact_lock holders only, not other sharers.

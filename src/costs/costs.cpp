@@ -24,6 +24,7 @@
 #include "core/uuid.hpp"
 #include "core/xact_lock.hpp"
 #include "costs/costs.hpp"
+#include "monitor/monitor.hpp"
 #include "idempotency/idempotency.hpp"
 
 extern "C" {
@@ -166,7 +167,7 @@ static void require_account(const std::string &account) {
 // ---------------------------------------------------------------------------------------------------
 // Accounts
 
-CONVEYOR_FUNCTION(conveyor_account_create) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_account_create) {
     std::string account = required_key(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
     std::string currency = required_name(fcinfo, 2, "currency");
@@ -193,7 +194,7 @@ CONVEYOR_FUNCTION(conveyor_account_create) {
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_account_update) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_account_update) {
     std::string account = required_key(fcinfo, 0, "account");
     Datum budget = PG_ARGISNULL(1) ? (Datum)0 : money_arg(fcinfo, 1, "budget", Sign::non_negative);
     auto currency = arg_text(fcinfo, 2);
@@ -281,7 +282,7 @@ static Error key_in_progress(const std::string &key) {
                  "Another call with this key has begun and not finished.", "Retry later.");
 }
 
-CONVEYOR_FUNCTION(conveyor_charge) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_charge) {
     std::string account = required_key(fcinfo, 0, "account");
     std::string service = required_key(fcinfo, 1, "service");
     bool refund = !PG_ARGISNULL(6) && PG_GETARG_BOOL(6);
@@ -367,7 +368,7 @@ CONVEYOR_FUNCTION(conveyor_charge) {
 // ---------------------------------------------------------------------------------------------------
 // Reservations
 
-CONVEYOR_FUNCTION(conveyor_reserve) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_reserve) {
     std::string account = required_key(fcinfo, 0, "account");
     Datum amount = money_arg(fcinfo, 1, "amount", Sign::positive);
     int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, 7 * 86400);
@@ -437,7 +438,7 @@ static Error unknown_reservation(const pg_uuid_t &id) {
     return Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("reservation {} does not exist", uuid_text(id)));
 }
 
-CONVEYOR_FUNCTION(conveyor_settle) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_settle) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "reservation_id");
     Datum actual = money_arg(fcinfo, 1, "actual", Sign::non_negative);
     std::string service = required_key(fcinfo, 2, "service");
@@ -490,7 +491,7 @@ CONVEYOR_FUNCTION(conveyor_settle) {
     return (Datum)0;
 }
 
-CONVEYOR_FUNCTION(conveyor_release_reservation) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_release_reservation) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "reservation_id");
     spi::Connection spi;
     static Statement stmt(
@@ -606,7 +607,7 @@ static void check_time_zone(const std::string &tz) {
                     "Use an IANA time zone name such as America/Los_Angeles.");
 }
 
-CONVEYOR_FUNCTION(conveyor_quota_define) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_quota_define) {
     std::string name = required_key(fcinfo, 0, "name");
     require(fcinfo, 1, "quota_limit");
     int64 limit = PG_GETARG_INT64(1);
@@ -656,7 +657,7 @@ CONVEYOR_FUNCTION(conveyor_quota_define) {
 // the SET (in bigint) runs only for a row whose new total passed the check, so within quota_limit.
 #define QUOTA_COST_NUMERIC "(CASE WHEN $3::text IS NULL THEN $2::numeric ELSE (q.costs ->> $3)::numeric * $2 END)"
 
-CONVEYOR_FUNCTION(conveyor_quota_consume) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_quota_consume) {
     std::string name = required_key(fcinfo, 0, "name");
     std::optional<int32> units;
     if (!PG_ARGISNULL(1)) {
@@ -709,6 +710,11 @@ CONVEYOR_FUNCTION(conveyor_quota_consume) {
     auto rows = consume.run(p);
     if (rows.size() == 1) {
         if (key) idempotency::finish(scope, *key, rows.datum(0, 4));
+        // The call that used the window up: once per window, in this transaction.
+        if (*rows.int8(0, 2) == 0 && units.value_or(1) > 0)
+            monitor::record_event("quota_exhausted", "costs", name,
+                                  fmt::format("{{\"used\": {}, \"reset_at\": {}}}", *rows.int8(0, 1),
+                                              monitor::json_quoted(*rows.text(0, 3))));
         spi::emit(out, rows);
         spi.finish();
         return (Datum)0;
@@ -765,7 +771,7 @@ CONVEYOR_FUNCTION(conveyor_quota_status) {
 // emission interval T = per_seconds / rate and burst B is allowed when max(tat, now) + T - now <=
 // B x T, which then becomes the new tat. B requests pass at once, then one every T.
 
-CONVEYOR_FUNCTION(conveyor_rate_limit) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_rate_limit) {
     std::string key = required_key(fcinfo, 0, "key");
     require(fcinfo, 1, "rate");
     int32 rate = PG_GETARG_INT32(1);

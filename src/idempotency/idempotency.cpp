@@ -2,6 +2,7 @@
 #include "core/args.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
+#include "monitor/monitor.hpp"
 #include "idempotency/idempotency.hpp"
 
 namespace conveyor::idempotency {
@@ -106,7 +107,7 @@ int64 purge_expired(int64 limit) {
 
 static std::string required_key(FunctionCallInfo fcinfo) { return conveyor::required_key(fcinfo, 0, "key"); }
 
-CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_idempotency_begin) {
     std::string key = required_key(fcinfo);
     Datum request = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
     int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, 366 * 86400);
@@ -122,7 +123,7 @@ CONVEYOR_FUNCTION(conveyor_idempotency_begin) {
     return (Datum)0;
 }
 
-CONVEYOR_FUNCTION(conveyor_idempotency_finish) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_idempotency_finish) {
     std::string key = required_key(fcinfo);
     Datum result = PG_ARGISNULL(1) ? (Datum)0 : PG_GETARG_DATUM(1);
     spi::Connection spi;
@@ -131,7 +132,7 @@ CONVEYOR_FUNCTION(conveyor_idempotency_finish) {
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_idempotency_release) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_idempotency_release) {
     std::string key = required_key(fcinfo);
     spi::Connection spi;
     bool released = release("user", key);

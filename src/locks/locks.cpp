@@ -22,6 +22,7 @@
 #include "core/subxact.hpp"
 #include "core/xact_lock.hpp"
 #include "locks/locks.hpp"
+#include "monitor/monitor.hpp"
 
 extern "C" {
 #include "commands/sequence.h"
@@ -78,7 +79,7 @@ static int64 next_token() {
     });
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_acquire) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_lock_acquire) {
     std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     std::string owner = required_name(fcinfo, 1, "owner", max_name_bytes);
     int32 ttl = required_int(fcinfo, 2, "ttl_seconds", 1, max_seconds, ttl_hint);
@@ -134,6 +135,10 @@ CONVEYOR_FUNCTION(conveyor_lock_acquire) {
                 " VALUES (pg_catalog.clock_timestamp(), $1, 'takeover', $2, $3, $4, $5)",
                 {TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID});
             event.run(Params().text(0, key).text(1, old_owner).int8(2, *old_token).text(3, owner).int8(4, fresh));
+            monitor::record_event("lock_takeover", "locks", key,
+                                  fmt::format("{{\"old_owner\": {}, \"old_token\": {}, \"new_owner\": {}, \"new_token\": {}}}",
+                                              old_owner ? monitor::json_quoted(*old_owner) : "null", *old_token,
+                                              monitor::json_quoted(owner), fresh));
         }
     }
     spi.finish();
@@ -155,7 +160,7 @@ static bool for_holder(FunctionCallInfo fcinfo, Statement &stmt) {
     return touched;
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_lock_heartbeat) {
     // A holder whose lease went stale but was not taken over still holds it: the heartbeat revives it.
     static Statement stmt(
         "UPDATE conveyor.locks SET heartbeat_at = pg_catalog.clock_timestamp()"
@@ -164,14 +169,14 @@ CONVEYOR_FUNCTION(conveyor_lock_heartbeat) {
     PG_RETURN_BOOL(for_holder(fcinfo, stmt));
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_release) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_lock_release) {
     static Statement stmt(
         "DELETE FROM conveyor.locks WHERE key = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3) RETURNING true",
         {TEXTOID, TEXTOID, INT8OID});
     PG_RETURN_BOOL(for_holder(fcinfo, stmt));
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_force_release) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_lock_force_release) {
     std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     spi::Connection spi;
     static Statement stmt(
@@ -182,9 +187,14 @@ CONVEYOR_FUNCTION(conveyor_lock_force_release) {
         "              pg_catalog.jsonb_build_object('by', session_user, 'acquired_at', d.acquired_at,"
         "                                            'last_heartbeat', d.heartbeat_at, 'ttl_seconds', d.ttl_seconds)"
         "       FROM d) "
-        "SELECT true FROM d",
+        "SELECT owner, token FROM d",
         {TEXTOID});
-    bool ok = stmt.run(Params().text(0, key)).size() > 0;
+    auto rows = stmt.run(Params().text(0, key));
+    bool ok = rows.size() > 0;
+    if (ok)
+        monitor::record_event("lock_force_released", "locks", key,
+                              fmt::format("{{\"owner\": {}, \"token\": {}}}", monitor::json_quoted(*rows.text(0, 0)),
+                                          *rows.int8(0, 1)));
     spi.finish();
     PG_RETURN_BOOL(ok);
 }
@@ -198,7 +208,7 @@ bool lock_token_is_live(const std::string &key, int64 token) {
     return stmt.run(Params().text(0, key).int8(1, token)).size() > 0;
 }
 
-CONVEYOR_FUNCTION(conveyor_lock_check) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_lock_check) {
     std::string key = required_name(fcinfo, 0, "key", max_name_bytes);
     int64 token = required_token(fcinfo, 1);
     spi::Connection spi;
@@ -210,10 +220,7 @@ CONVEYOR_FUNCTION(conveyor_lock_check) {
 // Deletes leases whose last heartbeat is older than stale_seconds (default: each lease's own ttl).
 // A lease whose row another transaction holds right now (a fenced write, a heartbeat, a takeover)
 // is skipped, not waited for.
-CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
-    auto stale = optional_int(fcinfo, 0, "stale_seconds", 1, max_seconds);
-    ResultSet out(fcinfo);
-    spi::Connection spi;
+static spi::Rows clean_up_stale(std::optional<int32> stale) {
     static Statement stmt(
         "WITH c AS (SELECT key FROM conveyor.locks"
         "           WHERE heartbeat_at + pg_catalog.make_interval(secs => COALESCE($1, ttl_seconds)) < pg_catalog.clock_timestamp()"
@@ -228,16 +235,24 @@ CONVEYOR_FUNCTION(conveyor_locks_cleanup) {
         "       FROM d) "
         "SELECT key, owner, token, held_seconds FROM d ORDER BY key",
         {INT4OID});
-    auto rows = stmt.run(Params().int4(0, stale));
-    spi::emit(out, rows);
+    return stmt.run(Params().int4(0, stale));
+}
+
+CONVEYOR_AUDITED_FUNCTION(conveyor_locks_cleanup) {
+    auto stale = optional_int(fcinfo, 0, "stale_seconds", 1, max_seconds);
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    spi::emit(out, clean_up_stale(stale));
     spi.finish();
     return (Datum)0;
 }
 
-void maintain_locks() {
+int64 clean_stale_leases() { return (int64)clean_up_stale(std::nullopt).size(); }
+
+int64 maintain_locks() {
     static Statement purge(
         "DELETE FROM conveyor.lock_events WHERE at < pg_catalog.clock_timestamp() - interval '7 days'", {});
-    purge.run();
+    return (int64)purge.run().affected();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -245,7 +260,7 @@ void maintain_locks() {
 
 static const char *timeout_hint = "Timeouts are from 1 second to 30 days.";
 
-CONVEYOR_FUNCTION(conveyor_entity_acquire) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_acquire) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
     std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     int32 timeout = required_int(fcinfo, 2, "timeout_seconds", 1, max_seconds, timeout_hint);
@@ -314,7 +329,7 @@ static void not_in_progress(const std::string &type, const std::string &id, cons
                 "Only an entity acquired with conveyor.entity_acquire can be completed or failed.");
 }
 
-CONVEYOR_FUNCTION(conveyor_entity_complete) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_complete) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
     std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     Jsonb *metadata = optional_object(fcinfo, 2, "metadata");
@@ -334,7 +349,7 @@ CONVEYOR_FUNCTION(conveyor_entity_complete) {
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_entity_fail) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_fail) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
     std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
     auto error = arg_text(fcinfo, 2);
@@ -357,11 +372,7 @@ CONVEYOR_FUNCTION(conveyor_entity_fail) {
     PG_RETURN_TEXT_P(pg_guard([&] { return cstring_to_text_with_len(state.data(), (int)state.size()); }));
 }
 
-CONVEYOR_FUNCTION(conveyor_entity_reset) {
-    auto type = optional_key(fcinfo, 0, "entity_type");
-    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
-    ResultSet out(fcinfo);
-    spi::Connection spi;
+static spi::Rows reset_stuck(const std::optional<std::string> &type, int32 stuck) {
     static Statement stmt(
         "WITH r AS (UPDATE conveyor.entities e SET state = 'PENDING',"
         "    metadata = e.metadata || pg_catalog.jsonb_build_object('reset', pg_catalog.jsonb_build_object("
@@ -373,11 +384,20 @@ CONVEYOR_FUNCTION(conveyor_entity_reset) {
         "  RETURNING e.entity_type, e.entity_id) "
         "SELECT entity_type, entity_id, 'IN_PROGRESS'::text FROM r ORDER BY 1, 2",
         {TEXTOID, INT4OID});
-    auto rows = stmt.run(Params().text(0, type).int4(1, stuck));
-    spi::emit(out, rows);
+    return stmt.run(Params().text(0, type).int4(1, stuck));
+}
+
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_reset) {
+    auto type = optional_key(fcinfo, 0, "entity_type");
+    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    spi::emit(out, reset_stuck(type, stuck));
     spi.finish();
     return (Datum)0;
 }
+
+int64 reset_stuck_entities(int32 stuck_seconds) { return (int64)reset_stuck(std::nullopt, stuck_seconds).size(); }
 
 CONVEYOR_FUNCTION(conveyor_entity_state) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
@@ -414,7 +434,7 @@ CONVEYOR_FUNCTION(conveyor_entity_stats) {
 }
 
 // An entity and a lease are paired by the lease key '<entity_type>:<entity_id>'.
-CONVEYOR_FUNCTION(conveyor_entity_inconsistencies) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_inconsistencies) {
     ResultSet out(fcinfo);
     spi::Connection spi;
     static Statement stmt(
@@ -493,29 +513,29 @@ static bool lock_within(int64 key, int32 timeout_ms, bool session) {
     }
 }
 
-CONVEYOR_FUNCTION(conveyor_advisory_key) { PG_RETURN_INT64(advisory_key_of(fcinfo, 0)); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_key) { PG_RETURN_INT64(advisory_key_of(fcinfo, 0)); }
 
-CONVEYOR_FUNCTION(conveyor_try_advisory_lock) { PG_RETURN_BOOL(call_bool(pg_try_advisory_lock_int8, advisory_key_of(fcinfo, 0))); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_try_advisory_lock) { PG_RETURN_BOOL(call_bool(pg_try_advisory_lock_int8, advisory_key_of(fcinfo, 0))); }
 
-CONVEYOR_FUNCTION(conveyor_try_advisory_xact_lock) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_try_advisory_xact_lock) {
     PG_RETURN_BOOL(call_bool(pg_try_advisory_xact_lock_int8, advisory_key_of(fcinfo, 0)));
 }
 
-CONVEYOR_FUNCTION(conveyor_advisory_lock) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_lock) {
     int64 key = advisory_key_of(fcinfo, 0);
     PG_RETURN_BOOL(lock_within(key, timeout_ms_arg(fcinfo, 1), true));
 }
 
-CONVEYOR_FUNCTION(conveyor_advisory_xact_lock) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_xact_lock) {
     int64 key = advisory_key_of(fcinfo, 0);
     PG_RETURN_BOOL(lock_within(key, timeout_ms_arg(fcinfo, 1), false));
 }
 
-CONVEYOR_FUNCTION(conveyor_advisory_unlock) { PG_RETURN_BOOL(call_bool(pg_advisory_unlock_int8, advisory_key_of(fcinfo, 0))); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_unlock) { PG_RETURN_BOOL(call_bool(pg_advisory_unlock_int8, advisory_key_of(fcinfo, 0))); }
 
 // Releases every session-level hold this session has on the key (session advisory locks stack:
 // each pg_advisory_lock needs its own unlock).
-CONVEYOR_FUNCTION(conveyor_advisory_unlock_all) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_unlock_all) {
     int64 key = advisory_key_of(fcinfo, 0);
     int32 released = pg_guard([&] {
         LOCKTAG tag;
@@ -528,7 +548,7 @@ CONVEYOR_FUNCTION(conveyor_advisory_unlock_all) {
 }
 
 // Held by any session (in any mode) in this database, as pg_locks shows it.
-CONVEYOR_FUNCTION(conveyor_advisory_lock_held) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_advisory_lock_held) {
     uint64 key = (uint64)advisory_key_of(fcinfo, 0);
     spi::Connection spi;
     static Statement stmt(

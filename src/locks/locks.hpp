@@ -13,7 +13,12 @@ namespace conveyor::locks {
 // SERIALIZABLE a lease changed since the snapshot raises 40001, never a stale true.
 bool lock_token_is_live(const std::string &key, int64 token);
 
-// Periodic upkeep, called by conveyor.maintain(): deletes lock events older than 7 days.
-void maintain_locks();
+// Periodic upkeep, called by conveyor.maintain(): deletes lock events older than 7 days; returns how many.
+int64 maintain_locks();
+// Deletes leases past their own ttl (as conveyor.locks_cleanup() does); returns how many.
+int64 clean_stale_leases();
+// Resets entities IN_PROGRESS for longer than stuck_seconds to PENDING (as conveyor.entity_reset()
+// does for every type); returns how many.
+int64 reset_stuck_entities(int32 stuck_seconds);
 
 } // namespace conveyor::locks

@@ -6,9 +6,11 @@
 // extension's owner; its command is always the constant below and the caller's text only ever
 // reaches pg_cron as the schedule, which pg_cron parses. Where pg_cron cannot schedule from this
 // database, the error's HINT gives the statement to run in the database that can.
+// Both are operator actions: the audit trail records each call (src/monitor/audit.cpp).
 #include "core/args.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
+#include "monitor/monitor.hpp"
 
 extern "C" {
 #include "commands/dbcommands.h"
@@ -92,7 +94,7 @@ static std::optional<Job> find_job(const std::string &name) {
     return Job{*rows.int8(0, 0), *rows.boolean(0, 1), rows.text(0, 2).value_or("")};
 }
 
-CONVEYOR_FUNCTION(conveyor_schedule_maintenance) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_schedule_maintenance) {
     std::string schedule = required_name(fcinfo, 0, "schedule", max_key_bytes);
     std::string database = current_database_name();
     std::string name = job_name(database);
@@ -125,7 +127,7 @@ CONVEYOR_FUNCTION(conveyor_schedule_maintenance) {
     PG_RETURN_INT64(job_id);
 }
 
-CONVEYOR_FUNCTION(conveyor_unschedule_maintenance) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_unschedule_maintenance) {
     (void)fcinfo;
     std::string database = current_database_name();
     std::string name = job_name(database);

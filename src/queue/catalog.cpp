@@ -62,13 +62,6 @@ Queue load_queue(const std::string &name) {
     return *q;
 }
 
-Oid conveyor_relid(const char *relname) {
-    return pg_guard([&] {
-        Oid ns = get_namespace_oid("conveyor", true);
-        return OidIsValid(ns) ? get_relname_relid(relname, ns) : InvalidOid;
-    });
-}
-
 // Queue rows for the hot paths (enqueue, enqueue_batch, dequeue), cached per backend. Every change to
 // conveyor.queues fires the statement trigger queues_changed, which invalidates the table's relcache
 // entry; each backend's relcache callback then empties its cache: others' changes are taken in at
@@ -203,7 +196,7 @@ static void write_queue(const Queue &q, bool create) {
     ensure_event_partitions();
 }
 
-CONVEYOR_FUNCTION(conveyor_create_queue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_create_queue) {
     Queue q;
     q.name = required_text(fcinfo, 0, "queue");
     validate_queue_name(q.name);
@@ -215,7 +208,7 @@ CONVEYOR_FUNCTION(conveyor_create_queue) {
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_alter_queue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_alter_queue) {
     std::string name = required_text(fcinfo, 0, "queue");
     Jsonb *options = arg_jsonb(fcinfo, 1);
     if (!options) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "options must not be NULL");
@@ -236,17 +229,17 @@ static void set_paused(FunctionCallInfo fcinfo, bool paused) {
     spi.finish();
 }
 
-CONVEYOR_FUNCTION(conveyor_pause_queue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_pause_queue) {
     set_paused(fcinfo, true);
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_resume_queue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_resume_queue) {
     set_paused(fcinfo, false);
     PG_RETURN_VOID();
 }
 
-CONVEYOR_FUNCTION(conveyor_drop_queue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_drop_queue) {
     std::string name = required_text(fcinfo, 0, "queue");
     bool force = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
     spi::Connection spi;
@@ -285,7 +278,6 @@ void register_callbacks() {
     pg_guard([] {
         CacheRegisterRelcacheCallback(forget_cached_queues, (Datum)0);
     });
-    register_partition_callbacks();
 }
 
 } // namespace conveyor::queue

@@ -86,7 +86,7 @@ static std::string claim_sql(bool with_event, bool single) {
         (single ? "" : "  ORDER BY priority DESC, run_at, job_id");
 }
 
-CONVEYOR_FUNCTION(conveyor_dequeue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_dequeue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     auto worker = optional_key(fcinfo, 1, "worker_id", true);
     if (!worker) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "worker_id must not be NULL", "", "Name the worker, e.g. host:pid.");

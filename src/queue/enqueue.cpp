@@ -223,7 +223,7 @@ static Error concurrent_change(const std::string &what) {
                  "", "Retry the transaction.");
 }
 
-CONVEYOR_FUNCTION(conveyor_enqueue) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     Jsonb *payload = arg_jsonb(fcinfo, 1);
     if (!payload) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "payload must not be NULL", "", "Pass '{}' for an empty payload.");
@@ -324,7 +324,7 @@ static NewJob read_batch_job(const Queue &q, const JsonbValue &e, int ord, Times
     return job;
 }
 
-CONVEYOR_FUNCTION(conveyor_enqueue_batch) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue_batch) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     Jsonb *batch = arg_jsonb(fcinfo, 1);
     if (!batch) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "jobs must not be NULL");

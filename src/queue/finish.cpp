@@ -34,6 +34,17 @@ static std::vector<Changed> changed_rows(const spi::Rows &rows) {
     return out;
 }
 
+// Each job that died here is a monitoring event (src/monitor), in this transaction.
+static void report_dead_jobs(const std::vector<Changed> &changes, const char *why, const std::optional<std::string> &error) {
+    for (const auto &c : changes) {
+        if (c.state != "dead") continue;
+        monitor::record_event("job_dead_lettered", "queue", uuid_text(c.id),
+                              fmt::format("{{\"queue_id\": {}, \"why\": {}, \"error\": {}}}", c.queue_id,
+                                          monitor::json_quoted(why),
+                                          error ? monitor::json_quoted(clipped(*error)) : std::string("null")));
+    }
+}
+
 // Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
 static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
                                           Datum stats, bool stats_null) {
@@ -272,12 +283,13 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
     }
     lock_groups(groups);
     std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
+    report_dead_jobs(changes, "max_attempts reached", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
     return (int64)changes.size();
 }
 
-CONVEYOR_FUNCTION(conveyor_ack) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_ack) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     require(fcinfo, 1, "success");
     bool success = PG_GETARG_BOOL(1);
@@ -291,7 +303,7 @@ CONVEYOR_FUNCTION(conveyor_ack) {
     PG_RETURN_BOOL(n == 1);
 }
 
-CONVEYOR_FUNCTION(conveyor_ack_many) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_ack_many) {
     require(fcinfo, 0, "job_ids");
     require(fcinfo, 1, "success");
     ArrayType *arr = pg_guard([&] { return PG_GETARG_ARRAYTYPE_P(0); });
@@ -344,6 +356,7 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
         if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
     if (ids.empty()) return 0;
     std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
+    report_dead_jobs(changes, "max_attempts reached", std::string("lease expired"));
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
 }
@@ -358,14 +371,20 @@ static int64 reap_all(std::optional<int32> queue_id) {
     }
 }
 
-int64 expire_leases() { return reap_all(std::nullopt); }
+int64 expire_leases() {
+    int64 n = reap_all(std::nullopt);
+    if (n > 0) monitor::record_event("leases_expired", "queue", std::nullopt, fmt::format("{{\"jobs\": {}}}", n));
+    return n;
+}
 
-CONVEYOR_FUNCTION(conveyor_reap) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_reap) {
     auto queue_name = arg_text(fcinfo, 0);
     spi::Connection spi;
     std::optional<int32> queue_id;
     if (queue_name) queue_id = load_queue(*queue_name).id;
     int64 total = reap_all(queue_id);
+    if (total > 0)
+        monitor::record_event("leases_expired", "queue", queue_name, fmt::format("{{\"jobs\": {}}}", total));
     spi.finish();
     PG_RETURN_INT32((int32)total);
 }
@@ -373,7 +392,7 @@ CONVEYOR_FUNCTION(conveyor_reap) {
 // ---------------------------------------------------------------------------------------------------
 // Leases held by workers: heartbeat and release
 
-CONVEYOR_FUNCTION(conveyor_heartbeat) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_heartbeat) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
@@ -421,7 +440,7 @@ static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::stri
     return changed_rows(stmt.run(Params().uuid(0, id).text(1, worker).int4(2, delay)));
 }
 
-CONVEYOR_FUNCTION(conveyor_release) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
@@ -491,18 +510,19 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     if (changes.empty())
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
     fill_group_heads(groups_losing_head(changes));
+    if (status == "dead") report_dead_jobs(changes, "dead_letter", reason);
     spi.finish();
     return true;
 }
 
-CONVEYOR_FUNCTION(conveyor_dead_letter) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_dead_letter) {
     required_text(fcinfo, 1, "reason");
     PG_RETURN_BOOL(end_job(fcinfo, "dead"));
 }
 
-CONVEYOR_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
 
-CONVEYOR_FUNCTION(conveyor_retry) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_retry) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     auto delay = arg_int(fcinfo, 1);
     check_delay(delay, "delay_seconds");

@@ -23,11 +23,13 @@
 
 #include "core/args.hpp"
 #include "core/message.hpp"
+#include "core/partitions.hpp"
 #include "core/spi.hpp"
 #include "core/time.hpp"
 #include "core/uuid.hpp"
 #include "core/xact_lock.hpp"
 #include "queue/queue.hpp"
+#include "monitor/monitor.hpp"
 #include "queue/wakeup.hpp"
 
 namespace conveyor::queue {
@@ -61,8 +63,6 @@ std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids);
 // The largest retention_days of all queues (7 when there are none): history partitions made for it
 // fit a job of any queue.
 int32 longest_retention();
-// The oid of conveyor.<relname>, or InvalidOid when there is no such relation (or no extension).
-Oid conveyor_relid(const char *relname);
 
 // Due jobs became ready: workers waiting on the queue get a NOTIFY when this transaction commits.
 inline void notify_queue(const Queue &q) {
@@ -75,8 +75,6 @@ inline void notify_queue(const Queue &q) {
 void ensure_history_partitions(int32 retention_days);
 // Partitions of job_events for today and tomorrow.
 void ensure_event_partitions();
-// At load: forget what this backend believes exists when a (sub)transaction that made it aborts.
-void register_partition_callbacks();
 
 // ---- counters: conveyor.queue_counts (counters.cpp) ----
 

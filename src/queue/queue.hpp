@@ -12,8 +12,9 @@ void register_callbacks();
 
 // Creates the history and event partitions ahead for every queue's retention, then drops history
 // partitions whose purge day has passed (taking their dead jobs off the gauges) and event
-// partitions older than the longest retention; returns how many partitions it dropped.
-int64 maintain_partitions();
+// partitions older than the longest retention; returns how many partitions it dropped, and adds to
+// *busy those whose lock was not granted in time (the next run drops them).
+int64 maintain_partitions(int64 *busy);
 
 // Folds old rows of conveyor.queue_counts together; returns how many folded rows it wrote.
 int64 fold_counters();

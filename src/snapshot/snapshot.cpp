@@ -15,6 +15,7 @@
 #include "core/jsonb.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
+#include "monitor/monitor.hpp"
 #include "core/time.hpp"
 #include "core/uuid.hpp"
 #include "core/xact_lock.hpp"
@@ -174,7 +175,7 @@ static std::vector<Stored> capture_all(const Settings &s, std::vector<Capture> &
     return out;
 }
 
-CONVEYOR_FUNCTION(conveyor_snapshot) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_snapshot) {
     // snapshot(series, entity_id, metrics, captured_at, period, tz)
     Settings s = settings(fcinfo, 0, 4, 5);
     Capture c;
@@ -197,7 +198,7 @@ CONVEYOR_FUNCTION(conveyor_snapshot) {
     return (Datum)0;
 }
 
-CONVEYOR_FUNCTION(conveyor_snapshot_batch) {
+CONVEYOR_AUDITED_FUNCTION(conveyor_snapshot_batch) {
     // snapshot_batch(series, captures, period, tz)
     Settings s = settings(fcinfo, 0, 2, 3);
     require(fcinfo, 1, "captures");

@@ -10,10 +10,12 @@
 #include "upsert/upsert.hpp"
 #include "upsert/internal.hpp"
 #include "core/message.hpp"
+#include "core/owner.hpp"
 #include "core/subxact.hpp"
 #include "core/xact_lock.hpp"  // hash64
 #include "idempotency/idempotency.hpp"
 #include "locks/locks.hpp"
+#include "monitor/monitor.hpp"
 
 extern "C" {
 #include "catalog/pg_namespace.h"
@@ -25,33 +27,6 @@ namespace conveyor::upsert {
 
 using spi::Params;
 using spi::Statement;
-
-// ---------------------------------------------------------------------------------------------------
-// The extension owner, for conveyor's own tables
-
-class OwnerScope {
-  public:
-    OwnerScope() {
-        GetUserIdAndSecContext(&saved_user_, &saved_context_);
-        Oid owner = pg_guard([] {
-            HeapTuple tup = SearchSysCache1(NAMESPACENAME, CStringGetDatum("conveyor"));
-            if (!HeapTupleIsValid(tup)) elog(ERROR, "schema conveyor does not exist");
-            Oid o = ((Form_pg_namespace)GETSTRUCT(tup))->nspowner;
-            ReleaseSysCache(tup);
-            return o;
-        });
-        // Restricted, as for a maintenance command run as a table's owner: nothing in the scope may
-        // change the session's role or authorization, even if something unexpected ran there.
-        SetUserIdAndSecContext(owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-    }
-    ~OwnerScope() { SetUserIdAndSecContext(saved_user_, saved_context_); }
-    OwnerScope(const OwnerScope &) = delete;
-    OwnerScope &operator=(const OwnerScope &) = delete;
-
-  private:
-    Oid saved_user_ = InvalidOid;
-    int saved_context_ = 0;
-};
 
 static Datum build_key(const Call &call, size_t i) {
     struct Pair {
@@ -294,8 +269,8 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
     return (Datum)0;
 }
 
-CONVEYOR_FUNCTION(conveyor_upsert) { return run_upsert(fcinfo, false); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_upsert) { return run_upsert(fcinfo, false); }
 
-CONVEYOR_FUNCTION(conveyor_upsert_counts) { return run_upsert(fcinfo, true); }
+CONVEYOR_AUDITED_FUNCTION(conveyor_upsert_counts) { return run_upsert(fcinfo, true); }
 
 } // namespace conveyor::upsert

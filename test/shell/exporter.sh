@@ -136,6 +136,9 @@ if [ "$monitor" = 1 ]; then
     while read -r section value; do
         is "$(metric conveyor_health_status "section=\"$section\"")" "$value" "the health gauge of section $section is health()'s"
     done <<<"$sections"
+    # Known without asking health(): an exhausted quota makes costs critical, and so the whole.
+    is "$(metric conveyor_health_status 'section="costs"')" 2 "the exhausted quota makes section costs critical (2)"
+    is "$(metric conveyor_health_status 'section="overall"')" 2 "and overall critical (2)"
     is "$(metric conveyor_health_queue_status 'queue="q3"')" \
        "$(q "$DB" "SELECT $gauge FROM jsonb_array_elements(conveyor.health() -> 'queues' -> 'queues') q,
                    LATERAL (SELECT q ->> 'status' AS status) s WHERE q ->> 'queue' = 'q3'")" \

@@ -89,6 +89,10 @@ is "$(q "$CRON_DB" "SELECT count(*) || ' ' || min(schedule) || ' | ' || min(comm
                     FROM cron.job WHERE command LIKE '%conveyor.maintain%'")" \
    "1 * * * * * | SELECT conveyor.maintain() | $CRON_DB postgres true" \
    "one job, with the newer schedule, the constant command, run as the extension's owner (not the admin who scheduled it)"
+is "$(q "$CRON_DB" "SELECT string_agg(current_user_name || ' ' || arguments::text || ' ' || result::text, '; ' ORDER BY audit_id)
+                    FROM conveyor.audit(function => 'schedule_maintenance')")" \
+   "cv_cron_admin {\"schedule\": \"*/5 * * * *\"} $job_id; postgres {\"schedule\": \"* * * * *\"} $job_id" \
+   "the audit trail records each scheduling: who, the schedule, the job id"
 is "$(err "$CRON_DB" "SELECT conveyor.schedule_maintenance('61 * * * *')")" \
    "ERROR:  22023: schedule \"61 * * * *\" is not a cron schedule
 DETAIL:  pg_cron accepts five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, ...

@@ -1,0 +1,125 @@
+// conveyor.health(): one document with the health of queues, locks, entities, workers and costs.
+//
+// Each figure comes from an index or a small table, never from counting a large one: queue figures
+// from queue_metrics (counter rows and the hot jobs table), leases from conveyor.locks, entity figures
+// from partial indexes with counts capped at count_cap, issues from the open-issue index, costs from
+// the accounts and quotas. Thresholds are settings (health.*).
+#include "core/args.hpp"
+#include "monitor/internal.hpp"
+
+namespace conveyor::monitor {
+
+using spi::Params;
+using spi::Statement;
+
+constexpr int64 count_cap = 10000;  // entity counts stop here ("counts_capped_at" in the document)
+
+enum Status { healthy = 0, warning = 1, critical = 2 };
+static const char *status_name(Status s) { return s == critical ? "critical" : s == warning ? "warning" : "healthy"; }
+
+static Status by_thresholds(double value, double warn, double crit) {
+    return value >= crit ? critical : value >= warn ? warning : healthy;
+}
+
+static Status worst(Status a, Status b) { return a > b ? a : b; }
+
+static std::string number_or_null(const std::optional<std::string> &v) { return v ? *v : "null"; }
+
+CONVEYOR_FUNCTION(conveyor_health) {
+    (void)fcinfo;
+    spi::Connection spi;
+
+    // ---- queues
+    static Statement queues(
+        "SELECT queue, pending, running, expired_leases, dead, oldest_pending_seconds::text"
+        " FROM conveyor.queue_metrics() ORDER BY queue",
+        {});
+    int64 age_warn = setting_int("health.pending_age_warning_seconds"), age_crit = setting_int("health.pending_age_critical_seconds");
+    int64 exp_warn = setting_int("health.expired_leases_warning"), exp_crit = setting_int("health.expired_leases_critical");
+    int64 dead_warn = setting_int("health.dead_jobs_warning"), dead_crit = setting_int("health.dead_jobs_critical");
+    auto q = queues.run();
+    Status queues_status = healthy;
+    std::string queue_items;
+    int64 total_pending = 0, total_running = 0, total_expired = 0, total_dead = 0;
+    for (uint64 r = 0; r < q.size(); ++r) {
+        int64 pending = q.int8(r, 1).value_or(0), running = q.int8(r, 2).value_or(0);
+        int64 expired = q.int8(r, 3).value_or(0), dead = q.int8(r, 4).value_or(0);
+        std::optional<std::string> oldest = q.text(r, 5);
+        double age = oldest ? std::stod(*oldest) : 0;
+        Status s = worst(by_thresholds(age, age_warn, age_crit),
+                         worst(by_thresholds(expired, exp_warn, exp_crit), by_thresholds(dead, dead_warn, dead_crit)));
+        queues_status = worst(queues_status, s);
+        total_pending += pending, total_running += running, total_expired += expired, total_dead += dead;
+        queue_items += fmt::format(
+            "{}{{\"queue\": {}, \"status\": \"{}\", \"pending\": {}, \"running\": {}, \"expired_leases\": {}, \"dead\": {},"
+            " \"oldest_pending_seconds\": {}}}",
+            r ? ", " : "", json_quoted(*q.text(r, 0)), status_name(s), pending, running, expired, dead, number_or_null(oldest));
+    }
+
+    // ---- locks, entities, workers, costs: one row
+    static Statement rest(
+        "SELECT"
+        " (SELECT count(*) FROM conveyor.locks),"
+        " (SELECT count(*) FROM conveyor.locks"
+        "   WHERE heartbeat_at + ttl_seconds * interval '1 second' < pg_catalog.clock_timestamp()),"
+        " (SELECT count(*) FROM (SELECT 1 FROM conveyor.entities WHERE state = 'IN_PROGRESS'"
+        "   AND last_processed_at < pg_catalog.clock_timestamp() - $1 * interval '1 second' LIMIT $2) s),"
+        " (SELECT count(*) FROM (SELECT 1 FROM conveyor.entities WHERE state = 'FAILED' LIMIT $2) f),"
+        " (SELECT count(*) FROM (SELECT 1 FROM conveyor.entities WHERE state = 'DEAD' LIMIT $2) d),"
+        " (SELECT count(*) FILTER (WHERE severity = 'info') FROM conveyor.worker_issues WHERE resolved_at IS NULL),"
+        " (SELECT count(*) FILTER (WHERE severity = 'warning') FROM conveyor.worker_issues WHERE resolved_at IS NULL),"
+        " (SELECT count(*) FILTER (WHERE severity = 'error') FROM conveyor.worker_issues WHERE resolved_at IS NULL),"
+        " (SELECT count(*) FILTER (WHERE severity = 'critical') FROM conveyor.worker_issues WHERE resolved_at IS NULL),"
+        " (SELECT count(DISTINCT worker_name) FROM conveyor.worker_issues WHERE resolved_at IS NULL),"
+        " a.near, a.over, qs.at_risk, qs.exhausted"
+        " FROM (SELECT count(*) FILTER (WHERE budget > 0 AND total >= budget * $3 AND total < budget) AS near,"
+        "              count(*) FILTER (WHERE budget IS NOT NULL AND total >= budget) AS over"
+        "       FROM conveyor.account_status()) a,"
+        "      (SELECT count(*) FILTER (WHERE risk_level = 'high') AS at_risk,"
+        "              count(*) FILTER (WHERE risk_level = 'exhausted') AS exhausted"
+        "       FROM conveyor.quota_status()) qs",
+        {INT8OID, INT8OID, FLOAT8OID});
+    auto row = rest.run(Params()
+                            .int8(0, setting_int("health.entity_stuck_seconds"))
+                            .int8(1, count_cap)
+                            .float8(2, setting_number("health.budget_ratio_warning")));
+    auto n = [&](int col) { return row.int8(0, col).value_or(0); };
+    int64 held = n(0), stale = n(1), stuck = n(2), failed = n(3), dead = n(4);
+    int64 info = n(5), warn = n(6), error = n(7), crit = n(8), workers = n(9);
+    int64 near = n(10), over = n(11), at_risk = n(12), exhausted = n(13);
+
+    Status locks_status =
+        by_thresholds(stale, setting_int("health.stale_locks_warning"), setting_int("health.stale_locks_critical"));
+    int64 ent_warn = setting_int("health.entities_warning"), ent_crit = setting_int("health.entities_critical");
+    Status entities_status = worst(by_thresholds(stuck, ent_warn, ent_crit),
+                                   worst(by_thresholds(failed, ent_warn, ent_crit), by_thresholds(dead, ent_warn, ent_crit)));
+    // Info issues are reported, not alarming; one open critical issue is critical on its own.
+    Status workers_status = by_thresholds(warn + error + crit, setting_int("health.open_issues_warning"),
+                                          setting_int("health.open_issues_critical"));
+    if (crit > 0) workers_status = critical;
+    Status costs_status = over > 0 || exhausted > 0 ? critical : near > 0 || at_risk > 0 ? warning : healthy;
+    Status overall = worst(worst(queues_status, locks_status), worst(entities_status, worst(workers_status, costs_status)));
+
+    std::string doc = fmt::format(
+        "{{\"at\": {}, \"overall_status\": \"{}\","
+        " \"queues\": {{\"status\": \"{}\", \"pending\": {}, \"running\": {}, \"expired_leases\": {}, \"dead\": {},"
+        " \"queues\": [{}]}},"
+        " \"locks\": {{\"status\": \"{}\", \"held\": {}, \"stale\": {}}},"
+        " \"entities\": {{\"status\": \"{}\", \"stuck\": {}, \"failed\": {}, \"dead\": {}, \"counts_capped_at\": {}}},"
+        " \"workers\": {{\"status\": \"{}\", \"open_issues\": {}, \"by_severity\": {{\"info\": {}, \"warning\": {},"
+        " \"error\": {}, \"critical\": {}}}, \"workers_with_issues\": {}}},"
+        " \"costs\": {{\"status\": \"{}\", \"accounts_near_budget\": {}, \"accounts_over_budget\": {},"
+        " \"quotas_at_risk\": {}, \"quotas_exhausted\": {}}}}}",
+        json_quoted(timestamptz_text(GetCurrentTimestamp())), status_name(overall), status_name(queues_status),
+        total_pending, total_running, total_expired, total_dead, queue_items, status_name(locks_status), held, stale,
+        status_name(entities_status), stuck, failed, dead, count_cap, status_name(workers_status),
+        info + warn + error + crit, info, warn, error, crit, workers, status_name(costs_status), near, over, at_risk,
+        exhausted);
+    const char *s = doc.c_str();
+    Datum built = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
+    Datum result = spi::keep(built, false, -1);
+    spi.finish();
+    PG_RETURN_DATUM(result);
+}
+
+} // namespace conveyor::monitor
