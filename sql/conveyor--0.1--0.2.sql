@@ -204,17 +204,6 @@ CREATE FUNCTION conveyor.audit(since timestamptz DEFAULT pg_catalog.now() - inte
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off AS 'MODULE_PATHNAME', 'conveyor_audit';
 COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user and of one function.';
 
--- ===================================================================================================
--- Maintenance on pg_cron: conveyor.maintain() as one pg_cron job per database (src/monitor/schedule.cpp)
--- ===================================================================================================
-
-CREATE FUNCTION conveyor.schedule_maintenance(schedule text DEFAULT '* * * * *') RETURNS bigint
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_schedule_maintenance';
-COMMENT ON FUNCTION conveyor.schedule_maintenance(text) IS 'Schedules conveyor.maintain() with pg_cron, or changes its schedule; returns the pg_cron job id.';
-CREATE FUNCTION conveyor.unschedule_maintenance() RETURNS boolean
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_unschedule_maintenance';
-COMMENT ON FUNCTION conveyor.unschedule_maintenance() IS 'Removes the pg_cron job of conveyor.maintain(); false if there was none.';
-
 -- ---- roles of the monitor ----
 GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conveyor.events(timestamptz, text, int),
     conveyor.worker_issues(boolean), conveyor.worker_issue_stats(),
@@ -225,6 +214,20 @@ GRANT EXECUTE ON FUNCTION conveyor.report_issue(text, text, text, text, jsonb), 
     TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text),
     conveyor.audit(timestamptz, text, text) TO conveyor_admin;
+-- ===================================================================================================
+-- Maintenance on pg_cron: conveyor.maintain() as one pg_cron job per database
+-- ===================================================================================================
+
+-- The job, conveyor-maintain:<database>, belongs to and runs as the extension's owner (SECURITY
+-- DEFINER) and its command is always SELECT conveyor.maintain(); callers choose only the schedule.
+CREATE FUNCTION conveyor.schedule_maintenance(schedule text DEFAULT '* * * * *') RETURNS bigint
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_schedule_maintenance';
+COMMENT ON FUNCTION conveyor.schedule_maintenance(text) IS 'Schedules conveyor.maintain() with pg_cron, or changes its schedule; returns the pg_cron job id.';
+CREATE FUNCTION conveyor.unschedule_maintenance() RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_unschedule_maintenance';
+COMMENT ON FUNCTION conveyor.unschedule_maintenance() IS 'Removes the pg_cron job of conveyor.maintain(); false if there was none.';
+
+-- ---- roles of the maintenance schedule ----
 GRANT EXECUTE ON FUNCTION conveyor.schedule_maintenance(text), conveyor.unschedule_maintenance() TO conveyor_admin;
 
 -- ---- privileges of the new objects (src/core/privileges.sql does this for a fresh install) ----
