@@ -230,6 +230,14 @@ COMMENT ON FUNCTION conveyor.unschedule_maintenance() IS 'Removes the pg_cron jo
 -- ---- roles of the maintenance schedule ----
 GRANT EXECUTE ON FUNCTION conveyor.schedule_maintenance(text), conveyor.unschedule_maintenance() TO conveyor_admin;
 
+-- ---- the queue: running totals for counters (src/queue/queue.sql) ----
+CREATE FUNCTION conveyor.queue_totals(queue text DEFAULT NULL)
+    RETURNS TABLE(queue text, enqueued bigint, started bigint, completed bigint, failed bigint, expired bigint,
+                  cancelled bigint)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET jit = off AS 'MODULE_PATHNAME', 'conveyor_queue_totals';
+COMMENT ON FUNCTION conveyor.queue_totals(text) IS 'Returns the running totals of jobs enqueued, started, completed, failed, expired and cancelled per queue, for counters.';
+GRANT EXECUTE ON FUNCTION conveyor.queue_totals(text) TO conveyor_reader;
+
 -- ---- privileges of the new objects (src/core/privileges.sql does this for a fresh install) ----
 DO $privileges$
 DECLARE

@@ -94,6 +94,25 @@ CONVEYOR_FUNCTION(conveyor_queue_metrics) {
     return (Datum)0;
 }
 
+// Sums over every counter row of a queue: rows are folded together, never dropped, so each total
+// only grows (history partitions dropped past retention take dead jobs off the dead gauge only).
+CONVEYOR_FUNCTION(conveyor_queue_totals) {
+    auto name = arg_text(fcinfo, 0);
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    if (name) load_queue(*name);
+    static Statement stmt(
+        "SELECT q.name, COALESCE(sum(c.enqueued), 0)::bigint, COALESCE(sum(c.started), 0)::bigint,"
+        "  COALESCE(sum(c.completed), 0)::bigint, COALESCE(sum(c.failed), 0)::bigint,"
+        "  COALESCE(sum(c.expired), 0)::bigint, COALESCE(sum(c.cancelled), 0)::bigint"
+        " FROM conveyor.queues q LEFT JOIN conveyor.queue_counts c ON c.queue_id = q.queue_id"
+        " WHERE $1::text IS NULL OR q.name = $1 GROUP BY q.name ORDER BY q.name",
+        {TEXTOID});
+    spi::emit(out, stmt.run(Params().text(0, name)));
+    spi.finish();
+    return (Datum)0;
+}
+
 CONVEYOR_FUNCTION(conveyor_list_queues) {
     ResultSet out(fcinfo);
     spi::Connection spi;

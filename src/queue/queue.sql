@@ -238,10 +238,17 @@ CREATE FUNCTION conveyor.queue_metrics(queue text DEFAULT NULL)
                   jobs_per_hour numeric, oldest_pending_seconds numeric)
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_queue_metrics';
 COMMENT ON FUNCTION conveyor.queue_metrics(text) IS 'Returns counts and timings of one queue or of every queue, read from counters, never by counting jobs.';
+-- Totals since each queue was created: they only grow (folding keeps their sums), so monitoring
+-- systems take rates from them (Prometheus counters).
+CREATE FUNCTION conveyor.queue_totals(queue text DEFAULT NULL)
+    RETURNS TABLE(queue text, enqueued bigint, started bigint, completed bigint, failed bigint, expired bigint,
+                  cancelled bigint)
+    LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_queue_totals';
+COMMENT ON FUNCTION conveyor.queue_totals(text) IS 'Returns the running totals of jobs enqueued, started, completed, failed, expired and cancelled per queue, for counters.';
 
 -- ---- roles of the queue ----
 GRANT EXECUTE ON FUNCTION conveyor.get_job(uuid), conveyor.job_events(uuid), conveyor.queue_metrics(text),
-    conveyor.list_queues()
+    conveyor.list_queues(), conveyor.queue_totals(text)
     TO conveyor_reader;
 GRANT SELECT ON conveyor.queues TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION

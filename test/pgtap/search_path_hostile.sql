@@ -129,6 +129,7 @@ SELECT conveyor.reap('tap_sp');
 SELECT conveyor.get_job(:'d1') AS d1_job \gset
 SELECT conveyor.job_events(:'d3');
 SELECT conveyor.queue_metrics('tap_sp');
+SELECT conveyor.queue_totals('tap_sp');
 SELECT conveyor.list_queues();
 SELECT conveyor.maintain();
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());

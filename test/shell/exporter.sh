@@ -30,9 +30,6 @@ create_db "$DB" || bail "could not create database $DB"
 q postgres "SET client_min_messages = warning" "DROP ROLE IF EXISTS $ROLE" "CREATE ROLE $ROLE LOGIN IN ROLE conveyor_reader" >/dev/null || bail "could not create role $ROLE"
 is "$(q postgres "SELECT string_agg(r.rolname, ',') FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
                   WHERE m.member = '$ROLE'::regrole")" conveyor_reader "the exporter's role is a member of conveyor_reader only"
-monitor=0
-[ "$(q "$DB" "SELECT count(*) FROM pg_proc WHERE proname IN ('health', 'worker_issue_stats', 'report_issue')
-              AND pronamespace = 'conveyor'::regnamespace")" = 3 ] && monitor=1
 
 # ---- the state --------------------------------------------------------------------------------------
 # q1: 3 due jobs and 1 running; q2: 1 completed and 1 failed attempt (due again later); q3: a running
@@ -59,11 +56,9 @@ SELECT count(*) FROM conveyor.quota_consume('api2', 10);
 SELECT conveyor.lock_acquire('held', 'o1', 3600);
 SELECT conveyor.lock_acquire('stale', 'o2', 1);
 SQL
-if [ "$monitor" = 1 ]; then
-    q "$DB" "SELECT conveyor.report_issue('w1', 'timeout', 'error', 'upstream timed out')" \
+q "$DB" "SELECT conveyor.report_issue('w1', 'timeout', 'error', 'upstream timed out')" \
             "SELECT conveyor.report_issue('w2', 'parse', 'error', 'bad page')" \
             "SELECT conveyor.report_issue('w2', 'slow', 'warning', 'slow responses')" >/dev/null || bail "could not report issues"
-fi
 sleep 1.2  # the lease of q3's job and the lease 'stale' lapse
 
 # ---- the exporter -----------------------------------------------------------------------------------
@@ -102,6 +97,10 @@ is "$(metric conveyor_queue_jobs 'queue="q1"' 'state="running"')" 1 "q1: 1 runni
 is "$(metric conveyor_queue_jobs 'queue="q1"' 'state="scheduled"')" 0 "q1: none scheduled"
 is "$(metric conveyor_queue_jobs 'queue="q2"' 'state="scheduled"')" 1 "q2: the failed job waits for its retry"
 is "$(metric conveyor_queue_recent_completed_1h 'queue="q2"')" 1 "q2: 1 completed in the last hour"
+is "$(metric conveyor_queue_jobs_total_jobs 'queue="q1"' 'event="enqueued"')" 4 "q1: 4 enqueued in total (a counter)"
+is "$(metric conveyor_queue_jobs_total_jobs 'queue="q2"' 'event="completed"')" 1 "q2: 1 completed in total"
+is "$(metric conveyor_queue_jobs_total_jobs 'queue="q2"' 'event="failed"')" 1 "q2: 1 failed in total"
+is "$(grep -c '^# TYPE conveyor_queue_jobs_total_jobs counter' "$TMP/metrics")" 1 "the totals are exported as counters"
 is "$(metric conveyor_queue_recent_failed_24h 'queue="q2"')" 1 "q2: 1 failed attempt in the last day"
 is "$(metric conveyor_queue_recent_expired_leases 'queue="q3"')" 1 "q3: 1 lapsed lease"
 is "$(metric conveyor_queue_recent_expired_leases 'queue="q1"')" 0 "q1: no lapsed lease"
@@ -120,35 +119,29 @@ is "$(metric conveyor_quota_remaining 'quota="api2"')" 90 "quota api2: 90 remain
 reset=$(q "$DB" "SELECT extract(epoch FROM reset_time) FROM conveyor.quota_status('api2')")
 check "quota api2: its reset time is quota_status's ($reset)" same "$(metric conveyor_quota_reset_time_seconds 'quota="api2"')" "$reset"
 
-if [ "$monitor" = 1 ]; then
-    is "$(metric conveyor_worker_issues_open 'severity="error"')" 2 "2 open worker issues of severity error"
-    is "$(metric conveyor_worker_issues_open 'severity="warning"')" 1 "1 of severity warning"
-    is "$(metric conveyor_worker_issues_open 'severity="critical"')" 0 "none critical"
-    # The gauges say what health() says (healthy 0, warning 1, critical 2), read as the exporter's role.
-    gauge="CASE status WHEN 'healthy' THEN 0 WHEN 'warning' THEN 1 WHEN 'critical' THEN 2 END"
-    is "$(metric conveyor_health_status 'section="overall"')" \
-       "$(q "$DB" "SET ROLE $ROLE" "SELECT $gauge FROM (SELECT conveyor.health() ->> 'overall_status' AS status) x")" \
-       "the overall health gauge is health()'s overall_status"
-    sections=$(q "$DB" "SET ROLE $ROLE" "SELECT e.key || ' ' || $gauge FROM jsonb_each(conveyor.health()) e,
-                        LATERAL (SELECT e.value ->> 'status' AS status) s
-                        WHERE jsonb_typeof(e.value) = 'object' AND e.value ? 'status' ORDER BY e.key")
-    is "$(echo "$sections" | cut -d' ' -f1 | tr '\n' ' ')" "costs entities locks queues workers " "health() has the five sections"
-    while read -r section value; do
-        is "$(metric conveyor_health_status "section=\"$section\"")" "$value" "the health gauge of section $section is health()'s"
-    done <<<"$sections"
-    # Known without asking health(): an exhausted quota makes costs critical, and so the whole.
-    is "$(metric conveyor_health_status 'section="costs"')" 2 "the exhausted quota makes section costs critical (2)"
-    is "$(metric conveyor_health_status 'section="overall"')" 2 "and overall critical (2)"
-    is "$(metric conveyor_health_queue_status 'queue="q3"')" \
-       "$(q "$DB" "SELECT $gauge FROM jsonb_array_elements(conveyor.health() -> 'queues' -> 'queues') q,
-                   LATERAL (SELECT q ->> 'status' AS status) s WHERE q ->> 'queue' = 'q3'")" \
-       "queue q3's health gauge is health()'s"
-    is "$(metric pg_exporter_last_scrape_error)" 0 "every query of the file ran without error"
-else
-    note "conveyor.health(), worker_issue_stats() or report_issue() is not installed: the health and worker-issue series are not checked"
-    is "$(grep 'Error running query' "$TMP/exporter.log" | grep -vcE ': conveyor_(health|health_queue|worker_issues) pq: ')" 0 \
-       "only the queries that need the monitor's functions failed"
-fi
+is "$(metric conveyor_worker_issues_open 'severity="error"')" 2 "2 open worker issues of severity error"
+is "$(metric conveyor_worker_issues_open 'severity="warning"')" 1 "1 of severity warning"
+is "$(metric conveyor_worker_issues_open 'severity="critical"')" 0 "none critical"
+# The gauges say what health() says (healthy 0, warning 1, critical 2), read as the exporter's role.
+gauge="CASE status WHEN 'healthy' THEN 0 WHEN 'warning' THEN 1 WHEN 'critical' THEN 2 END"
+is "$(metric conveyor_health_status 'section="overall"')" \
+   "$(q "$DB" "SET ROLE $ROLE" "SELECT $gauge FROM (SELECT conveyor.health() ->> 'overall_status' AS status) x")" \
+   "the overall health gauge is health()'s overall_status"
+sections=$(q "$DB" "SET ROLE $ROLE" "SELECT e.key || ' ' || $gauge FROM jsonb_each(conveyor.health()) e,
+                    LATERAL (SELECT e.value ->> 'status' AS status) s
+                    WHERE jsonb_typeof(e.value) = 'object' AND e.value ? 'status' ORDER BY e.key")
+is "$(echo "$sections" | cut -d' ' -f1 | tr '\n' ' ')" "costs entities locks queues workers " "health() has the five sections"
+while read -r section value; do
+    is "$(metric conveyor_health_status "section=\"$section\"")" "$value" "the health gauge of section $section is health()'s"
+done <<<"$sections"
+# Known without asking health(): an exhausted quota makes costs critical, and so the whole.
+is "$(metric conveyor_health_status 'section="costs"')" 2 "the exhausted quota makes section costs critical (2)"
+is "$(metric conveyor_health_status 'section="overall"')" 2 "and overall critical (2)"
+is "$(metric conveyor_health_queue_status 'queue="q3"')" \
+   "$(q "$DB" "SELECT $gauge FROM jsonb_array_elements(conveyor.health() -> 'queues' -> 'queues') q,
+               LATERAL (SELECT q ->> 'status' AS status) s WHERE q ->> 'queue' = 'q3'")" \
+   "queue q3's health gauge is health()'s"
+is "$(metric pg_exporter_last_scrape_error)" 0 "every query of the file ran without error"
 grep -q "Error running query" "$TMP/exporter.log" && grep "Error running query" "$TMP/exporter.log" | sort -u | sed 's/^/#   /'
 
 stop_exporter
