@@ -49,7 +49,9 @@ int64 maintain_partitions(int64 *busy) {
         }
         if (!queue_ids.empty()) {
             static const std::string sql =
-                counts_upsert("SELECT q, -n FROM pg_catalog.unnest($1::int4[], $2::int4[]) AS d(q, n)", {"dead"});
+                counts_upsert("SELECT q, -n FROM ROWS FROM (pg_catalog.unnest($1::int4[]), pg_catalog.unnest($2::int4[]))"
+                              " AS d(q, n)",
+                              {"dead"});
             static Statement uncount(sql.c_str(), {INT4ARRAYOID, INT4ARRAYOID});
             uncount.run(Params().int4_array(0, queue_ids).int4_array(1, counts));
         }
