@@ -4,12 +4,13 @@
 # Sets up like the test suite (scripts/common.sh: packages, build, install, a fresh scratch cluster),
 # then measures with pgbench, on that one cluster and in one run, conveyor against "the floor": a
 # minimal hand-written queue table (floor.jobs) driven by plain SQL. Prints one table of jobs/s and
-# the ratio conveyor/floor, then the backlog-scaling ratios and the lease cycles. See bench/README.md.
+# the ratio conveyor/floor, then the backlog-scaling ratios, the lease cycles and health() at scale.
+# See bench/README.md.
 #
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j k" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_H_BATCHES      batches of 1,000 rows per measurement in phase h (default 200)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
@@ -19,7 +20,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g h i j"}
+PHASES=${BENCH_ONLY:-"a b c d e f g h i j k"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -531,6 +532,84 @@ if phase j; then
     audit_worker_calls off
 fi
 
+# k. health() at scale: conveyor.health() on a database holding 1,000,000 finished jobs (in their daily
+#    partitions), 100,000 entities and a realistic hot set (bench/health_fixture.sql), in a database of
+#    its own. Latency of single calls (pgbench -t, one client, per-call log) in 3 interleaved rounds
+#    against two floors: count(*) over the history, what health() must never do, and SELECT 1, a bare
+#    round trip. Then auto_explain prints the plan of every statement health() runs (nested ones
+#    too) and the phase fails if any reads job_history or scans all of entities.
+declare -A HEALTH
+HEALTH_TARGET_MS=50
+# k_calls KEY SCRIPT CALLS: CALLS calls in one session; their latencies (ms) appended to $WORK/k_KEY.
+k_calls() {
+    rm -f "$WORK"/klog.*
+    PGDATABASE=conveyor_health "$PGBENCH" -n -M prepared -c 1 -t "$3" -f "$HERE/pgbench/$2" -l --log-prefix="$WORK/klog" \
+        > "$WORK/pgbench.out" 2>&1 || pgb_fail "k $1"
+    awk '{ printf "%.3f\n", $3 / 1000 }' "$WORK"/klog.* >> "$WORK/k_$1"
+}
+# k_stat KEY: "median p95 max" (ms) of the calls so far.
+k_stat() {
+    sort -n "$WORK/k_$1" | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        p = int(NR * 0.95 + 0.999999); printf "%.3f %.3f %.3f %d\n", m, v[p], v[NR], NR }'
+}
+if phase k; then
+    log "k: building the fixture (1,000,000 finished jobs, 100,000 entities, the hot set)"
+    psql -X -q -d postgres -c "CREATE DATABASE conveyor_health" >/dev/null
+    PGDATABASE=conveyor_health sql -c "CREATE EXTENSION conveyor"
+    PGDATABASE=conveyor_health sql -f "$HERE/health_fixture.sql" >/dev/null
+    PGDATABASE=conveyor_health settle >/dev/null
+    # The fixture is what it claims, and health() reports it: its dead gauge is the history's dead
+    # jobs, its failed and dead entities the table's (capped as documented).
+    check=$(PGDATABASE=conveyor_health sql -c "
+        WITH h AS (SELECT conveyor.health() AS d)
+        SELECT (SELECT count(*) FROM conveyor.job_history) || ' history rows in '
+               || (SELECT count(*) FROM pg_inherits WHERE inhparent = 'conveyor.job_history'::regclass) || ' partitions, '
+               || (SELECT count(*) FROM conveyor.entities) || ' entities, '
+               || (SELECT count(*) FROM conveyor.jobs) || ' hot jobs, '
+               || (SELECT count(*) FROM conveyor.locks) || ' leases; health() disagrees on:'
+               || concat_ws(' ', '',
+                  CASE WHEN (h.d #>> '{queues,dead}')::bigint
+                            <> (SELECT count(*) FROM conveyor.job_history WHERE status = 'dead') THEN 'dead jobs' END,
+                  CASE WHEN (h.d #>> '{queues,pending}')::bigint + (h.d #>> '{queues,running}')::bigint
+                            <> (SELECT count(*) FROM conveyor.jobs WHERE state <> 'scheduled' OR run_at <= now())
+                       THEN 'pending + running' END,
+                  CASE WHEN (h.d #>> '{entities,failed}')::bigint <> least((SELECT count(*) FROM conveyor.entities
+                            WHERE state = 'FAILED'), (h.d #>> '{entities,counts_capped_at}')::bigint) THEN 'failed entities' END,
+                  CASE WHEN (h.d #>> '{entities,dead}')::bigint <> least((SELECT count(*) FROM conveyor.entities
+                            WHERE state = 'DEAD'), (h.d #>> '{entities,counts_capped_at}')::bigint) THEN 'dead entities' END,
+                  CASE WHEN (h.d #>> '{locks,held}')::bigint <> (SELECT count(*) FROM conveyor.locks) THEN 'leases' END)
+        FROM h")
+    note "k fixture" "$check"
+    case $check in *"disagrees on:") ;; *) log "k: health() disagrees with the fixture's tables"; exit 1 ;; esac
+    for round in 1 2 3; do
+        k_calls health health.sql 50
+        k_calls count floor_count_history.sql 10
+        k_calls select1 floor_select1.sql 50
+    done
+    for key in health count select1; do
+        HEALTH[$key]=$(k_stat "$key")
+        note "k $key (median p95 max ms, calls)" "${HEALTH[$key]}"
+    done
+    # Every statement health() runs, with its plan: none may read job_history or scan all of entities.
+    log "k: plans of the statements health() runs (auto_explain, second call in the session)"
+    PGDATABASE=conveyor_health psql -X -q -v ON_ERROR_STOP=1 > /dev/null 2> "$WORK/k_plans" <<'SQL'
+SELECT conveyor.health() IS NOT NULL;
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_analyze = on;
+SET auto_explain.log_buffers = on;
+SET auto_explain.log_format = json;
+SET client_min_messages = log;
+SELECT conveyor.health() IS NOT NULL;
+SQL
+    HEALTH[plans]=ok
+    python3 "$HERE/plan_check.py" "job_history,entities=Seq Scan" < "$WORK/k_plans" > "$WORK/k_plans.txt" || HEALTH[plans]=MISSED
+    sed 's/^/    /' "$WORK/k_plans.txt" >&2
+    psql -X -q -d postgres -c "DROP DATABASE conveyor_health" >/dev/null
+fi
+
 # ---- report --------------------------------------------------------------------------------------------
 
 row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
@@ -662,4 +741,28 @@ if [ -n "${CONV[j_enqueue_on]:-}${CONV[j_cycle_on]:-}" ]; then
     }
     jrow j_enqueue "enqueue, 1 job/call, $C clients"
     jrow j_cycle "dequeue 1 + ack, $C workers"
+fi
+
+if [ -n "${HEALTH[health]:-}" ]; then
+    read -r hm hp hx hn <<< "${HEALTH[health]}"
+    echo
+    echo "k. health() with 1,000,000 jobs in history, 100,000 entities, a hot set (bench/health_fixture.sql);"
+    echo "   latency of single calls, 1 client, pgbench -M prepared, 3 interleaved rounds; ratio = health() / row (medians)"
+    printf '%-52s %10s %10s %10s %7s %8s   %s\n' "call" "median ms" "p95 ms" "max ms" "calls" "ratio" "target"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    krow() {  # KEY LABEL
+        local m p x n target="" verdict="" ratio
+        read -r m p x n <<< "${HEALTH[$1]}"
+        ratio="$(calc "$hm / $m" 3)x"
+        if [ "$1" = health ]; then
+            ratio="-"
+            target="< $HEALTH_TARGET_MS ms"
+            verdict=$(awk -v a="$m" -v t="$HEALTH_TARGET_MS" 'BEGIN { print (a < t ? "ok" : "MISSED") }')
+        fi
+        printf '%-52s %10s %10s %10s %7s %8s   %-9s %s\n' "$2" "$m" "$p" "$x" "$n" "$ratio" "$target" "$verdict"
+    }
+    krow health "conveyor.health()"
+    krow count "floor: SELECT count(*) FROM conveyor.job_history"
+    krow select1 "floor: SELECT 1"
+    echo "   plans of every statement health() runs (auto_explain): no read of job_history, no Seq Scan on entities: ${HEALTH[plans]}"
 fi

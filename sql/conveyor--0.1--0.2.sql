@@ -6,9 +6,10 @@
 --
 -- What 0.2 adds: the monitor module (settings, the monitoring event log, worker issues, metric points
 -- and rollups, health), the audit trail and maintain()'s schedule on pg_cron, with their grants;
--- nothing of 0.1 changes in SQL (maintain() keeps its name and signature; it reports more). As for a fresh install: REVOKE ALL ... FROM PUBLIC for each new
--- function, then its GRANTs; new tables and sequences passed to pg_extension_config_dump and readable
--- by conveyor_admin.
+-- queue_totals() in the queue; an index on entities for health(). Nothing of 0.1 is removed or
+-- changed in SQL (maintain() keeps its name and signature; it reports more). As for a fresh install:
+-- REVOKE ALL ... FROM PUBLIC for each new function, then its GRANTs; new tables and sequences passed
+-- to pg_extension_config_dump and readable by conveyor_admin.
 \echo Use "ALTER EXTENSION conveyor UPDATE TO '0.2'" to load this file. \quit
 
 -- ===================================================================================================
@@ -229,6 +230,9 @@ COMMENT ON FUNCTION conveyor.unschedule_maintenance() IS 'Removes the pg_cron jo
 
 -- ---- roles of the maintenance schedule ----
 GRANT EXECUTE ON FUNCTION conveyor.schedule_maintenance(text), conveyor.unschedule_maintenance() TO conveyor_admin;
+
+-- ---- locks: health() counts failed and dead entities from this index, never the whole table ----
+CREATE INDEX entities_failed_dead ON conveyor.entities (state) WHERE state IN ('FAILED', 'DEAD');
 
 -- ---- the queue: running totals for counters (src/queue/queue.sql) ----
 CREATE FUNCTION conveyor.queue_totals(queue text DEFAULT NULL)

@@ -60,6 +60,8 @@ CREATE TABLE conveyor.entities (
     PRIMARY KEY (entity_type, entity_id)
 ) WITH (fillfactor = 80);
 CREATE INDEX entities_in_progress ON conveyor.entities (entity_type, last_processed_at) WHERE state = 'IN_PROGRESS';
+-- What health() counts (FAILED and DEAD, capped): only those rows, so the count never walks the table.
+CREATE INDEX entities_failed_dead ON conveyor.entities (state) WHERE state IN ('FAILED', 'DEAD');
 
 -- pg_dump keeps users' leases, states, events and the token high-water mark.
 SELECT pg_catalog.pg_extension_config_dump('conveyor.lock_token_seq', '');

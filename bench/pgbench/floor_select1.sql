@@ -1,0 +1,2 @@
+-- j. floor: a round trip that does nothing.
+SELECT 1;

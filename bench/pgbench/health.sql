@@ -1,0 +1,2 @@
+-- j. conveyor.health(), the whole document.
+SELECT conveyor.health();
