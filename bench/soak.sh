@@ -51,7 +51,13 @@ WORKER_PIDS=()
 for w in $(seq 1 "$WORKERS"); do
     queue=soak_crawl
     [ $((w % 2)) = 0 ] && queue=soak_groups
-    psql -X -v ON_ERROR_STOP=1 -c "CALL soak.work('worker-$w', '$queue', $SECS)" > "$WORK/worker-$w.log" 2>&1 &
+    # In calls of 10 s, one session: between calls the backend is idle and reports its table statistics,
+    # as a real worker's backend does between statements. Inside one long CALL it never would, and
+    # autovacuum, which reads those statistics, would never vacuum the leases and entities it churns.
+    for ((left = SECS; left > 0; left -= 10)); do
+        echo "CALL soak.work('worker-$w', '$queue', $((left < 10 ? left : 10)));"
+    done > "$WORK/worker-$w.sql"
+    psql -X -q -v ON_ERROR_STOP=1 -f "$WORK/worker-$w.sql" > "$WORK/worker-$w.log" 2>&1 &
     WORKER_PIDS+=($!)
 done
 
@@ -111,7 +117,9 @@ for i in "${!WORKER_PIDS[@]}"; do
     fi
 done
 echo
-sed -n 's/.*NOTICE:  //p' "$WORK"/worker-*.log | sed 's/^/  /'
+# Each call reports "worker W settled N jobs, retried R transactions": summed per worker.
+sed -n 's/.*NOTICE:  //p' "$WORK"/worker-*.log |
+    awk '{ s[$2] += $4; r[$2] += $8 } END { for (w in s) printf "  worker %s settled %d jobs, retried %d transactions\n", w, s[w], r[w] }' | sort
 sed -n 's/^\(number of transactions actually processed\|latency average\|tps\) /  producers: \1 /p' "$WORK/enqueue.out"
 
 # The counters behind queue_metrics against the tables, with the load stopped.
