@@ -32,21 +32,25 @@ std::string json_quoted(std::string_view s) {
     return out;
 }
 
-void record_event(const char *event, const char *source, const std::optional<std::string> &subject,
-                  const std::string &details_json) {
-    if (!monitor_installed()) return;
+void record_events(const char *event, const char *source, const std::vector<std::string> &subjects,
+                   const std::vector<std::string> &details_json) {
+    if (subjects.empty() || !monitor_installed()) return;
     spi::Connection spi;
     event_partitions.ensure_current();
+    // One statement for the whole batch; an empty subject or details text stands for NULL.
     static Statement insert(
         "INSERT INTO conveyor.events (event_id, at, event, source, subject, details)"
-        " VALUES (pg_catalog.nextval('conveyor.event_id_seq'), pg_catalog.clock_timestamp(), $1, $2, $3, $4::jsonb)",
-        {TEXTOID, TEXTOID, TEXTOID, TEXTOID});
-    Params p;
-    p.text(0, event).text(1, source).text(2, subject);
-    if (details_json.empty()) p.null(3);
-    else p.text(3, details_json);
-    insert.run(p);
+        " SELECT pg_catalog.nextval('conveyor.event_id_seq'), pg_catalog.clock_timestamp(), $1, $2,"
+        "   NULLIF(e.subject, ''), NULLIF(e.details, '')::jsonb"
+        " FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[])) AS e(subject, details)",
+        {TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID});
+    insert.run(Params().text(0, event).text(1, source).text_array(2, subjects).text_array(3, details_json));
     spi.finish();
+}
+
+void record_event(const char *event, const char *source, const std::optional<std::string> &subject,
+                  const std::string &details_json) {
+    record_events(event, source, {subject.value_or("")}, {details_json});
 }
 
 CONVEYOR_FUNCTION(conveyor_events) {

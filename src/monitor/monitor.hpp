@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/guard.hpp"
 
@@ -22,6 +23,9 @@ bool setting_bool(const char *key);
 // in it with json_quoted()), or empty for none.
 void record_event(const char *event, const char *source, const std::optional<std::string> &subject,
                   const std::string &details_json = "");
+// The same event for several subjects (one details text each), in one statement.
+void record_events(const char *event, const char *source, const std::vector<std::string> &subjects,
+                   const std::vector<std::string> &details_json);
 // A JSON string literal for s (quotes, backslashes and control characters escaped).
 std::string json_quoted(std::string_view s);
 

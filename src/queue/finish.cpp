@@ -34,15 +34,18 @@ static std::vector<Changed> changed_rows(const spi::Rows &rows) {
     return out;
 }
 
-// Each job that died here is a monitoring event (src/monitor), in this transaction.
+// Each job that died here is a monitoring event (src/monitor), in this transaction: one statement for
+// all of them.
 static void report_dead_jobs(const std::vector<Changed> &changes, const char *why, const std::optional<std::string> &error) {
+    std::vector<std::string> subjects, details;
+    std::string error_json = error ? monitor::json_quoted(clipped(*error)) : std::string("null");
     for (const auto &c : changes) {
         if (c.state != "dead") continue;
-        monitor::record_event("job_dead_lettered", "queue", uuid_text(c.id),
-                              fmt::format("{{\"queue_id\": {}, \"why\": {}, \"error\": {}}}", c.queue_id,
-                                          monitor::json_quoted(why),
-                                          error ? monitor::json_quoted(clipped(*error)) : std::string("null")));
+        subjects.push_back(uuid_text(c.id));
+        details.push_back(fmt::format("{{\"queue_id\": {}, \"why\": {}, \"error\": {}}}", c.queue_id,
+                                      monitor::json_quoted(why), error_json));
     }
+    monitor::record_events("job_dead_lettered", "queue", subjects, details);
 }
 
 // Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.

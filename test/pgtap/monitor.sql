@@ -1,6 +1,6 @@
 -- The monitor: settings, the event log, worker issues, metrics and their rollups, health().
 BEGIN;
-SELECT plan(77);
+SELECT plan(78);
 
 -- ---- settings ------------------------------------------------------------------------------------
 SELECT is((SELECT count(*)::int FROM conveyor.settings() WHERE value = default_value AND description <> ''), (SELECT count(*)::int FROM conveyor.settings()),
@@ -60,6 +60,12 @@ SELECT count(*) FROM conveyor.dequeue('tap_mon_q', 'w1');
 SELECT conveyor.ack(:'fj', false, 'HTTP 500');
 SELECT is((SELECT details->>'error' FROM conveyor.events(event_type => 'job_dead_lettered') WHERE subject = :'fj'), 'HTTP 500',
     'a job failing its last attempt is an event with its error');
+SELECT job_id AS m1 FROM conveyor.enqueue('tap_mon_q', '{"m": 1}') \gset
+SELECT job_id AS m2 FROM conveyor.enqueue('tap_mon_q', '{"m": 2}') \gset
+SELECT count(*) FROM conveyor.dequeue('tap_mon_q', 'w1', 2);
+SELECT conveyor.ack_many(ARRAY[:'m1', :'m2']::uuid[], false, 'HTTP 503');
+SELECT is((SELECT array_agg(subject ORDER BY subject) FROM conveyor.events(event_type => 'job_dead_lettered') WHERE details->>'error' = 'HTTP 503'),
+    (SELECT array_agg(j ORDER BY j) FROM unnest(ARRAY[:'m1', :'m2']) j), 'a batch of jobs dying is one event each');
 SELECT job_id AS ej FROM conveyor.enqueue('tap_mon_q', '{}') \gset
 SELECT count(*) FROM conveyor.dequeue('tap_mon_q', 'w1');
 UPDATE conveyor.jobs SET lease_until = now() - interval '1 second' WHERE job_id = :'ej';
