@@ -1,6 +1,6 @@
 # conveyor: PGXS build of the extension (C++17) and its test suites.
 EXTENSION = conveyor
-EXTVERSION = 0.2
+EXTVERSION = 0.3
 
 # One folder per capability under src/ (src/core: the boundary, SPI, argument readers and module init);
 # every .cpp of them goes into conveyor.so.
