@@ -16,7 +16,7 @@ export PGUSER=postgres
 export PGDATABASE=postgres
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
-          libxxhash-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
+          libxxhash-dev libvalijson-dev nlohmann-json3-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
           python3-psycopg
           valgrind prometheus-postgres-exporter curl)
 

@@ -25,6 +25,20 @@
 -- Queue: payload schemas and queue metadata
 -- ===================================================================================================
 
+ALTER TABLE conveyor.queues ADD COLUMN payload_schema jsonb;
+ALTER TABLE conveyor.queues ADD COLUMN display_name text;
+ALTER TABLE conveyor.queues ADD COLUMN description text;
+ALTER TABLE conveyor.queues ADD COLUMN metadata jsonb;
+
+CREATE FUNCTION conveyor.validate_payload(queue text, payload jsonb)
+    RETURNS TABLE(valid boolean, errors jsonb)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_validate_payload';
+COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload rules and payload_schema without enqueuing; errors lists each violation''s JSON pointer and message.';
+REVOKE ALL ON FUNCTION conveyor.validate_payload(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_reader;
+
 -- ===================================================================================================
 -- Queue: progress, custom trail events and status notifications
 -- ===================================================================================================

@@ -6,6 +6,10 @@
 #include "core/jsonb.hpp"
 #include "queue/internal.hpp"
 
+extern "C" {
+#include "storage/proc.h"
+}
+
 namespace conveyor::queue {
 
 // ---------------------------------------------------------------------------------------------------
@@ -14,6 +18,8 @@ namespace conveyor::queue {
 static constexpr const char *queue_columns =
     "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
     "required_keys, retention_days, notify, event_trail, paused";
+// The columns of 0.3, after those (read only where the table has them: queues_have_metadata()).
+static constexpr const char *metadata_columns = "payload_schema, display_name, description, metadata::text";
 
 // The strings of a text[] (its NULL elements left out).
 static std::vector<std::string> text_array_strings(Datum array) {
@@ -29,7 +35,7 @@ static std::vector<std::string> text_array_strings(Datum array) {
     return out;
 }
 
-static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
+static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool with_metadata) {
     Queue q;
     q.id = *rows.int4(r, 0);
     q.name = *rows.text(r, 1);
@@ -43,15 +49,24 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
     q.notify = *rows.boolean(r, 9);
     q.event_trail = *rows.text(r, 10);
     q.paused = *rows.boolean(r, 11);
+    if (with_metadata) {
+        if (auto schema = rows.value(r, 12, [](Datum d) { return d; })) q.payload_schema = payload_schema_from_datum(*schema);
+        q.display_name = rows.text(r, 13);
+        q.description = rows.text(r, 14);
+        q.metadata = rows.text(r, 15);
+    }
     return q;
 }
 
 static std::optional<Queue> find_queue(const std::string &name) {
     static const std::string sql = fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns);
-    static Statement stmt(sql.c_str(), {TEXTOID});
-    auto rows = stmt.run(Params().text(0, name));
+    static const std::string sql_with_metadata =
+        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE name = $1", queue_columns, metadata_columns);
+    static Statement stmt(sql.c_str(), {TEXTOID}), stmt_with_metadata(sql_with_metadata.c_str(), {TEXTOID});
+    bool with_metadata = queues_have_metadata();
+    auto rows = (with_metadata ? stmt_with_metadata : stmt).run(Params().text(0, name));
     if (rows.size() == 0) return std::nullopt;
-    return queue_from_row(rows, 0);
+    return queue_from_row(rows, 0, with_metadata);
 }
 
 Queue load_queue(const std::string &name) {
@@ -67,11 +82,24 @@ Queue load_queue(const std::string &name) {
 // entry; each backend's relcache callback then empties its cache: others' changes are taken in at
 // their next transaction or lookup (which first accepts pending invalidations), the backend's own at
 // the end of the changing statement, and a rollback undoes them the same way.
-static std::unordered_map<std::string, Queue> queue_cache;
+//
+// An entry read under a transaction snapshot (REPEATABLE READ, SERIALIZABLE) may predate a change
+// whose invalidation this backend has already taken in: it serves only the transaction that read it.
+struct CachedQueue {
+    Queue queue;
+    LocalTransactionId only_in = InvalidLocalTransactionId;
+};
+static std::unordered_map<std::string, CachedQueue> queue_cache;
 static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
 static Oid queue_cache_relid = InvalidOid;
+static std::optional<bool> metadata_columns_present;
+static Oid metadata_columns_relid = InvalidOid;
 
 static void forget_cached_queues(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == metadata_columns_relid) {
+        metadata_columns_present.reset();
+        metadata_columns_relid = InvalidOid;
+    }
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
         longest_retention_cache.reset();
@@ -83,13 +111,26 @@ static void take_in_queue_changes() {
     pg_guard([] { AcceptInvalidationMessages(); });
 }
 
+bool queues_have_metadata() {
+    if (metadata_columns_present) return *metadata_columns_present;
+    Oid relid = conveyor_relid("queues");
+    bool present = OidIsValid(relid) &&
+                   pg_guard([&] { return get_attnum(relid, "payload_schema") != InvalidAttrNumber; });
+    metadata_columns_relid = relid;
+    metadata_columns_present = present;
+    return present;
+}
+
 Queue cached_queue(const std::string &name) {
     take_in_queue_changes();
-    if (auto it = queue_cache.find(name); it != queue_cache.end()) return it->second;
+    if (auto it = queue_cache.find(name); it != queue_cache.end()) {
+        if (it->second.only_in == InvalidLocalTransactionId || it->second.only_in == MyProc->lxid) return it->second.queue;
+        queue_cache.erase(it);
+    }
     Oid relid = conveyor_relid("queues");
     Queue q = load_queue(name);  // may take in invalidations, which empty the cache
     queue_cache_relid = relid;
-    queue_cache.emplace(name, q);
+    queue_cache.insert_or_assign(name, CachedQueue{q, IsolationUsesXactSnapshot() ? MyProc->lxid : InvalidLocalTransactionId});
     return q;
 }
 
@@ -107,11 +148,14 @@ int32 longest_retention() {
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
     static const std::string sql =
         fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns);
-    static Statement stmt(sql.c_str(), {INT4ARRAYOID});
-    auto rows = stmt.run(Params().int4_array(0, ids));
+    static const std::string sql_with_metadata =
+        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns, metadata_columns);
+    static Statement stmt(sql.c_str(), {INT4ARRAYOID}), stmt_with_metadata(sql_with_metadata.c_str(), {INT4ARRAYOID});
+    bool with_metadata = queues_have_metadata();
+    auto rows = (with_metadata ? stmt_with_metadata : stmt).run(Params().int4_array(0, ids));
     std::map<int32, Queue> out;
     for (uint64 r = 0; r < rows.size(); ++r) {
-        Queue q = queue_from_row(rows, r);
+        Queue q = queue_from_row(rows, r, with_metadata);
         out.emplace(q.id, std::move(q));
     }
     return out;
@@ -147,10 +191,11 @@ static void apply_options(Queue &q, Jsonb *options) {
             if (s != "all" && s != "failures")
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be \"all\" or \"failures\"", what));
             q.event_trail = s;
-        } else
+        } else if (!apply_metadata_option(q, f.key, v))
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
-                        "job_types, required_keys, retention_days, notify, event_trail.");
+                        "job_types, required_keys, retention_days, notify, event_trail, payload_schema, "
+                        "display_name, description, metadata.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -188,7 +233,25 @@ static void write_queue(const Queue &q, bool create) {
     if (q.required_keys) p.text_array(6, *q.required_keys);
     else p.null(6);
     p.int4(7, q.retention_days).boolean(8, q.notify).text(9, q.event_trail);
+    // The columns of 0.3, in a second statement of the same transaction (one queues_changed more).
+    bool with_metadata = queues_have_metadata();
+    if (!with_metadata && (q.payload_schema || q.display_name || q.description || q.metadata))
+        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "options payload_schema, display_name, description and metadata need conveyor 0.3", "",
+                    "Run ALTER EXTENSION conveyor UPDATE.");
     auto rows = (create ? insert : update).run(p);
+    if (with_metadata && rows.size() == 1) {
+        static Statement set_metadata(
+            "UPDATE conveyor.queues SET payload_schema = $2::jsonb, display_name = $3, description = $4,"
+            " metadata = $5::jsonb WHERE queue_id = $1",
+            {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+        Params m;
+        m.int4(0, *rows.int4(0, 0));
+        if (q.payload_schema) m.text(1, payload_schema_text(*q.payload_schema));
+        else m.null(1);
+        m.text(2, q.display_name).text(3, q.description).text(4, q.metadata);
+        set_metadata.run(m);
+    }
     if (rows.size() == 0 && create)
         throw Error(ERRCODE_DUPLICATE_OBJECT, fmt::format("queue {} already exists", quoted(q.name)), "",
                     "Change its options with conveyor.alter_queue.");

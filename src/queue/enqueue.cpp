@@ -51,6 +51,7 @@ static void validate_job(const Queue &q, const NewJob &job, Jsonb *payload, int 
                             fmt::format("Queue {} requires: {}.", quoted(q.name), fmt::join(*q.required_keys, ", ")));
         }
     }
+    if (q.payload_schema) check_payload_schema(q, payload, at);
 }
 
 // The ready or running job of each group, for groups of one queue.

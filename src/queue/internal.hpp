@@ -19,6 +19,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <set>
 
 #include "core/args.hpp"
@@ -39,6 +40,8 @@ using spi::Statement;
 
 // ---- the queue catalog (catalog.cpp): queue rows, their options, the per-backend cache ----
 
+struct PayloadSchema;  // a compiled payload_schema (schema.cpp)
+
 struct Queue {
     int32 id = 0;
     std::string name;
@@ -52,6 +55,10 @@ struct Queue {
     bool notify = true;
     std::string event_trail = "all";
     bool paused = false;
+    // Columns of 0.3 (schema.cpp); a database not yet updated has none of them. The schema is
+    // compiled once per cache entry; metadata is jsonb text.
+    std::shared_ptr<const PayloadSchema> payload_schema;
+    std::optional<std::string> display_name, description, metadata;
 };
 
 // The queue named so, read from the table; 42704 when there is none.
@@ -63,6 +70,23 @@ std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids);
 // The largest retention_days of all queues (7 when there are none): history partitions made for it
 // fit a job of any queue.
 int32 longest_retention();
+
+// Whether conveyor.queues has the columns of 0.3 (payload_schema, display_name, description,
+// metadata): a database not yet updated lacks them. Looked up again after the table changes.
+bool queues_have_metadata();
+
+// ---- payload schemas and descriptive metadata (schema.cpp) ----
+
+// Applies the option `key` if it is payload_schema, display_name, description or metadata (22023
+// for a bad value, a schema that is not valid draft 7 included); false for any other option.
+bool apply_metadata_option(Queue &q, const std::string &key, const JsonbValue &v);
+// The stored payload_schema (a jsonb datum) compiled.
+std::shared_ptr<const PayloadSchema> payload_schema_from_datum(Datum jsonb);
+// The schema as jsonb text, as it is stored.
+const std::string &payload_schema_text(const PayloadSchema &s);
+// 22023 naming `at` (the batch element) and the JSON pointer of the first violation when the payload
+// does not match q's payload_schema, which q must have.
+void check_payload_schema(const Queue &q, Jsonb *payload, const std::string &at);
 
 // Due jobs became ready: workers waiting on the queue get a NOTIFY when this transaction commits.
 inline void notify_queue(const Queue &q) {

@@ -17,7 +17,11 @@ CREATE TABLE conveyor.queues (
     notify               boolean NOT NULL DEFAULT true,
     event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
     paused               boolean NOT NULL DEFAULT false,
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    payload_schema       jsonb,
+    display_name         text,
+    description          text,
+    metadata             jsonb
 );
 ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 
@@ -266,3 +270,11 @@ GRANT EXECUTE ON FUNCTION
     conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
     conveyor.reap(text), conveyor.maintain()
     TO conveyor_admin;
+
+-- ---- payload schemas (0.3) -------------------------------------------------------------------------
+
+CREATE FUNCTION conveyor.validate_payload(queue text, payload jsonb)
+    RETURNS TABLE(valid boolean, errors jsonb)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_validate_payload';
+COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload rules and payload_schema without enqueuing; errors lists each violation''s JSON pointer and message.';
+GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_reader;
