@@ -54,6 +54,14 @@ SELECT conveyor.create_queue('bench_enqueue');
 SELECT conveyor.create_queue('bench_enqueue_quiet', '{"notify": false}');
 SELECT conveyor.create_queue('bench_enqueue_failures', '{"event_trail": "failures"}');
 SELECT conveyor.create_queue('bench_enqueue_waiting');
+SELECT conveyor.create_queue('bench_enqueue_plain');
+SELECT conveyor.create_queue('bench_enqueue_schema', '{"payload_schema": {"type": "object",
+    "required": ["channel_id", "n", "url"], "additionalProperties": false, "properties": {
+    "channel_id": {"type": "string", "minLength": 1, "maxLength": 64},
+    "n": {"type": "integer", "minimum": 0},
+    "url": {"type": "string", "maxLength": 2048},
+    "kind": {"enum": ["video", "channel", "playlist"]},
+    "tags": {"type": "array", "maxItems": 10, "items": {"type": "string"}}}}}');
 SELECT conveyor.create_queue('bench_batch');
 SELECT conveyor.create_queue('bench_cycle');                              -- event_trail 'all' (default)
 SELECT conveyor.create_queue('bench_cycle_failures', '{"event_trail": "failures"}');
@@ -245,6 +253,9 @@ if phase a; then
         PGB_SECONDS=$T measure_enqueue a floor floor_enqueue.sql bench_enqueue "$C" 1
         PGB_SECONDS=$T measure_enqueue a_quiet conveyor enqueue.sql bench_enqueue_quiet "$C" 1
         PGB_SECONDS=$T measure_enqueue a_failures conveyor enqueue.sql bench_enqueue_failures "$C" 1
+        # The same 5-property payload into a queue with a payload_schema over it and into one without.
+        PGB_SECONDS=$T measure_enqueue a_schema conveyor enqueue_schema.sql bench_enqueue_schema "$C" 1
+        PGB_SECONDS=$T measure_enqueue a_plain conveyor enqueue_schema.sql bench_enqueue_plain "$C" 1
     done
     # A worker that LISTENs and found its queue empty waits on it through the whole run, so every
     # enqueue notifies: what producers pay while a worker sleeps (a. has no waiting worker).
@@ -635,11 +646,14 @@ if [ -n "${CONV[a]:-}${CONV[b]:-}${CONV[c]:-}${CONV[d]:-}${CONV[e]:-}" ]; then
     row a_quiet "   same, queue option notify = false" ""
     row a_failures "   same, queue option event_trail = 'failures'" ""
     row a_waiting "   same, a listening worker waiting (all notify)" ""
+    [ -n "${CONV[a_plain]:-}" ] && FLOOR[a_schema]=${CONV[a_plain]}
+    row a_schema "   same, 5-property payload_schema (vs none)" r0.85
     row b "b. enqueue_batch, 100 jobs/call, $C clients" a50000
     row c "c. dequeue 1 + ack, $C workers, event_trail 'all'" r0.7
     row e "e. dequeue 1 + ack, $C workers, event_trail 'failures'" ""
     row d "d. dequeue 100 + ack_many, $C workers" a20000
     [ -n "${CONV[e]:-}" ] && echo "   (e. is compared with the floor of c.: the floor has no event trail)"
+    [ -n "${CONV[a_schema]:-}" ] && echo "   (the payload_schema row is compared with the same enqueue into a queue without a schema, not with the floor)"
 fi
 
 if [ -n "${CONV[i8]:-}" ]; then
