@@ -35,7 +35,7 @@ CREATE FUNCTION conveyor.validate_payload(queue text, payload jsonb)
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
     SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_validate_payload';
-COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload rules and payload_schema without enqueuing; errors lists each violation''s JSON pointer and message.';
+COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload_schema and required keys without enqueuing; lists each violation.';
 REVOKE ALL ON FUNCTION conveyor.validate_payload(text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_reader;
 

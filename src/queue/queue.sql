@@ -276,5 +276,5 @@ GRANT EXECUTE ON FUNCTION
 CREATE FUNCTION conveyor.validate_payload(queue text, payload jsonb)
     RETURNS TABLE(valid boolean, errors jsonb)
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_validate_payload';
-COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload rules and payload_schema without enqueuing; errors lists each violation''s JSON pointer and message.';
+COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload_schema and required keys without enqueuing; lists each violation.';
 GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_reader;

@@ -131,6 +131,9 @@ SELECT conveyor.job_events(:'d3');
 SELECT conveyor.queue_metrics('tap_sp');
 SELECT conveyor.queue_totals('tap_sp');
 SELECT conveyor.list_queues();
+SELECT conveyor.create_queue('tap_sp_schema', '{"payload_schema": {"type": "object", "required": ["n"]}, "display_name": "sp", "metadata": {"k": 1}}');
+SELECT conveyor.enqueue('tap_sp_schema', '{"n": 1}');
+SELECT conveyor.validate_payload('tap_sp_schema', '{"m": 1}');
 SELECT conveyor.maintain();
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());
 
