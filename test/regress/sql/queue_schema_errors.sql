@@ -56,3 +56,22 @@ SELECT * FROM conveyor.validate_payload('no_such_queue', '{}');
 SELECT * FROM conveyor.validate_payload('schema_errs', '{"url": 1, "tags": ["abcd", 2]}');
 
 SELECT conveyor.drop_queue('schema_errs');
+
+-- A database still at 0.2, served by this library until ALTER EXTENSION conveyor UPDATE: its queues
+-- table lacks the new columns, so the new options are refused and the old ones work.
+CREATE DATABASE conveyor_regress_at_02;
+\c conveyor_regress_at_02
+\set SHOW_CONTEXT never
+CREATE EXTENSION conveyor VERSION '0.2';
+SELECT conveyor.create_queue('at_02', '{"metadata": {"team": "a"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('at_02', '{"lease_seconds": 60}');
+SELECT count(*) FROM conveyor.enqueue('at_02', '{"n": 1}');
+SELECT options ? 'metadata' AS shows_metadata FROM conveyor.list_queues();
+ALTER EXTENSION conveyor UPDATE;
+SELECT conveyor.alter_queue('at_02', '{"metadata": {"team": "a"}, "payload_schema": {"required": ["m"]}}');
+SELECT count(*) FROM conveyor.enqueue('at_02', '{"n": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT options->'metadata' AS metadata FROM conveyor.list_queues();
+\c conveyor_regress
+DROP DATABASE conveyor_regress_at_02;
