@@ -13,6 +13,7 @@
 // under a schema that uses those keywords, payload strings and keys longer than max_regex_subject
 // bytes are refused before validation.
 #define VALIJSON_USE_EXCEPTIONS 1
+#include <algorithm>
 #include <memory>
 #include <regex>
 
@@ -39,6 +40,9 @@ static constexpr size_t max_regex_subject = 1000;
 static constexpr size_t max_display_name_chars = 200;
 static constexpr size_t max_description_chars = 4000;
 static constexpr size_t max_metadata_bytes = 16384;
+// valijson and the walks here recurse once per level of nesting: deeper documents are refused before
+// they could exhaust the stack.
+static constexpr size_t max_depth = 128;
 
 struct PayloadSchema {
     std::string text;  // the schema as jsonb prints it, for writing the queue row back
@@ -76,7 +80,8 @@ static json scalar_json(const JsonbValue &v) {
     }
 }
 
-static json to_json(JsonbContainer *root) {
+// The document, and in *depth how deeply it nests (a scalar is 0).
+static json to_json(JsonbContainer *root, size_t *depth) {
     JsonbIterator *it = pg_guard([&] { return JsonbIteratorInit(root); });
     json doc;
     std::vector<json *> open;  // the containers being filled, innermost last
@@ -112,6 +117,7 @@ static json to_json(JsonbContainer *root) {
         case WJB_END_OBJECT: open.pop_back(); break;
         default: break;
         }
+        *depth = std::max(*depth, open.size());
     }
     return doc;
 }
@@ -284,7 +290,10 @@ std::shared_ptr<const PayloadSchema> compile_payload_schema(Jsonb *schema) {
                     "Use null to remove the schema.");
     if (VARSIZE(schema) > max_schema_bytes)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be at most {} bytes, not {}", what, max_schema_bytes, (size_t)VARSIZE(schema)));
-    json doc = to_json(&schema->root);
+    size_t depth = 0;
+    json doc = to_json(&schema->root, &depth);
+    if (depth > max_depth)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} nests deeper than {} levels", what, max_depth));
     if (auto s = doc.find("$schema"); s != doc.end() && s->is_string()) {
         std::string uri = s->get<std::string>();
         if (uri != "http://json-schema.org/draft-07/schema#" && uri != "http://json-schema.org/draft-07/schema")
@@ -336,7 +345,9 @@ static std::optional<std::string> long_string(const json &node, const std::strin
     return std::nullopt;
 }
 
-static std::vector<Violation> payload_violations(const PayloadSchema &s, const json &doc, bool all) {
+static std::vector<Violation> payload_violations(const PayloadSchema &s, const json &doc, size_t depth, bool all) {
+    if (depth > max_depth)
+        return {{"", fmt::format("The payload nests deeper than {} levels, the most a payload_schema checks.", max_depth)}};
     if (s.uses_regex)
         if (auto at = long_string(doc, ""))
             return {{*at, fmt::format("String or key longer than {} bytes, the most a payload_schema with patterns or "
@@ -346,8 +357,9 @@ static std::vector<Violation> payload_violations(const PayloadSchema &s, const j
 }
 
 void check_payload_schema(const Queue &q, Jsonb *payload, const std::string &at) {
-    json doc = to_json(&payload->root);
-    auto bad = payload_violations(*q.payload_schema, doc, false);
+    size_t depth = 0;
+    json doc = to_json(&payload->root, &depth);
+    auto bad = payload_violations(*q.payload_schema, doc, depth, false);
     if (bad.empty()) return;
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                 fmt::format("{}payload does not match the payload_schema of queue {} at {}", at, conveyor::quoted(q.name),
@@ -415,12 +427,13 @@ CONVEYOR_FUNCTION(conveyor_validate_payload) {
     std::vector<Violation> bad;
     if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload)) bad.push_back({"", "The payload must be a JSON object."});
     else {
-        json doc = to_json(&payload->root);
+        size_t depth = 0;
+        json doc = to_json(&payload->root, &depth);
         if (q.required_keys)
             for (const auto &k : *q.required_keys)
                 if (!doc.contains(k)) bad.push_back({"", fmt::format("Required key {} is missing (option required_keys).", conveyor::quoted(k))});
         if (q.payload_schema)
-            for (auto &v : payload_violations(*q.payload_schema, doc, true)) bad.push_back(std::move(v));
+            for (auto &v : payload_violations(*q.payload_schema, doc, depth, true)) bad.push_back(std::move(v));
     }
     json errors = json::array();
     for (const auto &v : bad) errors.push_back({{"pointer", v.pointer}, {"message", v.message}});

@@ -2,7 +2,7 @@
 -- metadata of create_queue and alter_queue, the check at enqueue and enqueue_batch, validate_payload
 -- and who may call it.
 BEGIN;
-SELECT plan(46);
+SELECT plan(48);
 
 SELECT conveyor.create_queue('tap_qs', '{"payload_schema": {"type": "object", "required": ["url"],
     "properties": {"url": {"type": "string", "pattern": "^https?://"}, "depth": {"type": "integer", "minimum": 0},
@@ -48,6 +48,11 @@ SELECT lives_ok($$ SELECT conveyor.enqueue_batch('tap_qs', '[{"payload": {"url":
 SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs', jsonb_build_object('url', 'http://' || repeat('x', 1001))) $$,
     '22023', 'payload does not match the payload_schema of queue "tap_qs" at "/url"',
     'under a schema with patterns a string over 1000 bytes is refused');
+
+SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs', jsonb_build_object('url', 'http://k', 'x', (repeat('[', 128) || repeat(']', 128))::jsonb)) $$,
+    '22023', NULL, 'a payload nested deeper than 128 levels is refused under a schema');
+SELECT lives_ok($$ SELECT conveyor.enqueue('tap_qs', jsonb_build_object('url', 'http://k', 'x', (repeat('[', 127) || repeat(']', 127))::jsonb)) $$,
+    'one nested 128 levels is checked');
 
 -- ---- alter_queue changes and keeps the schema ------------------------------------------------------
 

@@ -20,6 +20,8 @@ SELECT conveyor.create_queue('bad', '{"payload_schema": true}');
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.create_queue('bad', jsonb_build_object('payload_schema', jsonb_build_object('description', repeat('x', 70000))));
 \echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('bad', jsonb_build_object('payload_schema', (repeat('{"not": ', 130) || '{}' || repeat('}', 130))::jsonb));
+\echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.alter_queue('schema_errs', '{"payload_schema": {"minimum": "0"}}');
 \echo :LAST_ERROR_SQLSTATE
 
@@ -45,6 +47,9 @@ SELECT count(*) FROM conveyor.enqueue_batch('schema_errs', '[{"payload": {"url":
     {"payload": {"url": "http://c", "tags": ["abc", "abcd"]}}]');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', 'https://' || repeat('p', 1000)));
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', 'https://a', 'deep',
+    (repeat('[', 130) || repeat(']', 130))::jsonb));
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS jobs_enqueued FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE q.name = 'schema_errs';
 
