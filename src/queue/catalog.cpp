@@ -14,6 +14,10 @@ namespace conveyor::queue {
 static constexpr const char *queue_columns =
     "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
     "required_keys, retention_days, notify, event_trail, paused";
+// 0.3 adds dead_retention_days (see dead_letters_installed()).
+static constexpr const char *queue_columns_v3 =
+    "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
+    "required_keys, retention_days, notify, event_trail, paused, dead_retention_days";
 
 // The strings of a text[] (its NULL elements left out).
 static std::vector<std::string> text_array_strings(Datum array) {
@@ -29,7 +33,7 @@ static std::vector<std::string> text_array_strings(Datum array) {
     return out;
 }
 
-static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
+static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool v3) {
     Queue q;
     q.id = *rows.int4(r, 0);
     q.name = *rows.text(r, 1);
@@ -43,15 +47,18 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
     q.notify = *rows.boolean(r, 9);
     q.event_trail = *rows.text(r, 10);
     q.paused = *rows.boolean(r, 11);
+    if (v3) q.dead_retention_days = *rows.int4(r, 12);
     return q;
 }
 
 static std::optional<Queue> find_queue(const std::string &name) {
-    static const std::string sql = fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns);
-    static Statement stmt(sql.c_str(), {TEXTOID});
-    auto rows = stmt.run(Params().text(0, name));
+    static const std::string sql[2] = {fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns),
+                                       fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns_v3)};
+    static Statement stmts[2] = {{sql[0].c_str(), {TEXTOID}}, {sql[1].c_str(), {TEXTOID}}};
+    bool v3 = dead_letters_installed();
+    auto rows = stmts[v3].run(Params().text(0, name));
     if (rows.size() == 0) return std::nullopt;
-    return queue_from_row(rows, 0);
+    return queue_from_row(rows, 0, v3);
 }
 
 Queue load_queue(const std::string &name) {
@@ -69,12 +76,14 @@ Queue load_queue(const std::string &name) {
 // the end of the changing statement, and a rollback undoes them the same way.
 static std::unordered_map<std::string, Queue> queue_cache;
 static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
+static std::optional<bool> dead_letters_cache;        // whether queues has dead_retention_days
 static Oid queue_cache_relid = InvalidOid;
 
 static void forget_cached_queues(Datum, Oid relid) {
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
         longest_retention_cache.reset();
+        dead_letters_cache.reset();
         queue_cache_relid = InvalidOid;
     }
 }
@@ -93,25 +102,41 @@ Queue cached_queue(const std::string &name) {
     return q;
 }
 
+bool dead_letters_installed() {
+    take_in_queue_changes();
+    if (dead_letters_cache) return *dead_letters_cache;
+    Oid relid = conveyor_relid("queues");
+    bool installed = OidIsValid(relid) &&
+                     pg_guard([&] { return get_attnum(relid, "dead_retention_days") != InvalidAttrNumber; });
+    queue_cache_relid = relid;
+    dead_letters_cache = installed;
+    return installed;
+}
+
 int32 longest_retention() {
     take_in_queue_changes();
     if (longest_retention_cache) return *longest_retention_cache;
-    static Statement stmt("SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {});
+    static Statement stmts[2] = {
+        {"SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {}},
+        {"SELECT COALESCE(max(GREATEST(retention_days, dead_retention_days)), 7) FROM conveyor.queues", {}}};
+    bool v3 = dead_letters_installed();
     Oid relid = conveyor_relid("queues");
-    int32 days = *stmt.run().int4(0, 0);
+    int32 days = *stmts[v3].run().int4(0, 0);
     queue_cache_relid = relid;
     longest_retention_cache = days;
     return days;
 }
 
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
-    static const std::string sql =
-        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns);
-    static Statement stmt(sql.c_str(), {INT4ARRAYOID});
-    auto rows = stmt.run(Params().int4_array(0, ids));
+    static const std::string sql[2] = {
+        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns),
+        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns_v3)};
+    static Statement stmts[2] = {{sql[0].c_str(), {INT4ARRAYOID}}, {sql[1].c_str(), {INT4ARRAYOID}}};
+    bool v3 = dead_letters_installed();
+    auto rows = stmts[v3].run(Params().int4_array(0, ids));
     std::map<int32, Queue> out;
     for (uint64 r = 0; r < rows.size(); ++r) {
-        Queue q = queue_from_row(rows, r);
+        Queue q = queue_from_row(rows, r, v3);
         out.emplace(q.id, std::move(q));
     }
     return out;
@@ -136,6 +161,8 @@ static void apply_options(Queue &q, Jsonb *options) {
         else if (f.key == "backoff_base_seconds") q.backoff_base_seconds = (int32)jsonb_int(v, what, 0, 86400);
         else if (f.key == "backoff_max_seconds") q.backoff_max_seconds = (int32)jsonb_int(v, what, 0, 30 * 86400);
         else if (f.key == "retention_days") q.retention_days = (int32)jsonb_int(v, what, 0, 3650);
+        else if (f.key == "dead_retention_days" && dead_letters_installed())
+            q.dead_retention_days = (int32)jsonb_int(v, what, 0, 3650);
         else if (f.key == "job_types") q.job_types = jsonb_keys_array(v, what);
         else if (f.key == "required_keys") q.required_keys = jsonb_keys_array(v, what);
         else if (f.key == "notify") {
@@ -150,7 +177,7 @@ static void apply_options(Queue &q, Jsonb *options) {
         } else
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
-                        "job_types, required_keys, retention_days, notify, event_trail.");
+                        "job_types, required_keys, retention_days, dead_retention_days, notify, event_trail.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -189,10 +216,15 @@ static void write_queue(const Queue &q, bool create) {
     else p.null(6);
     p.int4(7, q.retention_days).boolean(8, q.notify).text(9, q.event_trail);
     auto rows = (create ? insert : update).run(p);
+    if (rows.size() > 0 && dead_letters_installed()) {
+        static Statement dead_retention("UPDATE conveyor.queues SET dead_retention_days = $2 WHERE queue_id = $1",
+                                        {INT4OID, INT4OID});
+        dead_retention.run(Params().int4(0, *rows.int4(0, 0)).int4(1, q.dead_retention_days));
+    }
     if (rows.size() == 0 && create)
         throw Error(ERRCODE_DUPLICATE_OBJECT, fmt::format("queue {} already exists", quoted(q.name)), "",
                     "Change its options with conveyor.alter_queue.");
-    ensure_history_partitions(q.retention_days);
+    ensure_history_partitions(std::max(q.retention_days, q.dead_retention_days));
     ensure_event_partitions();
 }
 

@@ -116,13 +116,19 @@ CONVEYOR_FUNCTION(conveyor_queue_totals) {
 CONVEYOR_FUNCTION(conveyor_list_queues) {
     ResultSet out(fcinfo);
     spi::Connection spi;
-    static Statement stmt(
-        "SELECT name, paused, pg_catalog.jsonb_build_object('lease_seconds', lease_seconds, 'max_attempts', max_attempts,"
-        " 'backoff_base_seconds', backoff_base_seconds, 'backoff_max_seconds', backoff_max_seconds,"
-        " 'job_types', job_types, 'required_keys', required_keys, 'retention_days', retention_days,"
-        " 'notify', notify, 'event_trail', event_trail), created_at FROM conveyor.queues ORDER BY name",
-        {});
-    auto rows = stmt.run();
+#define LIST_QUEUES_OPTIONS                                                                                      \
+    "pg_catalog.jsonb_build_object('lease_seconds', lease_seconds, 'max_attempts', max_attempts,"                 \
+    " 'backoff_base_seconds', backoff_base_seconds, 'backoff_max_seconds', backoff_max_seconds,"                  \
+    " 'job_types', job_types, 'required_keys', required_keys, 'retention_days', retention_days,"                  \
+    " 'notify', notify, 'event_trail', event_trail)"
+    // 0.3 adds dead_retention_days (a database still at 0.2 has no such column).
+    static Statement stmts[2] = {
+        {"SELECT name, paused, " LIST_QUEUES_OPTIONS ", created_at FROM conveyor.queues ORDER BY name", {}},
+        {"SELECT name, paused, " LIST_QUEUES_OPTIONS " OPERATOR(pg_catalog.||)"
+         " pg_catalog.jsonb_build_object('dead_retention_days', dead_retention_days), created_at"
+         " FROM conveyor.queues ORDER BY name", {}}};
+#undef LIST_QUEUES_OPTIONS
+    auto rows = stmts[dead_letters_installed()].run();
     spi::emit(out, rows);
     spi.finish();
     return (Datum)0;
