@@ -244,13 +244,13 @@ COMMENT ON FUNCTION conveyor.reschedule(uuid,timestamp with time zone) IS 'Moves
 CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL, reset_attempts boolean DEFAULT false)
     RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_retry';
-COMMENT ON FUNCTION conveyor.retry(uuid,integer,boolean) IS 'Runs a dead or cancelled job again, or a failed one now instead of after its backoff, keeping its attempt count unless reset_attempts.';
+COMMENT ON FUNCTION conveyor.retry(uuid,integer,boolean) IS 'Runs a dead or cancelled job again, or a job in backoff now; keeps its attempt count unless reset_attempts.';
 CREATE FUNCTION conveyor.dead_jobs(queue text, since timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
     RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, attempt int, max_attempts int,
                   last_error text, reason text, details jsonb, worker_id text, created_at timestamptz,
                   finished_at timestamptz, resolved_at timestamptz, resolution text, resolved_by text)
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dead_jobs';
-COMMENT ON FUNCTION conveyor.dead_jobs(text,timestamp with time zone,integer,uuid) IS 'Lists the dead jobs of a queue newest first, a page of lim after the job_id after, with their last error, reason, details and resolution.';
+COMMENT ON FUNCTION conveyor.dead_jobs(text,timestamp with time zone,integer,uuid) IS 'Lists the dead jobs of a queue newest first, a page at a time, with their last error, reason, details and resolution.';
 CREATE FUNCTION conveyor.resolve_dead(job_id uuid, resolution text) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_resolve_dead';
 COMMENT ON FUNCTION conveyor.resolve_dead(uuid,text) IS 'Marks a dead job handled with a resolution, when and by whom; false when it is not dead or already resolved.';
