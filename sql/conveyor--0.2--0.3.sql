@@ -22,7 +22,11 @@
 -- ===================================================================================================
 
 -- Dead jobs keep their own retention, and their reason, details and resolution.
-ALTER TABLE conveyor.queues ADD COLUMN dead_retention_days integer NOT NULL DEFAULT 30;
+-- Added without a default and then filled, so the catalog holds no "missing value" a fresh install lacks.
+ALTER TABLE conveyor.queues ADD COLUMN dead_retention_days integer;
+UPDATE conveyor.queues SET dead_retention_days = 30;
+ALTER TABLE conveyor.queues ALTER COLUMN dead_retention_days SET DEFAULT 30,
+    ALTER COLUMN dead_retention_days SET NOT NULL;
 ALTER TABLE conveyor.job_history ADD COLUMN reason text, ADD COLUMN details jsonb, ADD COLUMN resolved_at timestamptz,
     ADD COLUMN resolution text, ADD COLUMN resolved_by text;
 -- dead_jobs' index on every existing history partition (src/queue/partitions.cpp makes it on new ones,
