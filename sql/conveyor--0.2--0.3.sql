@@ -21,6 +21,69 @@
 -- Queue: operator actions and dead letters
 -- ===================================================================================================
 
+-- Dead jobs keep their own retention, and their reason, details and resolution.
+-- Added without a default and then filled, so the catalog holds no "missing value" a fresh install lacks.
+ALTER TABLE conveyor.queues ADD COLUMN dead_retention_days integer;
+UPDATE conveyor.queues SET dead_retention_days = 30;
+ALTER TABLE conveyor.queues ALTER COLUMN dead_retention_days SET DEFAULT 30,
+    ALTER COLUMN dead_retention_days SET NOT NULL;
+ALTER TABLE conveyor.job_history ADD COLUMN reason text, ADD COLUMN details jsonb, ADD COLUMN resolved_at timestamptz,
+    ADD COLUMN resolution text, ADD COLUMN resolved_by text;
+-- dead_jobs' index on every existing history partition (src/queue/partitions.cpp makes it on new ones,
+-- including those this conveyor.so made before the update: hence IF NOT EXISTS).
+DO $dead_index$
+DECLARE
+    part name;
+BEGIN
+    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'conveyor.job_history'::regclass LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE INDEX IF NOT EXISTS %I ON conveyor.%I (queue_id, finished_at DESC, job_id DESC) WHERE status = ''dead''',
+            part || '_dead', part);
+    END LOOP;
+END
+$dead_index$;
+
+-- dead_letter keeps details; retry keeps the attempt count unless reset_attempts.
+DROP FUNCTION conveyor.dead_letter(uuid, text);
+CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text, details jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
+COMMENT ON FUNCTION conveyor.dead_letter(uuid,text,jsonb) IS 'Moves a pending or running job to history as dead, with a reason and optional details.';
+REVOKE ALL ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) TO conveyor_admin;
+
+DROP FUNCTION conveyor.retry(uuid, int);
+CREATE FUNCTION conveyor.requeue(job_id uuid, delay_seconds int DEFAULT 0) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_requeue';
+COMMENT ON FUNCTION conveyor.requeue(uuid,integer) IS 'Gives a running job back to the queue without its worker, due after delay_seconds; false when the job is not running.';
+CREATE FUNCTION conveyor.requeue_stuck(queue text, older_than interval) RETURNS SETOF uuid
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_requeue_stuck';
+COMMENT ON FUNCTION conveyor.requeue_stuck(text,interval) IS 'Requeues every job of a queue that has been running longer than older_than; returns their ids.';
+CREATE FUNCTION conveyor.reschedule(job_id uuid, run_at timestamptz) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_reschedule';
+COMMENT ON FUNCTION conveyor.reschedule(uuid,timestamp with time zone) IS 'Moves a pending or scheduled job to run at run_at; false when the job is running or finished.';
+CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL, reset_attempts boolean DEFAULT false)
+    RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_retry';
+COMMENT ON FUNCTION conveyor.retry(uuid,integer,boolean) IS 'Runs a dead or cancelled job again, or a job in backoff now; keeps its attempt count unless reset_attempts.';
+CREATE FUNCTION conveyor.dead_jobs(queue text, since timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, attempt int, max_attempts int,
+                  last_error text, reason text, details jsonb, worker_id text, created_at timestamptz,
+                  finished_at timestamptz, resolved_at timestamptz, resolution text, resolved_by text)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_dead_jobs';
+COMMENT ON FUNCTION conveyor.dead_jobs(text,timestamp with time zone,integer,uuid) IS 'Lists the dead jobs of a queue newest first, a page at a time, with their last error, reason, details and resolution.';
+CREATE FUNCTION conveyor.resolve_dead(job_id uuid, resolution text) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_resolve_dead';
+COMMENT ON FUNCTION conveyor.resolve_dead(uuid,text) IS 'Marks a dead job handled with a resolution, when and by whom; false when it is not dead or already resolved.';
+REVOKE ALL ON FUNCTION conveyor.requeue(uuid, int), conveyor.requeue_stuck(text, interval),
+    conveyor.reschedule(uuid, timestamptz), conveyor.retry(uuid, int, boolean),
+    conveyor.dead_jobs(text, timestamptz, int, uuid), conveyor.resolve_dead(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.dead_jobs(text, timestamptz, int, uuid) TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.requeue(uuid, int), conveyor.requeue_stuck(text, interval), conveyor.reschedule(uuid, timestamptz),
+    conveyor.retry(uuid, int, boolean), conveyor.resolve_dead(uuid, text)
+    TO conveyor_admin;
+
 -- ===================================================================================================
 -- Queue: payload schemas and queue metadata
 -- ===================================================================================================

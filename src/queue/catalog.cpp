@@ -18,8 +18,8 @@ namespace conveyor::queue {
 static constexpr const char *queue_columns =
     "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
     "required_keys, retention_days, notify, event_trail, paused";
-// The columns of 0.3, after those (read only where the table has them: queues_have_metadata()).
-static constexpr const char *metadata_columns = "payload_schema, display_name, description, metadata::text";
+// The columns of 0.3, after those (read only in a database at 0.3: catalog_at_0_3()).
+static constexpr const char *columns_0_3 = "dead_retention_days, payload_schema, display_name, description, metadata::text";
 
 // The strings of a text[] (its NULL elements left out).
 static std::vector<std::string> text_array_strings(Datum array) {
@@ -35,7 +35,7 @@ static std::vector<std::string> text_array_strings(Datum array) {
     return out;
 }
 
-static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool with_metadata) {
+static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool at_0_3) {
     Queue q;
     q.id = *rows.int4(r, 0);
     q.name = *rows.text(r, 1);
@@ -49,24 +49,25 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool with_metadata)
     q.notify = *rows.boolean(r, 9);
     q.event_trail = *rows.text(r, 10);
     q.paused = *rows.boolean(r, 11);
-    if (with_metadata) {
-        if (auto schema = rows.value(r, 12, [](Datum d) { return d; })) q.payload_schema = payload_schema_from_datum(*schema);
-        q.display_name = rows.text(r, 13);
-        q.description = rows.text(r, 14);
-        q.metadata = rows.text(r, 15);
+    if (at_0_3) {
+        q.dead_retention_days = *rows.int4(r, 12);
+        if (auto schema = rows.value(r, 13, [](Datum d) { return d; })) q.payload_schema = payload_schema_from_datum(*schema);
+        q.display_name = rows.text(r, 14);
+        q.description = rows.text(r, 15);
+        q.metadata = rows.text(r, 16);
     }
     return q;
 }
 
 static std::optional<Queue> find_queue(const std::string &name) {
-    static const std::string sql = fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns);
-    static const std::string sql_with_metadata =
-        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE name = $1", queue_columns, metadata_columns);
-    static Statement stmt(sql.c_str(), {TEXTOID}), stmt_with_metadata(sql_with_metadata.c_str(), {TEXTOID});
-    bool with_metadata = queues_have_metadata();
-    auto rows = (with_metadata ? stmt_with_metadata : stmt).run(Params().text(0, name));
+    static const std::string sql[2] = {
+        fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns),
+        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE name = $1", queue_columns, columns_0_3)};
+    static Statement stmts[2] = {{sql[0].c_str(), {TEXTOID}}, {sql[1].c_str(), {TEXTOID}}};
+    bool at_0_3 = catalog_at_0_3();
+    auto rows = stmts[at_0_3].run(Params().text(0, name));
     if (rows.size() == 0) return std::nullopt;
-    return queue_from_row(rows, 0, with_metadata);
+    return queue_from_row(rows, 0, at_0_3);
 }
 
 Queue load_queue(const std::string &name) {
@@ -92,13 +93,13 @@ struct CachedQueue {
 static std::unordered_map<std::string, CachedQueue> queue_cache;
 static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
 static Oid queue_cache_relid = InvalidOid;
-static std::optional<bool> metadata_columns_present;
-static Oid metadata_columns_relid = InvalidOid;
+static std::optional<bool> at_0_3_cache;  // catalog_at_0_3()
+static Oid at_0_3_relid = InvalidOid;
 
 static void forget_cached_queues(Datum, Oid relid) {
-    if (relid == InvalidOid || relid == metadata_columns_relid) {
-        metadata_columns_present.reset();
-        metadata_columns_relid = InvalidOid;
+    if (relid == InvalidOid || relid == at_0_3_relid) {
+        at_0_3_cache.reset();
+        at_0_3_relid = InvalidOid;
     }
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
@@ -111,14 +112,16 @@ static void take_in_queue_changes() {
     pg_guard([] { AcceptInvalidationMessages(); });
 }
 
-bool queues_have_metadata() {
-    if (metadata_columns_present) return *metadata_columns_present;
+bool catalog_at_0_3() {
+    take_in_queue_changes();
+    if (at_0_3_cache) return *at_0_3_cache;
     Oid relid = conveyor_relid("queues");
-    bool present = OidIsValid(relid) &&
-                   pg_guard([&] { return get_attnum(relid, "payload_schema") != InvalidAttrNumber; });
-    metadata_columns_relid = relid;
-    metadata_columns_present = present;
-    return present;
+    // The update to 0.3 adds all of its columns and tables in one script: one of them stands for all.
+    bool at_0_3 = OidIsValid(relid) &&
+                  pg_guard([&] { return get_attnum(relid, "dead_retention_days") != InvalidAttrNumber; });
+    at_0_3_relid = relid;
+    at_0_3_cache = at_0_3;
+    return at_0_3;
 }
 
 Queue cached_queue(const std::string &name) {
@@ -137,25 +140,27 @@ Queue cached_queue(const std::string &name) {
 int32 longest_retention() {
     take_in_queue_changes();
     if (longest_retention_cache) return *longest_retention_cache;
-    static Statement stmt("SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {});
+    static Statement stmts[2] = {
+        {"SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {}},
+        {"SELECT COALESCE(max(GREATEST(retention_days, dead_retention_days)), 7) FROM conveyor.queues", {}}};
+    bool at_0_3 = catalog_at_0_3();
     Oid relid = conveyor_relid("queues");
-    int32 days = *stmt.run().int4(0, 0);
+    int32 days = *stmts[at_0_3].run().int4(0, 0);
     queue_cache_relid = relid;
     longest_retention_cache = days;
     return days;
 }
 
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
-    static const std::string sql =
-        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns);
-    static const std::string sql_with_metadata =
-        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns, metadata_columns);
-    static Statement stmt(sql.c_str(), {INT4ARRAYOID}), stmt_with_metadata(sql_with_metadata.c_str(), {INT4ARRAYOID});
-    bool with_metadata = queues_have_metadata();
-    auto rows = (with_metadata ? stmt_with_metadata : stmt).run(Params().int4_array(0, ids));
+    static const std::string sql[2] = {
+        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns),
+        fmt::format("SELECT {}, {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns, columns_0_3)};
+    static Statement stmts[2] = {{sql[0].c_str(), {INT4ARRAYOID}}, {sql[1].c_str(), {INT4ARRAYOID}}};
+    bool at_0_3 = catalog_at_0_3();
+    auto rows = stmts[at_0_3].run(Params().int4_array(0, ids));
     std::map<int32, Queue> out;
     for (uint64 r = 0; r < rows.size(); ++r) {
-        Queue q = queue_from_row(rows, r, with_metadata);
+        Queue q = queue_from_row(rows, r, at_0_3);
         out.emplace(q.id, std::move(q));
     }
     return out;
@@ -169,17 +174,30 @@ static std::optional<std::vector<std::string>> jsonb_keys_array(const JsonbValue
     return keys;
 }
 
+// The options that 0.3 added: a database not yet updated has no columns for them (55000).
+static void require_0_3_for(const std::string &option) {
+    static const char *const options_0_3[] = {"dead_retention_days", "payload_schema", "display_name", "description",
+                                              "metadata"};
+    for (const char *name : options_0_3)
+        if (option == name && !catalog_at_0_3())
+            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("option {} needs conveyor 0.3", option),
+                        "", "Run ALTER EXTENSION conveyor UPDATE.");
+}
+
 // Applies a jsonb object of options to q. Unknown names and bad values are errors (22023).
 static void apply_options(Queue &q, Jsonb *options) {
     if (!options) return;
     for (const auto &f : jsonb_object_fields(options, "options")) {
         const std::string what = fmt::format("option {}", f.key);
         const JsonbValue &v = f.value;
+        require_0_3_for(f.key);
         if (f.key == "lease_seconds") q.lease_seconds = (int32)jsonb_int(v, what, 1, 7 * 86400);
         else if (f.key == "max_attempts") q.max_attempts = (int32)jsonb_int(v, what, 1, 1000);
         else if (f.key == "backoff_base_seconds") q.backoff_base_seconds = (int32)jsonb_int(v, what, 0, 86400);
         else if (f.key == "backoff_max_seconds") q.backoff_max_seconds = (int32)jsonb_int(v, what, 0, 30 * 86400);
         else if (f.key == "retention_days") q.retention_days = (int32)jsonb_int(v, what, 0, 3650);
+        else if (f.key == "dead_retention_days")
+            q.dead_retention_days = (int32)jsonb_int(v, what, 0, 3650);
         else if (f.key == "job_types") q.job_types = jsonb_keys_array(v, what);
         else if (f.key == "required_keys") q.required_keys = jsonb_keys_array(v, what);
         else if (f.key == "notify") {
@@ -194,8 +212,8 @@ static void apply_options(Queue &q, Jsonb *options) {
         } else if (!apply_metadata_option(q, f.key, v))
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
-                        "job_types, required_keys, retention_days, notify, event_trail, payload_schema, "
-                        "display_name, description, metadata.");
+                        "job_types, required_keys, retention_days, dead_retention_days, notify, event_trail, "
+                        "payload_schema, display_name, description, metadata.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -234,28 +252,24 @@ static void write_queue(const Queue &q, bool create) {
     else p.null(6);
     p.int4(7, q.retention_days).boolean(8, q.notify).text(9, q.event_trail);
     // The columns of 0.3, in a second statement of the same transaction (one queues_changed more).
-    bool with_metadata = queues_have_metadata();
-    if (!with_metadata && (q.payload_schema || q.display_name || q.description || q.metadata))
-        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    "options payload_schema, display_name, description and metadata need conveyor 0.3", "",
-                    "Run ALTER EXTENSION conveyor UPDATE.");
+    bool at_0_3 = catalog_at_0_3();
     auto rows = (create ? insert : update).run(p);
-    if (with_metadata && rows.size() == 1) {
-        static Statement set_metadata(
-            "UPDATE conveyor.queues SET payload_schema = $2::jsonb, display_name = $3, description = $4,"
-            " metadata = $5::jsonb WHERE queue_id = $1",
-            {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+    if (at_0_3 && rows.size() == 1) {
+        static Statement set_0_3(
+            "UPDATE conveyor.queues SET dead_retention_days = $2, payload_schema = $3::jsonb, display_name = $4,"
+            " description = $5, metadata = $6::jsonb WHERE queue_id = $1",
+            {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
         Params m;
-        m.int4(0, *rows.int4(0, 0));
-        if (q.payload_schema) m.text(1, payload_schema_text(*q.payload_schema));
-        else m.null(1);
-        m.text(2, q.display_name).text(3, q.description).text(4, q.metadata);
-        set_metadata.run(m);
+        m.int4(0, *rows.int4(0, 0)).int4(1, q.dead_retention_days);
+        if (q.payload_schema) m.text(2, payload_schema_text(*q.payload_schema));
+        else m.null(2);
+        m.text(3, q.display_name).text(4, q.description).text(5, q.metadata);
+        set_0_3.run(m);
     }
     if (rows.size() == 0 && create)
         throw Error(ERRCODE_DUPLICATE_OBJECT, fmt::format("queue {} already exists", quoted(q.name)), "",
                     "Change its options with conveyor.alter_queue.");
-    ensure_history_partitions(q.retention_days);
+    ensure_history_partitions(std::max(q.retention_days, q.dead_retention_days));
     ensure_event_partitions();
 }
 

@@ -1,6 +1,7 @@
 // Finishing jobs: what workers do with the jobs they hold (conveyor.ack, ack_many, heartbeat,
 // release), what housekeeping does with the ones whose lease ran out (conveyor.reap), and what
-// operators do with any job (conveyor.retry, dead_letter, cancel). Finished jobs move to
+// operators do with any job (conveyor.dead_letter, cancel; the other operator actions are in
+// operator.cpp). Finished jobs move to
 // conveyor.job_history; a group whose head leaves gets its next one.
 #include <algorithm>
 
@@ -8,7 +9,7 @@
 
 namespace conveyor::queue {
 
-static void check_delay(const std::optional<int32> &delay, const char *name) {
+void check_delay(const std::optional<int32> &delay, const char *name) {
     if (delay && *delay < 0)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be negative, not {}", name, *delay));
 }
@@ -20,14 +21,7 @@ static constexpr const char *history_columns =
 // ---------------------------------------------------------------------------------------------------
 // Finishing and failing running jobs: ack, ack_many, reap
 
-struct Changed {
-    pg_uuid_t id;
-    int32 queue_id;
-    std::optional<std::string> group_key;
-    std::string state;  // the job's new state: ready/scheduled, or completed/dead
-};
-
-static std::vector<Changed> changed_rows(const spi::Rows &rows) {
+std::vector<Changed> changed_rows(const spi::Rows &rows) {
     std::vector<Changed> out;
     for (uint64 r = 0; r < rows.size(); ++r)
         out.push_back(Changed{*rows.uuid(r, 0), *rows.int4(r, 1), rows.text(r, 2), *rows.text(r, 3)});
@@ -86,7 +80,13 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
 // expire = false: the jobs named (and, if worker is given, leased to that worker);
 // expire = true: those of the named jobs whose lease has run out.
 // skip_locked: leave jobs another transaction has locked (dequeue's housekeeping never waits).
-static std::string fail_jobs_sql(bool skip_locked) {
+// at_0_3: the database has 0.3's dead letters (dead_retention_days, job_history.reason). A failed ack
+// ($4 false) records its stats ($5) and the run's duration in the trail, as a successful one does.
+// The run's duration and the worker's stats, for a failed ack (not for an expired lease).
+#define RUN_FIGURES                                                                                               \
+    "CASE WHEN $4 THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('duration_ms',"                             \
+    " pg_catalog.round(extract(epoch FROM pg_catalog.clock_timestamp() - started_at) * 1000), 'stats', $5::jsonb) END"
+static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
     return std::string(
         "WITH t AS ("
         "  SELECT j.job_id FROM conveyor.jobs j"
@@ -96,7 +96,7 @@ static std::string fail_jobs_sql(bool skip_locked) {
         "dead AS ("
         "  DELETE FROM conveyor.jobs j USING t, conveyor.queues q"
         "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt >= j.max_attempts"
-        "  RETURNING j.*, q.retention_days), "
+        "  RETURNING j.*, " + std::string(at_0_3 ? "q.dead_retention_days" : "q.retention_days") + " AS retention_days), "
         "retried AS ("
         "  UPDATE conveyor.jobs j SET"
         "    state = CASE WHEN q.backoff_base_seconds > 0 THEN 'scheduled' ELSE 'ready' END,"
@@ -106,22 +106,25 @@ static std::string fail_jobs_sql(bool skip_locked) {
         "    worker_id = NULL, lease_until = NULL, last_error = $2"
         "  FROM t, conveyor.queues q"
         "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt < j.max_attempts"
-        "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt,"
+        "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt, j.started_at,"
         "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + (at_0_3 ? ", reason" : "") + ")"
         "  SELECT job_id, queue_id, 'dead', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, $2, created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" +
+        (at_0_3 ? ", 'max_attempts reached'" : "") +
         "  FROM dead), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         "  SELECT job_id, pg_catalog.clock_timestamp(), CASE WHEN $4 THEN 'expired' ELSE 'failed' END, worker_id,"
         "         pg_catalog.jsonb_build_object('attempt', attempt, 'error', $2, 'retry_at', run_at)"
+        "           OPERATOR(pg_catalog.||) " RUN_FIGURES
         "  FROM retried"
         "  UNION ALL"
         "  SELECT job_id, pg_catalog.clock_timestamp(), CASE WHEN $4 THEN 'expired' ELSE 'failed' END, worker_id,"
         "         pg_catalog.jsonb_build_object('attempt', attempt, 'error', $2)"
+        "           OPERATOR(pg_catalog.||) " RUN_FIGURES
         "  FROM dead"
         "  UNION ALL"
         "  SELECT job_id, pg_catalog.clock_timestamp() + interval '1 microsecond', 'dead', worker_id,"
@@ -138,32 +141,30 @@ static std::string fail_jobs_sql(bool skip_locked) {
         ") SELECT job_id, queue_id, group_key, state FROM changes";
 }
 
+#undef RUN_FIGURES
+
 static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
-                                      const std::optional<std::string> &worker, bool expire, bool skip_locked = false) {
-    static const std::string waiting_sql = fail_jobs_sql(false), skipping_sql = fail_jobs_sql(true);
-    static Statement waiting(waiting_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
-    static Statement skipping(skipping_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+                                      const std::optional<std::string> &worker, bool expire, bool skip_locked = false,
+                                      Datum stats = (Datum)0, bool stats_null = true) {
+    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID};
+    static const std::string sql[2][2] = {{fail_jobs_sql(false, false), fail_jobs_sql(false, true)},
+                                          {fail_jobs_sql(true, false), fail_jobs_sql(true, true)}};
+    static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
+                                    {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
     Params p;
     p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
-    return changed_rows((skip_locked ? skipping : waiting).run(p));
+    if (stats_null) p.null(4);
+    else p.datum(4, stats);
+    return changed_rows(stmts[skip_locked][catalog_at_0_3()].run(p));
 }
 
 // The groups whose head left (finished, or went back to scheduled) need a new head.
-static std::set<GroupKey> groups_losing_head(const std::vector<Changed> &changes) {
+std::set<GroupKey> groups_losing_head(const std::vector<Changed> &changes) {
     std::set<GroupKey> out;
     for (const auto &c : changes)
         if (c.group_key && c.state != "ready") out.insert({c.queue_id, *c.group_key});
     return out;
 }
-
-struct JobRef {
-    pg_uuid_t id;
-    int32 queue_id;
-    std::optional<std::string> group_key;
-    std::string state;
-    std::optional<std::string> worker_id;
-    int32 retention_days;  // of its queue: where it lands in job_history when it finishes
-};
 
 // Rows of job_id, queue_id, group_key, state, worker_id and the queue's retention_days.
 static std::vector<JobRef> job_refs(const spi::Rows &rows) {
@@ -174,9 +175,7 @@ static std::vector<JobRef> job_refs(const spi::Rows &rows) {
     return out;
 }
 
-// The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
-// which every change to a job does before it takes its group's lock.
-static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false) {
+std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock) {
     static Statement read(
         "SELECT j.job_id, j.queue_id, j.group_key, j.state, j.worker_id, q.retention_days"
         " FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = ANY($1)",
@@ -189,14 +188,14 @@ static std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool loc
     return job_refs((lock ? locking : read).run(Params().uuid_array(0, ids)));
 }
 
-static std::optional<std::string> finished_status(const pg_uuid_t &id) {
+std::optional<std::string> finished_status(const pg_uuid_t &id) {
     static Statement stmt("SELECT status FROM conveyor.job_history WHERE job_id = $1", {UUIDOID});
     auto rows = stmt.run(Params().uuid(0, id));
     if (rows.size() == 0) return std::nullopt;
     return rows.text(0, 0);
 }
 
-static std::string public_status(const std::string &state) { return state == "running" ? "running" : "pending"; }
+std::string public_status(const std::string &state) { return state == "running" ? "running" : "pending"; }
 
 // The error for acting on a job that is not running (unknown: 42704, otherwise 55000).
 static Error not_running(const pg_uuid_t &id, const std::optional<JobRef> &ref) {
@@ -216,8 +215,9 @@ static Error changed_while_acknowledged() {
                  "Another session acknowledged, cancelled or reaped it; retry.");
 }
 
-static void ensure_partitions_for(const std::vector<JobRef> &jobs) {
-    int32 retention = 0;
+void ensure_partitions_for(const std::vector<JobRef> &jobs) {
+    // A job that dies lands at its queue's dead_retention_days: the longest retention covers both.
+    int32 retention = longest_retention();
     for (const auto &j : jobs) retention = std::max(retention, j.retention_days);
     ensure_history_partitions(retention);
     ensure_event_partitions();
@@ -261,7 +261,8 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
 // Failed acks: the jobs are looked up and locked first (rows before groups), then their groups are
 // locked, and each job is rescheduled with backoff or dies at max_attempts.
 static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
-                                 const std::optional<std::string> &worker) {
+                                 const std::optional<std::string> &worker, Datum stats = (Datum)0,
+                                 bool stats_null = true) {
     std::map<pg_uuid_t, JobRef, UuidLess> found;
     for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
@@ -285,7 +286,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
         if (t.group_key) groups.insert({t.queue_id, *t.group_key});
     }
     lock_groups(groups);
-    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
+    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null);
     report_dead_jobs(changes, "max_attempts reached", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
@@ -301,7 +302,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_ack) {
     auto worker = optional_key(fcinfo, 4, "worker_id", true);
     spi::Connection spi;
     int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker)
-                      : acknowledge_failure({id}, error, worker);
+                      : acknowledge_failure({id}, error, worker, PointerGetDatum(stats), stats == nullptr);
     spi.finish();
     PG_RETURN_BOOL(n == 1);
 }
@@ -466,25 +467,29 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Operator actions: retry, dead_letter, cancel
+// Operator actions: dead_letter, cancel (retry, requeue, reschedule: operator.cpp)
 
-// Moves a pending or running job to history as dead or cancelled.
-static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &status, const std::optional<std::string> &reason) {
-    static const std::string sql =
+// Moves a pending or running job to history as dead or cancelled, with the operator's reason (and,
+// in a database at 0.3, the details, kept in its history row). at_0_3: see catalog_at_0_3().
+static std::string finish_job_sql(bool at_0_3) {
+    return std::string(
         "WITH d AS ("
         "  DELETE FROM conveyor.jobs j USING conveyor.queues q WHERE j.job_id = $1 AND q.queue_id = j.queue_id"
-        "  RETURNING j.*, q.retention_days), "
+        "  RETURNING j.*, ") + (at_0_3 ? "CASE WHEN $2 = 'dead' THEN q.dead_retention_days ELSE q.retention_days END"
+                                     : "q.retention_days") + " AS retention_days), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + (at_0_3 ? ", reason, details" : "") + ")"
         "  SELECT job_id, queue_id, $2, priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, COALESCE($3, last_error), created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + (at_0_3 ? ", $3, $4::jsonb" : "") +
         "  FROM d), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         "  SELECT job_id, pg_catalog.clock_timestamp(), $2, worker_id,"
         "         pg_catalog.jsonb_build_object('reason', $3, 'previous_status',"
         "           CASE WHEN state = 'running' THEN 'running' ELSE 'pending' END)"
+        "           OPERATOR(pg_catalog.||) CASE WHEN $4::jsonb IS NULL THEN '{}'::jsonb"
+        "             ELSE pg_catalog.jsonb_build_object('details', $4::jsonb) END"
         "  FROM d), "
         "cnt AS (" +
         counts_upsert("SELECT queue_id, -count(*) FILTER (WHERE state IN ('ready', 'waiting')),"
@@ -493,13 +498,25 @@ static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &s
                       " FROM d GROUP BY queue_id",
                       {"pending", "scheduled", "running", "dead", "cancelled"}) +
         ") SELECT job_id, queue_id, group_key, $2 FROM d";
-    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, TEXTOID});
-    return changed_rows(stmt.run(Params().uuid(0, id).text(1, status).text(2, reason)));
+}
+
+static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &status, const std::optional<std::string> &reason,
+                                       Jsonb *details) {
+    static const std::string sql[2] = {finish_job_sql(false), finish_job_sql(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDOID, TEXTOID, TEXTOID, JSONBOID}},
+                                 {sql[1].c_str(), {UUIDOID, TEXTOID, TEXTOID, JSONBOID}}};
+    Params p;
+    p.uuid(0, id).text(1, status).text(2, reason);
+    if (details) p.datum(3, PointerGetDatum(details));
+    else p.null(3);
+    return changed_rows(stmts[catalog_at_0_3()].run(p));
 }
 
 static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     auto reason = arg_text(fcinfo, 1);
+    // dead_letter's details (0.3; the function of a database at 0.2 passes two arguments).
+    Jsonb *details = status == "dead" && PG_NARGS() > 2 ? arg_jsonb(fcinfo, 2) : nullptr;
     spi::Connection spi;
     auto jobs = find_jobs({id}, true);
     if (jobs.empty()) {
@@ -509,7 +526,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     }
     ensure_partitions_for(jobs);
     if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
-    auto changes = finish_job(id, status, reason);
+    auto changes = finish_job(id, status, reason, details);
     if (changes.empty())
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
     fill_group_heads(groups_losing_head(changes));
@@ -524,75 +541,5 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_dead_letter) {
 }
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_cancel) { PG_RETURN_BOOL(end_job(fcinfo, "cancelled")); }
-
-CONVEYOR_AUDITED_FUNCTION(conveyor_retry) {
-    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
-    auto delay = arg_int(fcinfo, 1);
-    check_delay(delay, "delay_seconds");
-    spi::Connection spi;
-    if (auto jobs = find_jobs({id}); !jobs.empty())
-        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    fmt::format("job {} is {}, not dead or cancelled", uuid_text(id), public_status(jobs[0].state)));
-    static Statement find(
-        "SELECT h.queue_id, h.group_key, h.dedup_key, h.status FROM conveyor.job_history h WHERE h.job_id = $1",
-        {UUIDOID});
-    auto rows = find.run(Params().uuid(0, id));
-    if (rows.size() == 0) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
-    int32 queue_id = *rows.int4(0, 0);
-    auto group = rows.text(0, 1);
-    auto dedup = rows.text(0, 2);
-    std::string status = *rows.text(0, 3);
-    if (status == "completed")
-        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} completed; only dead or cancelled jobs can be retried", uuid_text(id)));
-    auto queues = load_queues_by_id({queue_id});
-    if (queues.empty()) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("the queue of job {} no longer exists", uuid_text(id)));
-    const Queue &q = queues.begin()->second;
-    ensure_event_partitions();
-
-    if (dedup) {
-        lock_dedup_keys(queue_id, {*dedup});
-        if (auto other = active_job_with_dedup_key(queue_id, *dedup))
-            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                        fmt::format("job {} cannot be retried: job {} with the same dedup_key {} is pending or running",
-                                    uuid_text(id), uuid_text(*other), quoted(*dedup)));
-    }
-    int32 secs = delay.value_or(0);
-    std::string state = secs > 0 ? "scheduled" : "ready";
-    if (secs == 0 && group) {
-        // Joins the group's waiting set; the rebalance below decides whether it runs next.
-        lock_groups({{queue_id, *group}});
-        state = "waiting";
-    }
-    static const std::string sql =
-        "WITH h AS (DELETE FROM conveyor.job_history WHERE job_id = $1 AND status IN ('dead', 'cancelled') RETURNING *), "
-        "ins AS ("
-        "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
-        "                             payload, attempt, max_attempts, last_error, created_at)"
-        "  SELECT job_id, queue_id, $2, priority, pg_catalog.now() + pg_catalog.make_interval(secs => $3), job_type,"
-        "         group_key, dedup_key, payload, 0, max_attempts, last_error, created_at FROM h"
-        "  RETURNING job_id, queue_id, state, run_at), "
-        "ev AS ("
-        "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
-        "  SELECT ins.job_id, pg_catalog.clock_timestamp(), 'retried',"
-        "         pg_catalog.jsonb_build_object('previous_status', h.status, 'run_at', ins.run_at)"
-        "  FROM ins JOIN h USING (job_id)), "
-        "cnt AS (" +
-        counts_upsert("SELECT ins.queue_id, count(*) FILTER (WHERE ins.state <> 'scheduled'),"
-                      " count(*) FILTER (WHERE ins.state = 'scheduled'), -count(*) FILTER (WHERE h.status = 'dead')"
-                      " FROM ins JOIN h USING (job_id) GROUP BY ins.queue_id",
-                      {"pending", "scheduled", "dead"}) +
-        ") SELECT count(*) FROM ins";
-    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, INT4OID});
-    auto res = stmt.run(Params().uuid(0, id).text(1, state).int4(2, secs));
-    if (*res.int8(0, 0) != 1)
-        throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} changed concurrently", uuid_text(id)), "", "Retry.");
-    if (state == "waiting") {
-        rebalance_group_heads(queue_id, {*group});
-        fill_group_heads(queue_id, {*group});
-    }
-    if (state != "scheduled") notify_queue(q);
-    spi.finish();
-    PG_RETURN_BOOL(true);
-}
 
 } // namespace conveyor::queue

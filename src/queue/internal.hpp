@@ -55,11 +55,18 @@ struct Queue {
     bool notify = true;
     std::string event_trail = "all";
     bool paused = false;
-    // Columns of 0.3 (schema.cpp); a database not yet updated has none of them. The schema is
-    // compiled once per cache entry; metadata is jsonb text.
+    // Columns of 0.3; a database not yet updated has none of them (catalog_at_0_3()).
+    int32 dead_retention_days = 30;  // dead jobs' own retention (retention_days before)
+    // The schema is compiled once per cache entry (schema.cpp); metadata is jsonb text.
     std::shared_ptr<const PayloadSchema> payload_schema;
     std::optional<std::string> display_name, description, metadata;
 };
+
+// Whether this database's conveyor objects are at 0.3 (its queue options, job_history columns and
+// tables): a database still at 0.1 or 0.2 is served by this conveyor.so until ALTER EXTENSION
+// conveyor UPDATE, and the statements then keep to the older columns; 0.3's options give 55000.
+// Looked up once per change of conveyor.queues (its relcache entry), not per call.
+bool catalog_at_0_3();
 
 // The queue named so, read from the table; 42704 when there is none.
 Queue load_queue(const std::string &name);
@@ -67,13 +74,9 @@ Queue load_queue(const std::string &name);
 Queue cached_queue(const std::string &name);
 // The queues with these ids that exist, by id.
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids);
-// The largest retention_days of all queues (7 when there are none): history partitions made for it
-// fit a job of any queue.
+// The largest retention_days or dead_retention_days of all queues (7 when there are none): history
+// partitions made for it fit a job of any queue, dead or not.
 int32 longest_retention();
-
-// Whether conveyor.queues has the columns of 0.3 (payload_schema, display_name, description,
-// metadata): a database not yet updated lacks them. Looked up again after the table changes.
-bool queues_have_metadata();
 
 // ---- payload schemas and descriptive metadata (schema.cpp) ----
 
@@ -132,7 +135,40 @@ void rebalance_group_heads(int32 queue_id, const std::vector<std::string> &group
 void fill_group_heads(int32 queue_id, const std::vector<std::string> &groups);
 void fill_group_heads(const std::set<GroupKey> &groups);
 
-// ---- finishing jobs (finish.cpp) ----
+// ---- finishing jobs (finish.cpp), shared with the operator actions (operator.cpp) ----
+
+// A job a statement changed, with its new state: ready/waiting/scheduled, or completed/dead/cancelled.
+struct Changed {
+    pg_uuid_t id;
+    int32 queue_id;
+    std::optional<std::string> group_key;
+    std::string state;
+};
+// Rows of job_id, queue_id, group_key, state.
+std::vector<Changed> changed_rows(const spi::Rows &rows);
+
+// A pending or running job as its callers need it.
+struct JobRef {
+    pg_uuid_t id;
+    int32 queue_id;
+    std::optional<std::string> group_key;
+    std::string state;
+    std::optional<std::string> worker_id;
+    int32 retention_days;  // of its queue: where it lands in job_history when it finishes
+};
+// The jobs with these ids that are pending or running. lock: also lock their rows (in id order),
+// which every change to a job does before it takes its group's lock.
+std::vector<JobRef> find_jobs(const std::vector<pg_uuid_t> &ids, bool lock = false);
+// The status of a finished job (completed, dead, cancelled), if it is one.
+std::optional<std::string> finished_status(const pg_uuid_t &id);
+// "running" or "pending", as users see an internal state.
+std::string public_status(const std::string &state);
+// The groups whose head left (finished, or went back to scheduled or waiting) need a new head.
+std::set<GroupKey> groups_losing_head(const std::vector<Changed> &changes);
+// History partitions for these jobs' retention, and today's event partitions.
+void ensure_partitions_for(const std::vector<JobRef> &jobs);
+// Throws 22023 when a delay is negative.
+void check_delay(const std::optional<int32> &delay, const char *name);
 
 // Expires running jobs whose lease ran out (of one queue, or all), at most `limit`; returns how
 // many. Never waits: jobs whose group or row another transaction holds are left for the next pass.

@@ -116,23 +116,20 @@ CONVEYOR_FUNCTION(conveyor_queue_totals) {
 CONVEYOR_FUNCTION(conveyor_list_queues) {
     ResultSet out(fcinfo);
     spi::Connection spi;
-    static Statement stmt(
-        "SELECT name, paused, pg_catalog.jsonb_build_object('lease_seconds', lease_seconds, 'max_attempts', max_attempts,"
-        " 'backoff_base_seconds', backoff_base_seconds, 'backoff_max_seconds', backoff_max_seconds,"
-        " 'job_types', job_types, 'required_keys', required_keys, 'retention_days', retention_days,"
-        " 'notify', notify, 'event_trail', event_trail), created_at FROM conveyor.queues ORDER BY name",
-        {});
-    // Where the table has the columns of 0.3, their options too.
-    static Statement stmt_with_metadata(
-        "SELECT name, paused, pg_catalog.jsonb_build_object('lease_seconds', lease_seconds, 'max_attempts', max_attempts,"
-        " 'backoff_base_seconds', backoff_base_seconds, 'backoff_max_seconds', backoff_max_seconds,"
-        " 'job_types', job_types, 'required_keys', required_keys, 'retention_days', retention_days,"
-        " 'notify', notify, 'event_trail', event_trail)"
-        " OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('payload_schema', payload_schema,"
-        " 'display_name', display_name, 'description', description, 'metadata', metadata),"
-        " created_at FROM conveyor.queues ORDER BY name",
-        {});
-    auto rows = (queues_have_metadata() ? stmt_with_metadata : stmt).run();
+#define LIST_QUEUES_OPTIONS                                                                                      \
+    "pg_catalog.jsonb_build_object('lease_seconds', lease_seconds, 'max_attempts', max_attempts,"                 \
+    " 'backoff_base_seconds', backoff_base_seconds, 'backoff_max_seconds', backoff_max_seconds,"                  \
+    " 'job_types', job_types, 'required_keys', required_keys, 'retention_days', retention_days,"                  \
+    " 'notify', notify, 'event_trail', event_trail)"
+    // 0.3's options where the database has them.
+    static Statement stmts[2] = {
+        {"SELECT name, paused, " LIST_QUEUES_OPTIONS ", created_at FROM conveyor.queues ORDER BY name", {}},
+        {"SELECT name, paused, " LIST_QUEUES_OPTIONS " OPERATOR(pg_catalog.||)"
+         " pg_catalog.jsonb_build_object('dead_retention_days', dead_retention_days, 'payload_schema', payload_schema,"
+         " 'display_name', display_name, 'description', description, 'metadata', metadata), created_at"
+         " FROM conveyor.queues ORDER BY name", {}}};
+#undef LIST_QUEUES_OPTIONS
+    auto rows = stmts[catalog_at_0_3()].run();
     spi::emit(out, rows);
     spi.finish();
     return (Datum)0;

@@ -7,8 +7,10 @@
 
 namespace conveyor::queue {
 
+// "dead": conveyor.dead_jobs pages through a queue's dead jobs newest first on it.
 static DailyPartitions history_table{
-    "job_history", {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"}}};
+    "job_history", {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"},
+                    {"dead", "(queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead'"}}};
 static DailyPartitions events_table{"job_events", {{"job_id_at", "(job_id, at)"}}};
 
 void ensure_history_partitions(int32 retention_days) {
@@ -23,8 +25,11 @@ void ensure_event_partitions() {
 int64 maintain_partitions(int64 *busy) {
     // Partitions ahead for every queue's retention (read afresh, not from the cache, which may not
     // yet hold a change made earlier in the calling statement).
-    static Statement max_retention("SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {});
-    int32 retention = *max_retention.run().int4(0, 0);
+    // Dead jobs keep their own retention (0.3's dead_retention_days).
+    static Statement max_retention[2] = {
+        {"SELECT COALESCE(max(retention_days), 7) FROM conveyor.queues", {}},
+        {"SELECT COALESCE(max(GREATEST(retention_days, dead_retention_days)), 7) FROM conveyor.queues", {}}};
+    int32 retention = *max_retention[catalog_at_0_3()].run().int4(0, 0);
     // Creating or dropping a partition locks its parent against every job write until maintain()
     // commits: a lock not granted within this waits for the next run.
     constexpr int lock_timeout_ms = 200;

@@ -18,6 +18,7 @@ CREATE TABLE conveyor.queues (
     event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
     paused               boolean NOT NULL DEFAULT false,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    dead_retention_days  integer NOT NULL DEFAULT 30,
     payload_schema       jsonb,
     display_name         text,
     description          text,
@@ -98,10 +99,19 @@ CREATE TABLE conveyor.job_history (
     last_error   text,
     created_at   timestamptz NOT NULL,
     finished_at  timestamptz NOT NULL,
-    purge_at     timestamptz NOT NULL
+    purge_at     timestamptz NOT NULL,
+    -- why an operator ended the job (dead_letter, cancel) or why it died, and dead_letter's details
+    reason       text,
+    details      jsonb,
+    -- a dead job handled (resolve_dead): when, how, and by which session user
+    resolved_at  timestamptz,
+    resolution   text,
+    resolved_by  text
 ) PARTITION BY RANGE (purge_at);
--- Each partition carries its own indexes, (job_id) and (queue_id, status) WHERE status <> 'completed',
--- created with it (not inherited from here), so pg_dump restores partitions without name clashes.
+-- Each partition carries its own indexes, (job_id), (queue_id, status) WHERE status <> 'completed' and
+-- (queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead' (dead_jobs' pages), created with it
+-- (not inherited from here), so pg_dump restores partitions without name clashes. Dead jobs are
+-- purged after their queue's dead_retention_days, the others after its retention_days.
 
 -- The trail of every state change, partitioned by day.
 CREATE TABLE conveyor.job_events (
@@ -211,12 +221,9 @@ COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a running job 
 
 -- ---- operating -------------------------------------------------------------------------------------
 
-CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL) RETURNS boolean
-    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_retry';
-COMMENT ON FUNCTION conveyor.retry(uuid,integer) IS 'Puts a dead or cancelled job back as pending with its attempts reset, due after delay_seconds.';
-CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text) RETURNS boolean
+CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text, details jsonb DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dead_letter';
-COMMENT ON FUNCTION conveyor.dead_letter(uuid,text) IS 'Moves a pending or running job to history as dead, with a reason.';
+COMMENT ON FUNCTION conveyor.dead_letter(uuid,text,jsonb) IS 'Moves a pending or running job to history as dead, with a reason and optional details.';
 CREATE FUNCTION conveyor.cancel(job_id uuid, reason text DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_cancel';
 COMMENT ON FUNCTION conveyor.cancel(uuid,text) IS 'Cancels a pending or running job: it moves to history as cancelled.';
@@ -226,6 +233,31 @@ COMMENT ON FUNCTION conveyor.reap(text) IS 'Expires the lapsed leases of one que
 CREATE FUNCTION conveyor.maintain() RETURNS jsonb
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_maintain';
 COMMENT ON FUNCTION conveyor.maintain() IS 'Runs all upkeep: partitions, retention, counters, expired leases, keys, lock events, reservations, rate limits.';
+
+-- ---- operator actions and dead letters (0.3) -------------------------------------------------------
+
+CREATE FUNCTION conveyor.requeue(job_id uuid, delay_seconds int DEFAULT 0) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_requeue';
+COMMENT ON FUNCTION conveyor.requeue(uuid,integer) IS 'Gives a running job back to the queue without its worker, due after delay_seconds; false when the job is not running.';
+CREATE FUNCTION conveyor.requeue_stuck(queue text, older_than interval) RETURNS SETOF uuid
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_requeue_stuck';
+COMMENT ON FUNCTION conveyor.requeue_stuck(text,interval) IS 'Requeues every job of a queue that has been running longer than older_than; returns their ids.';
+CREATE FUNCTION conveyor.reschedule(job_id uuid, run_at timestamptz) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_reschedule';
+COMMENT ON FUNCTION conveyor.reschedule(uuid,timestamp with time zone) IS 'Moves a pending or scheduled job to run at run_at; false when the job is running or finished.';
+CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL, reset_attempts boolean DEFAULT false)
+    RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_retry';
+COMMENT ON FUNCTION conveyor.retry(uuid,integer,boolean) IS 'Runs a dead or cancelled job again, or a job in backoff now; keeps its attempt count unless reset_attempts.';
+CREATE FUNCTION conveyor.dead_jobs(queue text, since timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, job_type text, group_key text, payload jsonb, attempt int, max_attempts int,
+                  last_error text, reason text, details jsonb, worker_id text, created_at timestamptz,
+                  finished_at timestamptz, resolved_at timestamptz, resolution text, resolved_by text)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dead_jobs';
+COMMENT ON FUNCTION conveyor.dead_jobs(text,timestamp with time zone,integer,uuid) IS 'Lists the dead jobs of a queue newest first, a page at a time, with their last error, reason, details and resolution.';
+CREATE FUNCTION conveyor.resolve_dead(job_id uuid, resolution text) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_resolve_dead';
+COMMENT ON FUNCTION conveyor.resolve_dead(uuid,text) IS 'Marks a dead job handled with a resolution, when and by whom; false when it is not dead or already resolved.';
 
 -- ---- observing -------------------------------------------------------------------------------------
 
@@ -267,8 +299,14 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     conveyor.create_queue(text, jsonb), conveyor.alter_queue(text, jsonb), conveyor.drop_queue(text, boolean),
     conveyor.pause_queue(text), conveyor.resume_queue(text),
-    conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
+    conveyor.dead_letter(uuid, text, jsonb), conveyor.cancel(uuid, text),
     conveyor.reap(text), conveyor.maintain()
+    TO conveyor_admin;
+-- operator actions and dead letters (0.3)
+GRANT EXECUTE ON FUNCTION conveyor.dead_jobs(text, timestamptz, int, uuid) TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.requeue(uuid, int), conveyor.requeue_stuck(text, interval), conveyor.reschedule(uuid, timestamptz),
+    conveyor.retry(uuid, int, boolean), conveyor.resolve_dead(uuid, text)
     TO conveyor_admin;
 
 -- ---- payload schemas (0.3) -------------------------------------------------------------------------

@@ -30,6 +30,11 @@ SELECT job_id AS j2 FROM conveyor.enqueue('tap_au', '{"n": 2}') \gset
 SELECT conveyor.dead_letter(:'j1', 'bad input');
 SELECT conveyor.retry(:'j1', 0);
 SELECT conveyor.cancel(:'j2', 'not needed');
+SELECT conveyor.reschedule(:'j1', now());
+SELECT job_id AS j1_dq FROM conveyor.dequeue('tap_au', 'w1') \gset
+SELECT conveyor.requeue(:'j1');
+SELECT count(*) AS stuck FROM conveyor.requeue_stuck('tap_au', '1 hour') \gset
+SELECT conveyor.resolve_dead(:'j2', 'not dead: false, but recorded');
 SELECT conveyor.reap('tap_au');
 SELECT conveyor.lock_force_release('tap_au_lock');
 SELECT conveyor.account_create('tap_au_acct', 100, 'USD');
@@ -71,7 +76,8 @@ SELECT is((SELECT jsonb_build_array(session_user_name, current_user_name, applic
 SELECT is((SELECT arguments FROM conveyor.audit_log WHERE function_name = 'conveyor.create_queue'),
           '{"queue": "tap_au", "options": {"max_attempts": 3}}'::jsonb, 'create_queue: its arguments by name, jsonb embedded');
 SELECT is((SELECT arguments FROM conveyor.audit_log WHERE function_name = 'conveyor.retry'),
-          jsonb_build_object('job_id', :'j1'::text, 'delay_seconds', 0), 'retry: a uuid as a string, an int as a number');
+          jsonb_build_object('job_id', :'j1'::text, 'delay_seconds', 0, 'reset_attempts', false),
+          'retry: a uuid as a string, an int as a number, a boolean as a boolean');
 SELECT is((SELECT result FROM conveyor.audit_log WHERE function_name = 'conveyor.retry'), 'true'::jsonb,
           'retry: its boolean result');
 SELECT is((SELECT result FROM conveyor.audit_log WHERE function_name = 'conveyor.reap'), '0'::jsonb, 'reap: its int result');

@@ -156,9 +156,10 @@ SELECT is((conveyor.get_job(:'k')->>'run_at')::timestamptz, now() + interval '30
 SELECT is(conveyor.get_job(:'k')->>'status', 'pending', 'and pending');
 
 SELECT is(conveyor.retry(:'e1'), true, 'retry of a job that died at max_attempts');
-SELECT is((conveyor.get_job(:'e1')->>'attempt')::int, 0, 'starts again from attempt 0');
-SELECT is((SELECT attempt FROM conveyor.dequeue('tap_lc_ops', 'w1', 10) WHERE job_id = :'e1'), 1,
-    'and gets attempt 1 of its max_attempts 1 again');
+SELECT is((SELECT jsonb_build_array(j->'attempt', j->'max_attempts') FROM conveyor.get_job(:'e1') j), '[1, 2]'::jsonb,
+    'keeps its attempt count and gets one more attempt, so it cannot die before it runs');
+SELECT is((SELECT attempt FROM conveyor.dequeue('tap_lc_ops', 'w1', 10) WHERE job_id = :'e1'), 2,
+    'its next dequeue is attempt 2 (the retry counts as an attempt)');
 
 SELECT throws_ok(format('SELECT conveyor.retry(%L)', :'h'),
     '55000', format('job %s completed; only dead or cancelled jobs can be retried', :'h'),

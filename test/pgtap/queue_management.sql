@@ -9,7 +9,7 @@ SELECT conveyor.create_queue('tap_qm_defaults') \gset
 SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_defaults'),
     '{"lease_seconds": 300, "max_attempts": 5, "backoff_base_seconds": 10, "backoff_max_seconds": 3600,
-      "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "payload_schema": null, "display_name": null,
+      "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
       "description": null, "metadata": null}'::jsonb,
     'create_queue without options uses the documented defaults');
 SELECT is(
@@ -29,7 +29,7 @@ SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_full'),
     '{"lease_seconds": 60, "max_attempts": 3, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": ["email", "sms"], "required_keys": ["to"], "retention_days": 30, "notify": false,
-      "event_trail": "failures", "payload_schema": null, "display_name": null,
+      "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
       "description": null, "metadata": null}'::jsonb,
     'create_queue stores every option given');
 SELECT is(
@@ -44,7 +44,7 @@ SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_full'),
     '{"lease_seconds": 60, "max_attempts": 9, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": ["email", "sms"], "required_keys": ["to"], "retention_days": 30, "notify": false,
-      "event_trail": "failures", "payload_schema": null, "display_name": null,
+      "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
       "description": null, "metadata": null}'::jsonb,
     'alter_queue(max_attempts) changes max_attempts and nothing else');
 
@@ -53,7 +53,7 @@ SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_full'),
     '{"lease_seconds": 45, "max_attempts": 9, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": null, "required_keys": ["to"], "retention_days": 30, "notify": true,
-      "event_trail": "failures", "payload_schema": null, "display_name": null,
+      "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
       "description": null, "metadata": null}'::jsonb,
     'alter_queue can clear job_types with null and change several options at once');
 
@@ -110,7 +110,7 @@ SELECT is(
 SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_defaults'),
     '{"lease_seconds": 300, "max_attempts": 5, "backoff_base_seconds": 10, "backoff_max_seconds": 3600,
-      "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "payload_schema": null, "display_name": null,
+      "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
       "description": null, "metadata": null}'::jsonb,
     'rejected alter_queue calls changed nothing');
 

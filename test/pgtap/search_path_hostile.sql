@@ -120,7 +120,16 @@ SELECT job_id AS d3 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
 SELECT conveyor.ack(:'d3', false, 'boom', worker_id => 'w1');
 SELECT conveyor.dead_letter(:'d3', 'given up');
 SELECT conveyor.retry(:'d3', 0);
+SELECT conveyor.dead_letter(:'d3', 'given up again', '{"step": "parse"}');
+SELECT conveyor.dead_jobs('tap_sp', lim => 1);
+SELECT conveyor.dead_jobs('tap_sp', since => '2000-01-01Z', after => :'d3');
+SELECT conveyor.resolve_dead(:'d3', 'payload fixed');
+SELECT conveyor.retry(:'d3', 0, true);
+SELECT conveyor.reschedule(:'d3', '2999-01-01Z');
 SELECT conveyor.cancel(:'d3', 'not needed');
+SELECT job_id AS d5 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
+SELECT conveyor.requeue(:'d5', 0);
+SELECT conveyor.requeue_stuck('tap_sp', '1 hour');
 SELECT job_id AS d4 FROM conveyor.dequeue('tap_sp', 'w2', 1) \gset
 SELECT conveyor.ack_many(ARRAY[:'d4']::uuid[], true, worker_id => 'w2');
 SELECT conveyor.pause_queue('tap_sp');

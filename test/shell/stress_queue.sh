@@ -2,7 +2,10 @@
 # Stress: 8 concurrent workers (one psql session each, running a procedure that COMMITs every step)
 # drain 20,000 jobs in 200 groups from a queue with 2-second leases, 3 attempts and 1-second backoff,
 # while a producer is still enqueueing the second half with enqueue_batch. Workers fail ~10% of the
-# attempts (ack success => false) and abandon ~1% (no ack: the lease runs out and dequeue reaps it).
+# attempts (ack success => false) and abandon ~1% (no ack: the lease runs out and dequeue reaps it),
+# while an operator session calls requeue_stuck every 0.2 s for jobs running longer than 0.4 s (most
+# abandoned attempts go back that way before their lease runs out; the late ack of a slow worker is
+# then refused).
 # Afterwards: every job finished exactly once (completed or dead), nothing ran twice, no two jobs of
 # a group ever ran at the same time, and the counters agree with the tables.
 source "$(dirname "$0")/lib/tap.bash"
@@ -40,6 +43,8 @@ CREATE TABLE worker_errors (worker text, job_id uuid, sqlstate text, message tex
                             at timestamptz DEFAULT clock_timestamp());
 -- Acks retried after 40P01/40001, as every caller must (README, "Errors"), with the server's DETAIL.
 CREATE TABLE ack_retries (worker text, job_id uuid, sqlstate text, detail text, at timestamptz DEFAULT clock_timestamp());
+-- The attempts the operator's requeue_stuck took back, and when (before its commit freed the group).
+CREATE TABLE requeued (job_id uuid NOT NULL, attempt int NOT NULL, at timestamptz NOT NULL);
 CREATE TABLE producer_done (done boolean);
 CREATE TABLE producer_retries (batch int, sqlstate text, message text);
 
@@ -170,6 +175,32 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The operator: every 0.2 s, requeue_stuck for jobs running longer than 0.4 s, until the work is done.
+CREATE PROCEDURE operate(cap_seconds int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => cap_seconds);
+    ids uuid[];
+    err_detail text;
+BEGIN
+    WHILE clock_timestamp() < deadline LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM producer_done) AND NOT EXISTS (SELECT 1 FROM conveyor.jobs);
+        BEGIN
+            ids := ARRAY(SELECT conveyor.requeue_stuck('stress', interval '400 milliseconds'));
+            -- The attempt count is kept: the row's attempt is the one taken back (rows locked till commit).
+            INSERT INTO requeued SELECT job_id, attempt, clock_timestamp() FROM conveyor.jobs WHERE job_id = ANY(ids);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS err_detail = PG_EXCEPTION_DETAIL;
+            INSERT INTO worker_errors (worker, sqlstate, message, detail)
+            VALUES ('operator', SQLSTATE, 'requeue_stuck: ' || SQLERRM, err_detail);
+        END;
+        COMMIT;
+        PERFORM pg_sleep(0.2);
+        COMMIT;
+    END LOOP;
+END
+$$;
 SQL
 
 # ---- run ------------------------------------------------------------------------------------------
@@ -188,6 +219,9 @@ for i in $(seq 1 $WORKERS); do
     PIDS+=($!)
 done
 # The second half arrives while the workers run (enqueue_batch racing dequeue and ack on the groups).
+PGAPPNAME=conveyor_stress_operator psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -c "CALL operate($CAP_SECONDS)" \
+    >"$TMP/operator.log" 2>&1 &
+PIDS+=($!)
 (q "$DB" "CALL produce($half, $last, $BATCH, $NGROUPS, 0.5)" && q "$DB" "INSERT INTO producer_done VALUES (true)") \
     >"$TMP/producer.log" 2>&1 &
 producer=$!
@@ -201,7 +235,8 @@ worker_rc=0
 for i in $(seq 1 $WORKERS); do
     if [ -s "$TMP/w$i.log" ]; then worker_rc=1; note "worker w$i said:"; sed 's/^/#   /' "$TMP/w$i.log"; fi
 done
-is "$worker_rc" 0 "all $WORKERS worker sessions ended without an error"
+if [ -s "$TMP/operator.log" ]; then worker_rc=1; note "operator said:"; sed 's/^/#   /' "$TMP/operator.log"; fi
+is "$worker_rc" 0 "all $WORKERS worker sessions and the operator ended without an error"
 if [ -s "$TMP/producer.log" ]; then note "producer said:"; sed 's/^/#   /' "$TMP/producer.log"; fi
 is "$(q "$DB" "SELECT count(*) FROM producer_done")" 1 "the producer enqueued every batch"
 
@@ -211,6 +246,8 @@ note "workers ran $((elapsed / 1000)).$((elapsed % 1000 / 100)) s: $attempts att
      "$((JOBS * 1000 / elapsed)) jobs/s"
 note "$(q "$DB" "SELECT string_agg(outcome || coalesce(' (ack ' || acked || ')', '') || ': ' || n, ', ' ORDER BY outcome, acked)
                  FROM (SELECT outcome, acked, count(*) n FROM work_log GROUP BY 1, 2) s")"
+requeues=$(q "$DB" "SELECT count(*) FROM requeued")
+note "attempts requeued by the operator: $requeues"
 note "producer retries: $(q "$DB" "SELECT count(*) FROM producer_retries")"
 note "ack retries after 40P01/40001: $(q "$DB" "SELECT count(*) FROM ack_retries")"
 q "$DB" "SELECT sqlstate || ': ' || coalesce(detail, '') FROM ack_retries LIMIT 5" | sed 's/^/#   /'
@@ -254,21 +291,22 @@ is "$(q "$DB" "SELECT count(*) FROM conveyor.job_history h
                                  AND w.worker = h.worker_id AND w.attempt = h.attempt)")" 0 \
    "each completed job records the worker and attempt whose ack succeeded"
 is "$(q "$DB" "SELECT count(*) FROM conveyor.job_history h
-               WHERE h.status = 'dead' AND (h.attempt <> 3 OR EXISTS (
+               WHERE h.status = 'dead' AND (h.attempt < 3 OR EXISTS (
                    SELECT 1 FROM work_log w WHERE w.job_id = h.job_id AND w.outcome = 'succeeded' AND w.acked))")" 0 \
-   "every dead job used its 3 attempts and none of them succeeded"
+   "every dead job used its 3 attempts (more if requeued on its last) and none of them succeeded"
 is "$(q "$DB" "SELECT count(*) FROM work_log w WHERE w.acked AND EXISTS (
                    SELECT 1 FROM work_log l WHERE l.job_id = w.job_id AND l.attempt > w.attempt AND w.outcome = 'succeeded')")" 0 \
    "no job ran again after a successful ack"
 
 # Per-group serialization. An attempt occupies its group from its start to its finish; if its ack
 # failed to find the lease (acked false) or it never acked, only until its lease ran out, since from
-# then on the job may be reaped and the group move on.
+# then on the job may be reaped and the group move on; a requeued attempt, only until its requeue.
 overlaps=$(q "$DB" "
     WITH iv AS (
-        SELECT id, group_key, started,
-               CASE WHEN acked THEN finished ELSE least(coalesce(finished, lease_until), lease_until) END AS ended
-        FROM work_log),
+        SELECT w.id, w.group_key, w.started,
+               CASE WHEN w.acked THEN w.finished
+                    ELSE least(coalesce(w.finished, w.lease_until), w.lease_until, r.at) END AS ended
+        FROM work_log w LEFT JOIN requeued r ON r.job_id = w.job_id AND r.attempt = w.attempt),
     w AS (
         SELECT iv.*, max(ended) OVER (PARTITION BY group_key ORDER BY started, id
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS busy_until
@@ -294,7 +332,13 @@ real=$(q "$DB" "SELECT (SELECT count(*) FROM conveyor.jobs WHERE state IN ('read
                        $dead")
 is "$(q "$DB" "SELECT sum(pending), sum(scheduled), sum(running), sum(dead) FROM conveyor.queue_counts")" "$real" \
    "queue_counts gauges (pending, scheduled, running, dead) sum to the real counts"
-expired=$(q "$DB" "SELECT count(*) FROM work_log WHERE outcome = 'abandoned' OR acked = false")
+is "$(q "$DB" "SELECT count(*) FROM requeued r WHERE NOT EXISTS (
+                   SELECT 1 FROM work_log w WHERE w.job_id = r.job_id AND w.attempt = r.attempt AND w.acked IS NOT TRUE)")" 0 \
+   "every requeued attempt was one whose ack had not succeeded"
+check "the operator requeued stuck attempts ($requeues)" [ "$requeues" -gt 0 ]
+# Lease expiries: attempts never acked or acked too late, except those the operator requeued.
+expired=$(q "$DB" "SELECT count(*) FROM work_log w WHERE (outcome = 'abandoned' OR acked = false)
+                   AND NOT EXISTS (SELECT 1 FROM requeued r WHERE r.job_id = w.job_id AND r.attempt = w.attempt)")
 failed_acks=$(q "$DB" "SELECT count(*) FROM work_log WHERE outcome = 'failed' AND acked")
 is "$(q "$DB" "SELECT sum(enqueued), sum(started), sum(completed), sum(expired), sum(failed) FROM conveyor.queue_counts")" \
    "$JOBS|$attempts|$completed|$expired|$((failed_acks + expired))" \
