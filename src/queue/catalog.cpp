@@ -2,6 +2,7 @@
 // points that manage queues (conveyor.create_queue, alter_queue, pause_queue, resume_queue,
 // drop_queue, and the trigger queues_changed).
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/jsonb.hpp"
 #include "queue/internal.hpp"
@@ -43,13 +44,17 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r) {
     q.notify = *rows.boolean(r, 9);
     q.event_trail = *rows.text(r, 10);
     q.paused = *rows.boolean(r, 11);
+    q.status_notify = *rows.boolean(r, 12);
     return q;
 }
 
 static std::optional<Queue> find_queue(const std::string &name) {
-    static const std::string sql = fmt::format("SELECT {} FROM conveyor.queues WHERE name = $1", queue_columns);
-    static Statement stmt(sql.c_str(), {TEXTOID});
-    auto rows = stmt.run(Params().text(0, name));
+    // status_notify (0.3) is read only where the database has it.
+    static const std::string sql[2] = {
+        fmt::format("SELECT {}, false FROM conveyor.queues WHERE name = $1", queue_columns),
+        fmt::format("SELECT {}, status_notify FROM conveyor.queues WHERE name = $1", queue_columns)};
+    static Statement stmts[2] = {{sql[0].c_str(), {TEXTOID}}, {sql[1].c_str(), {TEXTOID}}};
+    auto rows = stmts[progress_installed()].run(Params().text(0, name));
     if (rows.size() == 0) return std::nullopt;
     return queue_from_row(rows, 0);
 }
@@ -69,14 +74,33 @@ Queue load_queue(const std::string &name) {
 // the end of the changing statement, and a rollback undoes them the same way.
 static std::unordered_map<std::string, Queue> queue_cache;
 static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
+static std::optional<std::unordered_set<int32>> status_notify_cache;  // ids of queues with status_notify on
 static Oid queue_cache_relid = InvalidOid;
+static std::optional<bool> progress_installed_cache;
+static Oid progress_installed_relid = InvalidOid;
 
 static void forget_cached_queues(Datum, Oid relid) {
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
         longest_retention_cache.reset();
+        status_notify_cache.reset();
         queue_cache_relid = InvalidOid;
     }
+    // ALTER EXTENSION UPDATE adds the column to conveyor.queues, which invalidates its relcache entry.
+    if (relid == InvalidOid || relid == progress_installed_relid) {
+        progress_installed_cache.reset();
+        progress_installed_relid = InvalidOid;
+    }
+}
+
+bool progress_installed() {
+    if (progress_installed_cache) return *progress_installed_cache;
+    Oid relid = conveyor_relid("queues");
+    bool has = OidIsValid(relid) &&
+               pg_guard([&] { return get_attnum(relid, "status_notify") != InvalidAttrNumber; });
+    progress_installed_relid = relid;
+    progress_installed_cache = has;
+    return has;
 }
 
 static void take_in_queue_changes() {
@@ -104,11 +128,28 @@ int32 longest_retention() {
     return days;
 }
 
+bool status_notify_on(int32 queue_id) {
+    take_in_queue_changes();
+    if (!status_notify_cache) {
+        std::unordered_set<int32> ids;
+        Oid relid = conveyor_relid("queues");
+        if (progress_installed()) {
+            static Statement stmt("SELECT queue_id FROM conveyor.queues WHERE status_notify", {});
+            auto rows = stmt.run();
+            for (uint64 r = 0; r < rows.size(); ++r) ids.insert(*rows.int4(r, 0));
+        }
+        queue_cache_relid = relid;
+        status_notify_cache = std::move(ids);
+    }
+    return status_notify_cache->count(queue_id) > 0;
+}
+
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
-    static const std::string sql =
-        fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns);
-    static Statement stmt(sql.c_str(), {INT4ARRAYOID});
-    auto rows = stmt.run(Params().int4_array(0, ids));
+    static const std::string sql[2] = {
+        fmt::format("SELECT {}, false FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns),
+        fmt::format("SELECT {}, status_notify FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns)};
+    static Statement stmts[2] = {{sql[0].c_str(), {INT4ARRAYOID}}, {sql[1].c_str(), {INT4ARRAYOID}}};
+    auto rows = stmts[progress_installed()].run(Params().int4_array(0, ids));
     std::map<int32, Queue> out;
     for (uint64 r = 0; r < rows.size(); ++r) {
         Queue q = queue_from_row(rows, r);
@@ -147,10 +188,14 @@ static void apply_options(Queue &q, Jsonb *options) {
             if (s != "all" && s != "failures")
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be \"all\" or \"failures\"", what));
             q.event_trail = s;
+        } else if (f.key == "status_notify" && progress_installed()) {  // unknown before 0.3
+            if (v.type != jbvBool)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a boolean, not {}", what, jsonb_type_name(v)));
+            q.status_notify = v.val.boolean;
         } else
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
-                        "job_types, required_keys, retention_days, notify, event_trail.");
+                        "job_types, required_keys, retention_days, notify, event_trail, status_notify.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -170,16 +215,29 @@ static void validate_queue_name(const std::string &name) {
 // Queue management: create_queue, alter_queue, pause_queue, resume_queue, drop_queue
 
 static void write_queue(const Queue &q, bool create) {
-    static Statement insert(
-        "INSERT INTO conveyor.queues (name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds,"
-        " job_types, required_keys, retention_days, notify, event_trail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING queue_id",
-        {TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID, INT4OID, BOOLOID, TEXTOID});
-    static Statement update(
-        "UPDATE conveyor.queues SET lease_seconds = $2, max_attempts = $3, backoff_base_seconds = $4,"
-        " backoff_max_seconds = $5, job_types = $6, required_keys = $7, retention_days = $8, notify = $9,"
-        " event_trail = $10 WHERE name = $1 RETURNING queue_id",
-        {TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID, INT4OID, BOOLOID, TEXTOID});
+    // $11 (status_notify) is written only where the database has the column (an unused parameter is fine).
+    static const std::initializer_list<Oid> types = {TEXTOID, INT4OID, INT4OID, INT4OID, INT4OID, TEXTARRAYOID,
+                                                     TEXTARRAYOID, INT4OID, BOOLOID, TEXTOID, BOOLOID};
+    static Statement inserts[2] = {
+        {"INSERT INTO conveyor.queues (name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds,"
+         " job_types, required_keys, retention_days, notify, event_trail)"
+         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING queue_id",
+         types},
+        {"INSERT INTO conveyor.queues (name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds,"
+         " job_types, required_keys, retention_days, notify, event_trail, status_notify)"
+         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (name) DO NOTHING RETURNING queue_id",
+         types}};
+    static Statement updates[2] = {
+        {"UPDATE conveyor.queues SET lease_seconds = $2, max_attempts = $3, backoff_base_seconds = $4,"
+         " backoff_max_seconds = $5, job_types = $6, required_keys = $7, retention_days = $8, notify = $9,"
+         " event_trail = $10 WHERE name = $1 RETURNING queue_id",
+         types},
+        {"UPDATE conveyor.queues SET lease_seconds = $2, max_attempts = $3, backoff_base_seconds = $4,"
+         " backoff_max_seconds = $5, job_types = $6, required_keys = $7, retention_days = $8, notify = $9,"
+         " event_trail = $10, status_notify = $11 WHERE name = $1 RETURNING queue_id",
+         types}};
+    bool installed = progress_installed();
+    Statement &insert = inserts[installed], &update = updates[installed];
     Params p;
     p.text(0, q.name).int4(1, q.lease_seconds).int4(2, q.max_attempts).int4(3, q.backoff_base_seconds);
     p.int4(4, q.backoff_max_seconds);
@@ -187,7 +245,7 @@ static void write_queue(const Queue &q, bool create) {
     else p.null(5);
     if (q.required_keys) p.text_array(6, *q.required_keys);
     else p.null(6);
-    p.int4(7, q.retention_days).boolean(8, q.notify).text(9, q.event_trail);
+    p.int4(7, q.retention_days).boolean(8, q.notify).text(9, q.event_trail).boolean(10, q.status_notify);
     auto rows = (create ? insert : update).run(p);
     if (rows.size() == 0 && create)
         throw Error(ERRCODE_DUPLICATE_OBJECT, fmt::format("queue {} already exists", quoted(q.name)), "",

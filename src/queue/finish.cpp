@@ -16,6 +16,12 @@ static void check_delay(const std::optional<int32> &delay, const char *name) {
 static constexpr const char *history_columns =
     "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
     "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
+// The same with 0.3's progress columns where the database has them (progress_installed()); `values`:
+// what the SELECT that feeds the INSERT adds for them.
+static std::string history_columns_for(bool progress) {
+    return std::string(history_columns) + (progress ? ", percent, step" : "");
+}
+static const char *progress_values(bool progress) { return progress ? ", percent, step" : ""; }
 
 // ---------------------------------------------------------------------------------------------------
 // Finishing and failing running jobs: ack, ack_many, reap
@@ -26,6 +32,14 @@ struct Changed {
     std::optional<std::string> group_key;
     std::string state;  // the job's new state: ready/scheduled, or completed/dead
 };
+
+// Every status change made here goes through status_changed (src/queue/status.cpp).
+static void report_status(const std::vector<Changed> &changes) {
+    std::vector<std::pair<int32, pg_uuid_t>> jobs;
+    jobs.reserve(changes.size());
+    for (const auto &c : changes) jobs.emplace_back(c.queue_id, c.id);
+    status_changed(jobs);
+}
 
 static std::vector<Changed> changed_rows(const spi::Rows &rows) {
     std::vector<Changed> out;
@@ -51,17 +65,17 @@ static void report_dead_jobs(const std::vector<Changed> &changes, const char *wh
 // Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
 static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
                                           Datum stats, bool stats_null) {
-    static const std::string sql =
+    auto sql_for = [](bool progress) { return std::string() +
         "WITH d AS ("
         "  DELETE FROM conveyor.jobs j USING conveyor.queues q"
         "  WHERE j.job_id = ANY($1) AND q.queue_id = j.queue_id AND j.state = 'running'"
         "    AND ($2::text IS NULL OR j.worker_id = $2)"
         "  RETURNING j.*, q.retention_days, q.event_trail), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(progress) + ")"
         "  SELECT job_id, queue_id, 'completed', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, last_error, created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(progress) +
         "  FROM d), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -73,8 +87,11 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
         counts_upsert("SELECT queue_id, -count(*), count(*), sum(extract(epoch FROM pg_catalog.clock_timestamp() - started_at))::float8"
                       " FROM d GROUP BY queue_id",
                       {"running", "completed", "run_seconds"}) +
-        ") SELECT job_id, queue_id, group_key, 'completed' FROM d";
-    static Statement stmt(sql.c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID});
+        ") SELECT job_id, queue_id, group_key, 'completed' FROM d"; };
+    static const std::string sql[2] = {sql_for(false), sql_for(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}},
+                                 {sql[1].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}}};
+    Statement &stmt = stmts[progress_installed()];
     Params p;
     p.uuid_array(0, ids).text(1, worker);
     if (stats_null) p.null(2);
@@ -86,7 +103,7 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
 // expire = false: the jobs named (and, if worker is given, leased to that worker);
 // expire = true: those of the named jobs whose lease has run out.
 // skip_locked: leave jobs another transaction has locked (dequeue's housekeeping never waits).
-static std::string fail_jobs_sql(bool skip_locked) {
+static std::string fail_jobs_sql(bool skip_locked, bool progress) {
     return std::string(
         "WITH t AS ("
         "  SELECT j.job_id FROM conveyor.jobs j"
@@ -109,10 +126,10 @@ static std::string fail_jobs_sql(bool skip_locked) {
         "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt,"
         "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(progress) + ")"
         "  SELECT job_id, queue_id, 'dead', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, $2, created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(progress) +
         "  FROM dead), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -140,12 +157,14 @@ static std::string fail_jobs_sql(bool skip_locked) {
 
 static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
                                       const std::optional<std::string> &worker, bool expire, bool skip_locked = false) {
-    static const std::string waiting_sql = fail_jobs_sql(false), skipping_sql = fail_jobs_sql(true);
-    static Statement waiting(waiting_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
-    static Statement skipping(skipping_sql.c_str(), {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID});
+    static const std::string sql[2][2] = {{fail_jobs_sql(false, false), fail_jobs_sql(false, true)},
+                                          {fail_jobs_sql(true, false), fail_jobs_sql(true, true)}};
+    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID};
+    static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
+                                    {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
     Params p;
     p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
-    return changed_rows((skip_locked ? skipping : waiting).run(p));
+    return changed_rows(stmts[skip_locked][progress_installed()].run(p));
 }
 
 // The groups whose head left (finished, or went back to scheduled) need a new head.
@@ -236,6 +255,7 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
     ensure_history_partitions(longest_retention());
     ensure_event_partitions();
     std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null);
+    report_status(changes);
     if (changes.size() != ids.size()) {
         std::set<pg_uuid_t, UuidLess> done;
         for (const auto &c : changes) done.insert(c.id);
@@ -286,6 +306,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
     }
     lock_groups(groups);
     std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false);
+    report_status(changes);
     report_dead_jobs(changes, "max_attempts reached", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
@@ -359,6 +380,7 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
         if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
     if (ids.empty()) return 0;
     std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
+    report_status(changes);
     report_dead_jobs(changes, "max_attempts reached", std::string("lease expired"));
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
@@ -460,6 +482,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     ensure_event_partitions();
     if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
     auto changes = requeue_running(id, worker, delay);
+    report_status(changes);
     fill_group_heads(groups_losing_head(changes));
     spi.finish();
     PG_RETURN_BOOL(!changes.empty());
@@ -470,15 +493,15 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
 
 // Moves a pending or running job to history as dead or cancelled.
 static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &status, const std::optional<std::string> &reason) {
-    static const std::string sql =
+    auto sql_for = [](bool progress) { return std::string() +
         "WITH d AS ("
         "  DELETE FROM conveyor.jobs j USING conveyor.queues q WHERE j.job_id = $1 AND q.queue_id = j.queue_id"
         "  RETURNING j.*, q.retention_days), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(progress) + ")"
         "  SELECT job_id, queue_id, $2, priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, COALESCE($3, last_error), created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(progress) +
         "  FROM d), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -492,9 +515,10 @@ static std::vector<Changed> finish_job(const pg_uuid_t &id, const std::string &s
                       " count(*) FILTER (WHERE $2 = 'dead'), count(*) FILTER (WHERE $2 = 'cancelled')"
                       " FROM d GROUP BY queue_id",
                       {"pending", "scheduled", "running", "dead", "cancelled"}) +
-        ") SELECT job_id, queue_id, group_key, $2 FROM d";
-    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, TEXTOID});
-    return changed_rows(stmt.run(Params().uuid(0, id).text(1, status).text(2, reason)));
+        ") SELECT job_id, queue_id, group_key, $2 FROM d"; };
+    static const std::string sql[2] = {sql_for(false), sql_for(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDOID, TEXTOID, TEXTOID}}, {sql[1].c_str(), {UUIDOID, TEXTOID, TEXTOID}}};
+    return changed_rows(stmts[progress_installed()].run(Params().uuid(0, id).text(1, status).text(2, reason)));
 }
 
 static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
@@ -512,6 +536,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     auto changes = finish_job(id, status, reason);
     if (changes.empty())
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
+    report_status(changes);
     fill_group_heads(groups_losing_head(changes));
     if (status == "dead") report_dead_jobs(changes, "dead_letter", reason);
     spi.finish();
@@ -586,6 +611,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_retry) {
     auto res = stmt.run(Params().uuid(0, id).text(1, state).int4(2, secs));
     if (*res.int8(0, 0) != 1)
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} changed concurrently", uuid_text(id)), "", "Retry.");
+    status_changed(queue_id, {id});
     if (state == "waiting") {
         rebalance_group_heads(queue_id, {*group});
         fill_group_heads(queue_id, {*group});

@@ -52,6 +52,7 @@ struct Queue {
     bool notify = true;
     std::string event_trail = "all";
     bool paused = false;
+    bool status_notify = false;  // every status change and progress update NOTIFY'd on conveyor_status
 };
 
 // The queue named so, read from the table; 42704 when there is none.
@@ -68,6 +69,26 @@ int32 longest_retention();
 inline void notify_queue(const Queue &q) {
     if (q.notify) wake_workers_at_commit(q.id, q.name);
 }
+
+// Whether this database has the columns of 0.3's progress and status notifications
+// (conveyor.queues.status_notify, conveyor.jobs/job_history.percent and step): a conveyor.so of this
+// version also serves databases still at 0.1/0.2, whose statements must not name them. Checked once
+// per reload of the queue cache.
+bool progress_installed();
+
+// ---- status notifications (status.cpp) ----
+
+// The NOTIFY channel of status changes.
+constexpr const char *status_channel = "conveyor_status";
+// Whether the queue with this id has status_notify on (from this backend's cache; false on a
+// database without the option). What every transition asks before it builds anything.
+bool status_notify_on(int32 queue_id);
+// The one call every state transition makes after its statement has changed the jobs: when the
+// queue has status_notify on, each job's current status is sent on conveyor_status at commit, in
+// the order of these calls (and of commits across transactions). Free when the option is off.
+void status_changed(int32 queue_id, const std::vector<pg_uuid_t> &job_ids);
+// The same for jobs of any queues: (queue_id, job_id) pairs, in the order given.
+void status_changed(const std::vector<std::pair<int32, pg_uuid_t>> &jobs);
 
 // ---- partitions of job_history (by purge day) and job_events (by day) (partitions.cpp) ----
 

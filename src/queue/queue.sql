@@ -17,7 +17,8 @@ CREATE TABLE conveyor.queues (
     notify               boolean NOT NULL DEFAULT true,
     event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
     paused               boolean NOT NULL DEFAULT false,
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    status_notify        boolean NOT NULL DEFAULT false
 );
 ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 
@@ -56,7 +57,9 @@ CREATE TABLE conveyor.jobs (
     started_at   timestamptz,
     lease_until  timestamptz,
     last_error   text,
-    created_at   timestamptz NOT NULL
+    created_at   timestamptz NOT NULL,
+    percent      numeric,  -- progress reported by the worker (conveyor.progress), 0 to 100
+    step         text      -- the step it reported last
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
 -- What dequeue scans: due, first-in-line jobs, in dequeue order.
@@ -94,10 +97,14 @@ CREATE TABLE conveyor.job_history (
     last_error   text,
     created_at   timestamptz NOT NULL,
     finished_at  timestamptz NOT NULL,
-    purge_at     timestamptz NOT NULL
+    purge_at     timestamptz NOT NULL,
+    percent      numeric,  -- the job's last progress when it finished
+    step         text
 ) PARTITION BY RANGE (purge_at);
 -- Each partition carries its own indexes, (job_id) and (queue_id, status) WHERE status <> 'completed',
--- created with it (not inherited from here), so pg_dump restores partitions without name clashes.
+-- and those list_jobs reads in job id order per filter ((queue_id, job_id), (status, job_id) WHERE
+-- status <> 'completed', (group_key, job_id), (job_type, job_id)), created with it (not inherited
+-- from here), so pg_dump restores partitions without name clashes.
 
 -- The trail of every state change, partitioned by day.
 CREATE TABLE conveyor.job_events (
@@ -266,3 +273,30 @@ GRANT EXECUTE ON FUNCTION
     conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
     conveyor.reap(text), conveyor.maintain()
     TO conveyor_admin;
+
+-- ---- progress, custom trail events, status notifications and job listing ------------------------------
+
+CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
+                                  details jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_progress';
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the progress of a running job held by worker_id (percent, step); a new step is an event in the trail; false when the worker no longer holds it.';
+CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_log';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a running job held by worker_id; false when the worker no longer holds it.';
+CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAULT NULL, group_key text DEFAULT NULL,
+                                   job_type text DEFAULT NULL, since timestamptz DEFAULT NULL,
+                                   until timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, queue text, status text, state text, job_type text, group_key text, dedup_key text,
+                  payload jsonb, priority int, attempt int, max_attempts int, run_at timestamptz, worker_id text,
+                  started_at timestamptz, lease_until timestamptz, last_error text, created_at timestamptz,
+                  finished_at timestamptz, percent numeric, step text)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_list_jobs';
+COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists pending, running and finished jobs, newest first, filtered by queue, status, group, job type and creation time; pages by the last job id seen.';
+
+GRANT EXECUTE ON FUNCTION
+    conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid)
+    TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.progress(uuid, text, numeric, text, jsonb),
+    conveyor.job_log(uuid, text, text, jsonb)
+    TO conveyor_worker;
