@@ -279,10 +279,10 @@ GRANT EXECUTE ON FUNCTION
 CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
                                   details jsonb DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_progress';
-COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the progress of a running job held by worker_id (percent, step); a new step is an event in the trail; false when the worker no longer holds it.';
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
 CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_log';
-COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a running job held by worker_id; false when the worker no longer holds it.';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
 CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAULT NULL, group_key text DEFAULT NULL,
                                    job_type text DEFAULT NULL, since timestamptz DEFAULT NULL,
                                    until timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
@@ -291,7 +291,7 @@ CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAUL
                   started_at timestamptz, lease_until timestamptz, last_error text, created_at timestamptz,
                   finished_at timestamptz, percent numeric, step text)
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_list_jobs';
-COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists pending, running and finished jobs, newest first, filtered by queue, status, group, job type and creation time; pages by the last job id seen.';
+COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists pending, running and finished jobs, newest first, by queue, status, group, type and creation time; pages by id.';
 
 GRANT EXECUTE ON FUNCTION
     conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid)
