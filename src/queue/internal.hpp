@@ -1,5 +1,6 @@
 // The queue's internal header: what its files (catalog, partitions, counters, groups, enqueue,
-// dequeue, finish, observe, wakeup) share. Other modules see the queue through queue.hpp only.
+// dequeue, finish, observe, wakeup, status, progress, listing) share. Other modules see the queue
+// through queue.hpp only.
 //
 // Layout of the data (see src/queue/queue.sql): pending and running jobs live in conveyor.jobs, finished
 // ones in conveyor.job_history. A job's internal state decides which partial index holds it:
