@@ -1,6 +1,6 @@
 -- Progress, custom trail events, the status_notify option and list_jobs.
 BEGIN;
-SELECT plan(46);
+SELECT plan(52);
 
 SELECT conveyor.create_queue('tap_pg', '{"backoff_base_seconds": 0}');
 SELECT conveyor.create_queue('tap_pg_other');
@@ -107,6 +107,22 @@ SELECT throws_ok($$ SELECT * FROM conveyor.list_jobs('tap_pg_none') $$, '42704',
 SELECT throws_ok($$ SELECT * FROM conveyor.list_jobs(status => ARRAY['done']) $$, '22023',
     'unknown job status "done"', 'an unknown status raises 22023');
 SELECT throws_ok($$ SELECT * FROM conveyor.list_jobs(lim => 0) $$, '22023', NULL, 'lim 0 raises 22023');
+
+-- ---- roles ---------------------------------------------------------------------------------------
+
+CREATE ROLE tap_pg_reader IN ROLE conveyor_reader;
+CREATE ROLE tap_pg_worker IN ROLE conveyor_worker;
+SET ROLE tap_pg_reader;
+SELECT is((SELECT count(*)::int FROM conveyor.list_jobs('tap_pg')), 3, 'a reader can list jobs');
+SELECT throws_ok(format($$ SELECT conveyor.progress(%L, 'w3', 10) $$, :'j3'), '42501', NULL, 'a reader cannot report progress');
+SELECT throws_ok(format($$ SELECT conveyor.job_log(%L, 'w3', 'x') $$, :'j3'), '42501', NULL, 'a reader cannot log events');
+RESET ROLE;
+SET ROLE tap_pg_worker;
+SELECT is(conveyor.progress(:'j3', 'w3', 10, 'fetch'), true, 'a worker reports progress');
+SELECT is(conveyor.job_log(:'j3', 'w3', 'fetch.started'), true, 'a worker logs an event');
+SELECT throws_ok($$ SELECT conveyor.alter_queue('tap_pg', '{"status_notify": false}') $$, '42501', NULL,
+    'a worker cannot change status_notify');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
