@@ -64,6 +64,7 @@ SELECT conveyor.create_queue('scale_groups');
 SELECT conveyor.create_queue('bench_audit');
 SELECT conveyor.create_queue('bench_status_off');
 SELECT conveyor.create_queue('bench_status_on', '{"status_notify": true}');
+SELECT conveyor.create_queue('bench_status_check', '{"status_notify": true}');
 
 -- The floor: what a hand-written queue needs at the least. Same storage options as conveyor.jobs,
 -- one partial index for the dequeue order, bigserial ids.
@@ -628,8 +629,8 @@ if phase l; then
     done
     # The notifications are there: a listener that takes one job's life receives its three changes.
     LISTEN_CHECK=$(psql -X -q -At -c "LISTEN conveyor_status" \
-        -c "SELECT count(*) FROM conveyor.enqueue('bench_status_on', '{}')" \
-        -c "SELECT count(conveyor.ack(job_id, true)) FROM conveyor.dequeue('bench_status_on', 'check', 1000)" 2>&1 |
+        -c "SELECT count(*) FROM conveyor.enqueue('bench_status_check', '{}')" \
+        -c "SELECT count(conveyor.ack(job_id, true)) FROM conveyor.dequeue('bench_status_check', 'check', 1000)" 2>&1 |
         grep -c 'notification "conveyor_status"')
 fi
 
