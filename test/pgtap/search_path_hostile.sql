@@ -133,7 +133,7 @@ SELECT conveyor.job_events(:'d3');
 SELECT conveyor.queue_metrics('tap_sp');
 SELECT conveyor.queue_totals('tap_sp');
 SELECT conveyor.list_queues();
-SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', now() - interval '1 hour', now() + interval '1 hour', 10);
+SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', '2000-01-01Z', '2999-01-01Z', 10);
 SELECT conveyor.maintain();
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());
 
