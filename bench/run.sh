@@ -619,8 +619,9 @@ fi
 l_measure() {  # KEY QUEUE
     reset_data; settle
     pgb status_cycle.sql "$C" -D queue="$2" || pgb_fail "$1"
-    keep_best "$1" conveyor "$(pgb_tps)"
-    note "$1 status_cycle.sql ($2)" "$(pgb_tps) jobs/s"
+    local rate; rate=$(calc "$(pgb_tps)")
+    keep_best "$1" conveyor "$rate"
+    note "$1 status_cycle.sql ($2)" "$rate jobs/s"
 }
 if phase l; then
     for _ in $ROUNDS; do
