@@ -32,7 +32,7 @@ static pg_uuid_t uuid_max() {
 
 // The statements differ by which filters are present, so that each plan reads the index its filters
 // need: one kept statement per shape.
-enum ListingFilter { by_queue = 1, by_group = 2, by_type = 4, by_status = 8, unfinished_only = 16 };
+enum ListingFilter { by_queue = 1, by_group = 2, by_type = 4, by_status = 8, unfinished_only = 16, one_unfinished = 32 };
 
 static std::string listing_sql(int shape) {
     auto filters = [&](const char *t) {
@@ -44,7 +44,10 @@ static std::string listing_sql(int shape) {
     };
     std::string active_status = (shape & by_status)
         ? " AND (CASE WHEN j.state = 'running' THEN 'running' ELSE 'pending' END) = ANY($9)" : "";
-    std::string history_status = (shape & unfinished_only) ? " AND h.status <> 'completed' AND h.status::text = ANY($9)"
+    // One finished status other than completed: an equality, so the partial (status, job_id) index
+    // yields the rows in id order (an = ANY over several values would not).
+    std::string history_status = (shape & one_unfinished)  ? " AND h.status <> 'completed' AND h.status::text = $10"
+                                 : (shape & unfinished_only) ? " AND h.status <> 'completed' AND h.status::text = ANY($9)"
                                  : (shape & by_status)     ? " AND h.status::text = ANY($9)"
                                                            : "";
     return fmt::format(
@@ -70,7 +73,7 @@ static std::string listing_sql(int shape) {
 struct ListingStatement {
     explicit ListingStatement(int shape)
         : sql(listing_sql(shape)),
-          stmt(sql.c_str(), {UUIDOID, UUIDOID, INT4OID, BOOLOID, BOOLOID, INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID}) {}
+          stmt(sql.c_str(), {UUIDOID, UUIDOID, INT4OID, BOOLOID, BOOLOID, INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID}) {}
     std::string sql;
     Statement stmt;
 };
@@ -123,13 +126,18 @@ CONVEYOR_FUNCTION(conveyor_list_jobs) {
     spi::Connection spi;
     std::optional<int32> queue_id;
     if (queue_name) queue_id = load_queue(*queue_name).id;
+    std::optional<std::string> only_unfinished;  // the one finished status asked for, if it is dead or cancelled
+    if (statuses && !wants("completed") && wants("dead") != wants("cancelled"))
+        only_unfinished = wants("dead") ? "dead" : "cancelled";
     int shape = (queue_id ? by_queue : 0) | (group ? by_group : 0) | (job_type ? by_type : 0) |
-                (statuses ? by_status : 0) | (statuses && !wants("completed") ? unfinished_only : 0);
+                (statuses ? by_status : 0) | (statuses && !wants("completed") ? unfinished_only : 0) |
+                (only_unfinished ? one_unfinished : 0);
     Params p;
     p.uuid(0, lo).uuid(1, hi).int4(2, lim).boolean(3, want_active).boolean(4, want_history).int4(5, queue_id);
     p.text(6, group).text(7, job_type);
     if (statuses) p.text_array(8, *statuses);
     else p.null(8);
+    p.text(9, only_unfinished);
     spi::emit(out, listing_statement(shape).run(p));
     spi.finish();
     return (Datum)0;
