@@ -10,7 +10,7 @@
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j k" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j k l m" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_H_BATCHES      batches of 1,000 rows per measurement in phase h (default 200)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
@@ -20,7 +20,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g h i j k"}
+PHASES=${BENCH_ONLY:-"a b c d e f g h i j k l m"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -70,6 +70,9 @@ SELECT conveyor.create_queue('scale_1k');
 SELECT conveyor.create_queue('scale_1m');
 SELECT conveyor.create_queue('scale_groups');
 SELECT conveyor.create_queue('bench_audit');
+SELECT conveyor.create_queue('bench_status_off');
+SELECT conveyor.create_queue('bench_status_on', '{"status_notify": true}');
+SELECT conveyor.create_queue('bench_status_check', '{"status_notify": true}');
 
 -- The floor: what a hand-written queue needs at the least. Same storage options as conveyor.jobs,
 -- one partial index for the dequeue order, bigserial ids.
@@ -621,6 +624,57 @@ SQL
     psql -X -q -d postgres -c "DROP DATABASE conveyor_health" >/dev/null
 fi
 
+# l. status_notify off and on: one job's enqueue, dequeue and ack (three transactions, bench/pgbench/
+#    status_cycle.sql), C clients, 3 interleaved rounds of T s; a queue with the option sends three
+#    notifications per job (no session listens: PostgreSQL queues them all the same).
+l_measure() {  # KEY QUEUE
+    reset_data; settle
+    pgb status_cycle.sql "$C" -D queue="$2" || pgb_fail "$1"
+    local rate; rate=$(calc "$(pgb_tps)")
+    keep_best "$1" conveyor "$rate"
+    note "$1 status_cycle.sql ($2)" "$rate jobs/s"
+}
+if phase l; then
+    for _ in $ROUNDS; do
+        PGB_SECONDS=$T l_measure l_off bench_status_off
+        PGB_SECONDS=$T l_measure l_on bench_status_on
+    done
+    # The notifications are there: a listener that takes one job's life receives its three changes.
+    LISTEN_CHECK=$(psql -X -q -At -c "LISTEN conveyor_status" \
+        -c "SELECT count(*) FROM conveyor.enqueue('bench_status_check', '{}')" \
+        -c "SELECT count(conveyor.ack(job_id, true)) FROM conveyor.dequeue('bench_status_check', 'check', 1000)" 2>&1 |
+        grep -c 'notification "conveyor_status"')
+fi
+
+# m. list_jobs at scale: the newest 100 jobs of one group out of 1,000,000 finished jobs (10,000
+#    groups, bench/listing_fixture.sql), in a database of its own. Latency of single calls (pgbench -t,
+#    one client, per-call log, a random group each call), 3 rounds; the median against the target.
+declare -A LISTING
+LISTING_TARGET_MS=10
+if phase m; then
+    log "m: building the fixture (1,000,000 finished jobs in 10,000 groups)"
+    psql -X -q -d postgres -c "CREATE DATABASE conveyor_listing" >/dev/null
+    PGDATABASE=conveyor_listing sql -c "CREATE EXTENSION conveyor"
+    PGDATABASE=conveyor_listing sql -f "$HERE/listing_fixture.sql" >/dev/null
+    PGDATABASE=conveyor_listing settle >/dev/null
+    LISTING[rows]=$(PGDATABASE=conveyor_listing sql -c "SELECT (SELECT count(*) FROM conveyor.job_history) || ' history rows in '
+        || (SELECT count(*) FROM pg_inherits WHERE inhparent = 'conveyor.job_history'::regclass) || ' partitions; group g4242 lists '
+        || (SELECT count(*) FROM conveyor.list_jobs('listing', group_key => 'g4242', lim => 1000)) || ' jobs'")
+    note "m fixture" "${LISTING[rows]}"
+    rm -f "$WORK/m_list"
+    for round in 1 2 3; do
+        rm -f "$WORK"/mlog.*
+        PGDATABASE=conveyor_listing "$PGBENCH" -n -M prepared -c 1 -t 200 -f "$HERE/pgbench/list_jobs_group.sql" -l \
+            --log-prefix="$WORK/mlog" > "$WORK/pgbench.out" 2>&1 || pgb_fail "m list_jobs"
+        awk '{ printf "%.3f\n", $3 / 1000 }' "$WORK"/mlog.* >> "$WORK/m_list"
+    done
+    LISTING[stat]=$(sort -n "$WORK/m_list" | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        p = int(NR * 0.95 + 0.999999); printf "%.3f %.3f %.3f %d\n", m, v[p], v[NR], NR }')
+    note "m list_jobs (median p95 max ms, calls)" "${LISTING[stat]}"
+    psql -X -q -d postgres -c "DROP DATABASE conveyor_listing" >/dev/null
+fi
+
 # ---- report --------------------------------------------------------------------------------------------
 
 row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
@@ -779,4 +833,26 @@ if [ -n "${HEALTH[health]:-}" ]; then
     krow count "floor: SELECT count(*) FROM conveyor.job_history"
     krow select1 "floor: SELECT 1"
     echo "   plans of every statement health() runs (auto_explain): no read of job_history, no Seq Scan on entities: ${HEALTH[plans]}"
+fi
+
+if [ -n "${CONV[l_on]:-}" ]; then
+    echo
+    echo "l. status_notify: enqueue + dequeue + ack of one job (three transactions), $C clients, best of 3"
+    echo "   interleaved rounds of $T s, pgbench -M prepared; ratio = on / off"
+    printf '%-40s %14s %14s %8s\n' "operation" "off jobs/s" "on jobs/s" "ratio"
+    printf '%s\n' "$(printf -- '-%.0s' {1..80})"
+    printf '%-40s %14s %14s %7sx\n' "enqueue + dequeue + ack, $C clients" "${CONV[l_off]}" "${CONV[l_on]}" \
+        "$(calc "${CONV[l_on]} / ${CONV[l_off]}" 2)"
+    echo "   a listener taking one job's life received ${LISTEN_CHECK:-?} notifications (expected 3)"
+fi
+
+if [ -n "${LISTING[stat]:-}" ]; then
+    read -r lm lp lx ln <<< "${LISTING[stat]}"
+    echo
+    echo "m. list_jobs: the newest 100 jobs of one group, ${LISTING[rows]};"
+    echo "   latency of single calls, 1 client, pgbench -M prepared, a random group per call"
+    printf '%-52s %10s %10s %10s %7s   %s\n' "call" "median ms" "p95 ms" "max ms" "calls" "target"
+    printf '%s\n' "$(printf -- '-%.0s' {1..110})"
+    printf '%-52s %10s %10s %10s %7s   %-9s %s\n' "list_jobs('listing', group_key => ..., lim => 100)" "$lm" "$lp" "$lx" "$ln" \
+        "< $LISTING_TARGET_MS ms" "$(awk -v a="$lm" -v t="$LISTING_TARGET_MS" 'BEGIN { print (a < t ? "ok" : "MISSED") }')"
 fi

@@ -2,6 +2,7 @@
 // points that manage queues (conveyor.create_queue, alter_queue, pause_queue, resume_queue,
 // drop_queue, and the trigger queues_changed).
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/jsonb.hpp"
 #include "queue/internal.hpp"
@@ -19,7 +20,8 @@ static constexpr const char *queue_columns =
     "queue_id, name, lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, job_types, "
     "required_keys, retention_days, notify, event_trail, paused";
 // The columns of 0.3, after those (read only in a database at 0.3: catalog_at_0_3()).
-static constexpr const char *columns_0_3 = "dead_retention_days, payload_schema, display_name, description, metadata::text";
+static constexpr const char *columns_0_3 =
+    "dead_retention_days, payload_schema, display_name, description, metadata::text, status_notify";
 
 // The strings of a text[] (its NULL elements left out).
 static std::vector<std::string> text_array_strings(Datum array) {
@@ -55,6 +57,7 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool at_0_3) {
         q.display_name = rows.text(r, 14);
         q.description = rows.text(r, 15);
         q.metadata = rows.text(r, 16);
+        q.status_notify = *rows.boolean(r, 17);
     }
     return q;
 }
@@ -92,6 +95,7 @@ struct CachedQueue {
 };
 static std::unordered_map<std::string, CachedQueue> queue_cache;
 static std::optional<int32> longest_retention_cache;  // the largest retention_days of all queues
+static std::optional<std::unordered_set<int32>> status_notify_cache;  // ids of queues with status_notify on
 static Oid queue_cache_relid = InvalidOid;
 static std::optional<bool> at_0_3_cache;  // catalog_at_0_3()
 static Oid at_0_3_relid = InvalidOid;
@@ -104,6 +108,7 @@ static void forget_cached_queues(Datum, Oid relid) {
     if (relid == InvalidOid || relid == queue_cache_relid) {
         queue_cache.clear();
         longest_retention_cache.reset();
+        status_notify_cache.reset();
         queue_cache_relid = InvalidOid;
     }
 }
@@ -151,6 +156,22 @@ int32 longest_retention() {
     return days;
 }
 
+bool status_notify_on(int32 queue_id) {
+    take_in_queue_changes();
+    if (!status_notify_cache) {
+        std::unordered_set<int32> ids;
+        Oid relid = conveyor_relid("queues");
+        if (catalog_at_0_3()) {
+            static Statement stmt("SELECT queue_id FROM conveyor.queues WHERE status_notify", {});
+            auto rows = stmt.run();
+            for (uint64 r = 0; r < rows.size(); ++r) ids.insert(*rows.int4(r, 0));
+        }
+        queue_cache_relid = relid;
+        status_notify_cache = std::move(ids);
+    }
+    return status_notify_cache->count(queue_id) > 0;
+}
+
 std::map<int32, Queue> load_queues_by_id(const std::vector<int32> &ids) {
     static const std::string sql[2] = {
         fmt::format("SELECT {} FROM conveyor.queues WHERE queue_id = ANY($1)", queue_columns),
@@ -177,7 +198,7 @@ static std::optional<std::vector<std::string>> jsonb_keys_array(const JsonbValue
 // The options that 0.3 added: a database not yet updated has no columns for them (55000).
 static void require_0_3_for(const std::string &option) {
     static const char *const options_0_3[] = {"dead_retention_days", "payload_schema", "display_name", "description",
-                                              "metadata"};
+                                              "metadata", "status_notify"};
     for (const char *name : options_0_3)
         if (option == name && !catalog_at_0_3())
             throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("option {} needs conveyor 0.3", option),
@@ -209,11 +230,15 @@ static void apply_options(Queue &q, Jsonb *options) {
             if (s != "all" && s != "failures")
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be \"all\" or \"failures\"", what));
             q.event_trail = s;
+        } else if (f.key == "status_notify") {
+            if (v.type != jbvBool)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a boolean, not {}", what, jsonb_type_name(v)));
+            q.status_notify = v.val.boolean;
         } else if (!apply_metadata_option(q, f.key, v))
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
                         "job_types, required_keys, retention_days, dead_retention_days, notify, event_trail, "
-                        "payload_schema, display_name, description, metadata.");
+                        "payload_schema, display_name, description, metadata, status_notify.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -257,13 +282,13 @@ static void write_queue(const Queue &q, bool create) {
     if (at_0_3 && rows.size() == 1) {
         static Statement set_0_3(
             "UPDATE conveyor.queues SET dead_retention_days = $2, payload_schema = $3::jsonb, display_name = $4,"
-            " description = $5, metadata = $6::jsonb WHERE queue_id = $1",
-            {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+            " description = $5, metadata = $6::jsonb, status_notify = $7 WHERE queue_id = $1",
+            {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID});
         Params m;
         m.int4(0, *rows.int4(0, 0)).int4(1, q.dead_retention_days);
         if (q.payload_schema) m.text(2, payload_schema_text(*q.payload_schema));
         else m.null(2);
-        m.text(3, q.display_name).text(4, q.description).text(5, q.metadata);
+        m.text(3, q.display_name).text(4, q.description).text(5, q.metadata).boolean(6, q.status_notify);
         set_0_3.run(m);
     }
     if (rows.size() == 0 && create)

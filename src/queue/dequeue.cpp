@@ -128,6 +128,11 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_dequeue) {
                               .int4(2, max_count)
                               .int4(3, lease.value_or(q.lease_seconds)));
     spi::emit(out, rows);
+    if (q.status_notify && rows.size() > 0) {
+        std::vector<pg_uuid_t> ids;
+        for (uint64 r = 0; r < rows.size(); ++r) ids.push_back(*rows.uuid(r, 0));
+        status_changed(q.id, ids);
+    }
     if (rows.size() > 0) worker_found_jobs(q.id);
     else if (q.notify) worker_found_nothing(q.id, q.name);
     spi.finish();

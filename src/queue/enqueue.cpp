@@ -268,6 +268,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue) {
     pg_uuid_t id = uuid_v7();
     if (!insert_one(q, id, state, job)) throw concurrent_change("a job of the same group or dedup key");
     if (due) notify_queue(q);
+    if (q.status_notify) status_changed(q.id, {id});
 
     Datum values[2] = {uuid_datum(id), BoolGetDatum(false)};
     bool nulls[2] = {false, false};
@@ -429,6 +430,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue_batch) {
     if (!rows.ids.empty() && insert_jobs(q, rows) != (int64)rows.ids.size())
         throw concurrent_change("a job of the same group or dedup key");
     if (any_due) notify_queue(q);
+    if (q.status_notify) status_changed(q.id, rows.ids);
 
     for (size_t i = 0; i < jobs.size(); ++i) {
         Datum values[3] = {Int32GetDatum((int32)i), uuid_datum(duplicate_of[i] ? *duplicate_of[i] : ids[i]),

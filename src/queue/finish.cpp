@@ -17,9 +17,23 @@ void check_delay(const std::optional<int32> &delay, const char *name) {
 static constexpr const char *history_columns =
     "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
     "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
+// The same with 0.3's progress columns in a database at 0.3 (catalog_at_0_3()); progress_values: what
+// the SELECT that feeds the INSERT adds for them.
+static std::string history_columns_for(bool at_0_3) {
+    return std::string(history_columns) + (at_0_3 ? ", percent, step" : "");
+}
+static const char *progress_values(bool at_0_3) { return at_0_3 ? ", percent, step" : ""; }
 
 // ---------------------------------------------------------------------------------------------------
 // Finishing and failing running jobs: ack, ack_many, reap
+
+// Every status change made here and in operator.cpp goes through status_changed (src/queue/status.cpp).
+void report_status(const std::vector<Changed> &changes) {
+    std::vector<std::pair<int32, pg_uuid_t>> jobs;
+    jobs.reserve(changes.size());
+    for (const auto &c : changes) jobs.emplace_back(c.queue_id, c.id);
+    status_changed(jobs);
+}
 
 std::vector<Changed> changed_rows(const spi::Rows &rows) {
     std::vector<Changed> out;
@@ -45,17 +59,17 @@ static void report_dead_jobs(const std::vector<Changed> &changes, const char *wh
 // Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
 static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
                                           Datum stats, bool stats_null) {
-    static const std::string sql =
+    auto sql_for = [](bool progress) { return std::string() +
         "WITH d AS ("
         "  DELETE FROM conveyor.jobs j USING conveyor.queues q"
         "  WHERE j.job_id = ANY($1) AND q.queue_id = j.queue_id AND j.state = 'running'"
         "    AND ($2::text IS NULL OR j.worker_id = $2)"
         "  RETURNING j.*, q.retention_days, q.event_trail), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(progress) + ")"
         "  SELECT job_id, queue_id, 'completed', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, last_error, created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)"
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(progress) +
         "  FROM d), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -67,8 +81,11 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
         counts_upsert("SELECT queue_id, -count(*), count(*), sum(extract(epoch FROM pg_catalog.clock_timestamp() - started_at))::float8"
                       " FROM d GROUP BY queue_id",
                       {"running", "completed", "run_seconds"}) +
-        ") SELECT job_id, queue_id, group_key, 'completed' FROM d";
-    static Statement stmt(sql.c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID});
+        ") SELECT job_id, queue_id, group_key, 'completed' FROM d"; };
+    static const std::string sql[2] = {sql_for(false), sql_for(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}},
+                                 {sql[1].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}}};
+    Statement &stmt = stmts[catalog_at_0_3()];
     Params p;
     p.uuid_array(0, ids).text(1, worker);
     if (stats_null) p.null(2);
@@ -109,10 +126,10 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt, j.started_at,"
         "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + (at_0_3 ? ", reason" : "") + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(at_0_3) + (at_0_3 ? ", reason" : "") + ")"
         "  SELECT job_id, queue_id, 'dead', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, $2, created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" +
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(at_0_3) +
         (at_0_3 ? ", 'max_attempts reached'" : "") +
         "  FROM dead), "
         "ev AS ("
@@ -236,6 +253,7 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
     ensure_history_partitions(longest_retention());
     ensure_event_partitions();
     std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null);
+    report_status(changes);
     if (changes.size() != ids.size()) {
         std::set<pg_uuid_t, UuidLess> done;
         for (const auto &c : changes) done.insert(c.id);
@@ -287,6 +305,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
     }
     lock_groups(groups);
     std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null);
+    report_status(changes);
     report_dead_jobs(changes, "max_attempts reached", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
@@ -360,6 +379,7 @@ int64 reap_expired(std::optional<int32> queue_id, int limit) {
         if (!j.group_key || held.count({j.queue_id, *j.group_key})) ids.push_back(j.id);
     if (ids.empty()) return 0;
     std::vector<Changed> changes = fail_jobs(ids, std::string("lease expired"), std::nullopt, true, true);
+    report_status(changes);
     report_dead_jobs(changes, "max_attempts reached", std::string("lease expired"));
     fill_group_heads(groups_losing_head(changes));
     return (int64)changes.size();
@@ -461,6 +481,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     ensure_event_partitions();
     if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
     auto changes = requeue_running(id, worker, delay);
+    report_status(changes);
     fill_group_heads(groups_losing_head(changes));
     spi.finish();
     PG_RETURN_BOOL(!changes.empty());
@@ -478,10 +499,11 @@ static std::string finish_job_sql(bool at_0_3) {
         "  RETURNING j.*, ") + (at_0_3 ? "CASE WHEN $2 = 'dead' THEN q.dead_retention_days ELSE q.retention_days END"
                                      : "q.retention_days") + " AS retention_days), "
         "h AS ("
-        "  INSERT INTO conveyor.job_history (" + std::string(history_columns) + (at_0_3 ? ", reason, details" : "") + ")"
+        "  INSERT INTO conveyor.job_history (" + history_columns_for(at_0_3) + (at_0_3 ? ", reason, details" : "") + ")"
         "  SELECT job_id, queue_id, $2, priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, COALESCE($3, last_error), created_at, pg_catalog.now(),"
-        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + (at_0_3 ? ", $3, $4::jsonb" : "") +
+        "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(at_0_3) +
+        (at_0_3 ? ", $3, $4::jsonb" : "") +
         "  FROM d), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -529,6 +551,7 @@ static bool end_job(FunctionCallInfo fcinfo, const std::string &status) {
     auto changes = finish_job(id, status, reason, details);
     if (changes.empty())
         throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} finished concurrently", uuid_text(id)), "", "Retry.");
+    report_status(changes);
     fill_group_heads(groups_losing_head(changes));
     if (status == "dead") report_dead_jobs(changes, "dead_letter", reason);
     spi.finish();

@@ -1,5 +1,6 @@
 // The queue's internal header: what its files (catalog, partitions, counters, groups, enqueue,
-// dequeue, finish, observe, wakeup) share. Other modules see the queue through queue.hpp only.
+// dequeue, finish, observe, wakeup, status, progress, listing) share. Other modules see the queue
+// through queue.hpp only.
 //
 // Layout of the data (see src/queue/queue.sql): pending and running jobs live in conveyor.jobs, finished
 // ones in conveyor.job_history. A job's internal state decides which partial index holds it:
@@ -60,6 +61,7 @@ struct Queue {
     // The schema is compiled once per cache entry (schema.cpp); metadata is jsonb text.
     std::shared_ptr<const PayloadSchema> payload_schema;
     std::optional<std::string> display_name, description, metadata;
+    bool status_notify = false;  // every status change and progress update NOTIFY'd on conveyor_status
 };
 
 // Whether this database's conveyor objects are at 0.3 (its queue options, job_history columns and
@@ -95,6 +97,20 @@ void check_payload_schema(const Queue &q, Jsonb *payload, const std::string &at)
 inline void notify_queue(const Queue &q) {
     if (q.notify) wake_workers_at_commit(q.id, q.name);
 }
+
+// ---- status notifications (status.cpp) ----
+
+// The NOTIFY channel of status changes.
+constexpr const char *status_channel = "conveyor_status";
+// Whether the queue with this id has status_notify on (from this backend's cache; false on a
+// database without the option). What every transition asks before it builds anything.
+bool status_notify_on(int32 queue_id);
+// The one call every state transition makes after its statement has changed the jobs: when the
+// queue has status_notify on, each job's current status is sent on conveyor_status at commit, in
+// the order of these calls (and of commits across transactions). Free when the option is off.
+void status_changed(int32 queue_id, const std::vector<pg_uuid_t> &job_ids);
+// The same for jobs of any queues: (queue_id, job_id) pairs, in the order given.
+void status_changed(const std::vector<std::pair<int32, pg_uuid_t>> &jobs);
 
 // ---- partitions of job_history (by purge day) and job_events (by day) (partitions.cpp) ----
 
@@ -146,6 +162,8 @@ struct Changed {
 };
 // Rows of job_id, queue_id, group_key, state.
 std::vector<Changed> changed_rows(const spi::Rows &rows);
+// status_changed for each of these jobs (every transition that changes a job's status calls it).
+void report_status(const std::vector<Changed> &changes);
 
 // A pending or running job as its callers need it.
 struct JobRef {

@@ -3,27 +3,38 @@
 
 namespace conveyor::queue {
 
-CONVEYOR_FUNCTION(conveyor_get_job) {
-    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
-    spi::Connection spi;
-    static Statement stmt(
+// get_job's statement; at_0_3: with 0.3's keys (progress; a dead or cancelled job's reason, details
+// and resolution), where the database has their columns.
+static std::string get_job_sql(bool at_0_3) {
+    std::string jobs_progress = at_0_3 ? " OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('percent', j.percent, 'step', j.step,"
+                                         " 'reason', NULL, 'details', NULL, 'resolved_at', NULL, 'resolution', NULL, 'resolved_by', NULL)" : "";
+    std::string history_progress = at_0_3 ? " OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('percent', h.percent, 'step', h.step,"
+                                            " 'reason', h.reason, 'details', h.details, 'resolved_at', h.resolved_at,"
+                                            " 'resolution', h.resolution, 'resolved_by', h.resolved_by)" : "";
+    return std::string() +
         "SELECT pg_catalog.jsonb_build_object('job_id', j.job_id, 'queue', q.name,"
         "  'status', CASE WHEN j.state = 'running' THEN 'running' ELSE 'pending' END, 'state', j.state,"
         "  'job_type', j.job_type, 'group_key', j.group_key, 'dedup_key', j.dedup_key, 'payload', j.payload,"
         "  'priority', j.priority, 'attempt', j.attempt, 'max_attempts', j.max_attempts, 'run_at', j.run_at,"
         "  'worker_id', j.worker_id, 'started_at', j.started_at, 'lease_until', j.lease_until,"
-        "  'last_error', j.last_error, 'created_at', j.created_at, 'finished_at', NULL)"
+        "  'last_error', j.last_error, 'created_at', j.created_at, 'finished_at', NULL)" + jobs_progress +
         " FROM conveyor.jobs j LEFT JOIN conveyor.queues q USING (queue_id) WHERE j.job_id = $1"
         " UNION ALL "
         "SELECT pg_catalog.jsonb_build_object('job_id', h.job_id, 'queue', q.name, 'status', h.status,"
         "  'state', h.status, 'job_type', h.job_type, 'group_key', h.group_key, 'dedup_key', h.dedup_key,"
         "  'payload', h.payload, 'priority', h.priority, 'attempt', h.attempt, 'max_attempts', h.max_attempts,"
         "  'run_at', h.run_at, 'worker_id', h.worker_id, 'started_at', h.started_at, 'lease_until', NULL,"
-        "  'last_error', h.last_error, 'created_at', h.created_at, 'finished_at', h.finished_at)"
+        "  'last_error', h.last_error, 'created_at', h.created_at, 'finished_at', h.finished_at)" + history_progress +
         " FROM conveyor.job_history h LEFT JOIN conveyor.queues q USING (queue_id) WHERE h.job_id = $1"
-        " LIMIT 1",
-        {UUIDOID});
-    auto rows = stmt.run(Params().uuid(0, id));
+        " LIMIT 1";
+}
+
+CONVEYOR_FUNCTION(conveyor_get_job) {
+    pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
+    spi::Connection spi;
+    static const std::string sql[2] = {get_job_sql(false), get_job_sql(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDOID}}, {sql[1].c_str(), {UUIDOID}}};
+    auto rows = stmts[catalog_at_0_3()].run(Params().uuid(0, id));
     if (rows.size() == 0) throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
     Datum result = spi::keep(rows.datum(0, 0), false, -1);
     spi.finish();
@@ -126,7 +137,7 @@ CONVEYOR_FUNCTION(conveyor_list_queues) {
         {"SELECT name, paused, " LIST_QUEUES_OPTIONS ", created_at FROM conveyor.queues ORDER BY name", {}},
         {"SELECT name, paused, " LIST_QUEUES_OPTIONS " OPERATOR(pg_catalog.||)"
          " pg_catalog.jsonb_build_object('dead_retention_days', dead_retention_days, 'payload_schema', payload_schema,"
-         " 'display_name', display_name, 'description', description, 'metadata', metadata), created_at"
+         " 'display_name', display_name, 'description', description, 'metadata', metadata, 'status_notify', status_notify), created_at"
          " FROM conveyor.queues ORDER BY name", {}}};
 #undef LIST_QUEUES_OPTIONS
     auto rows = stmts[catalog_at_0_3()].run();

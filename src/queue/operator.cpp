@@ -44,8 +44,8 @@ static bool any_due(const std::vector<Changed> &changes) {
 // ---------------------------------------------------------------------------------------------------
 // running -> pending: requeue and requeue_stuck
 
-// Gives running jobs back without their worker, due after $2 seconds: the attempt they used is not
-// counted (as release does). $3: only jobs started before it (requeue_stuck), rechecked on the
+// Gives running jobs back without their worker, due after $2 seconds: the attempt they used counts,
+// as when a lease expires (a job that hangs its workers must not loop for ever). $3: only jobs started before it (requeue_stuck), rechecked on the
 // locked row, so a job acked and leased again meanwhile is left alone. skip_locked: leave the rows a
 // worker's ack or heartbeat holds right now (that job is not stuck). The event names the worker the
 // lease was taken from and the role that took it.
@@ -102,6 +102,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_requeue) {
     ensure_event_partitions();
     if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
     auto changes = requeue_running({id}, delay, std::nullopt, false);
+    report_status(changes);
     settle_groups(changes);
     if (any_due(changes)) notify_queue(queue_of(jobs[0].queue_id));
     spi.finish();
@@ -136,6 +137,7 @@ static std::vector<pg_uuid_t> requeue_stuck_jobs(const Queue &q, TimestampTz cut
             if (!g || held.count({q.id, *g})) ids.push_back(id);
         if (!ids.empty()) {
             auto changes = requeue_running(ids, 0, cutoff, true);
+            report_status(changes);
             settle_groups(changes);
             for (const auto &c : changes) out.push_back(c.id);
         }
@@ -341,6 +343,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_retry) {
         if (changes.empty())
             throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("job {} changed concurrently", uuid_text(id)), "", "Retry.");
     }
+    report_status(changes);
     settle_groups(changes);
     if (any_due(changes)) notify_queue(queue_of(queue_id));
     spi.finish();

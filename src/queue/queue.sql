@@ -22,7 +22,8 @@ CREATE TABLE conveyor.queues (
     payload_schema       jsonb,
     display_name         text,
     description          text,
-    metadata             jsonb
+    metadata             jsonb,
+    status_notify        boolean NOT NULL DEFAULT false
 );
 ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 
@@ -61,7 +62,9 @@ CREATE TABLE conveyor.jobs (
     started_at   timestamptz,
     lease_until  timestamptz,
     last_error   text,
-    created_at   timestamptz NOT NULL
+    created_at   timestamptz NOT NULL,
+    percent      numeric,  -- progress reported by the worker (conveyor.progress), 0 to 100
+    step         text      -- the step it reported last
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
 -- What dequeue scans: due, first-in-line jobs, in dequeue order.
@@ -106,12 +109,16 @@ CREATE TABLE conveyor.job_history (
     -- a dead job handled (resolve_dead): when, how, and by which session user
     resolved_at  timestamptz,
     resolution   text,
-    resolved_by  text
+    resolved_by  text,
+    percent      numeric,  -- the job's last progress when it finished
+    step         text
 ) PARTITION BY RANGE (purge_at);
--- Each partition carries its own indexes, (job_id), (queue_id, status) WHERE status <> 'completed' and
--- (queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead' (dead_jobs' pages), created with it
--- (not inherited from here), so pg_dump restores partitions without name clashes. Dead jobs are
--- purged after their queue's dead_retention_days, the others after its retention_days.
+-- Each partition carries its own indexes, created with it (not inherited from here) so that pg_dump
+-- restores partitions without name clashes: (job_id); (queue_id, status) WHERE status <> 'completed';
+-- (queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead' (dead_jobs' pages); and those
+-- list_jobs reads in job id order per filter ((queue_id, job_id), (status, job_id) WHERE status <>
+-- 'completed', (group_key, job_id), (job_type, job_id)). Dead jobs are purged after their queue's
+-- dead_retention_days, the others after its retention_days.
 
 -- The trail of every state change, partitioned by day.
 CREATE TABLE conveyor.job_events (
@@ -316,3 +323,31 @@ CREATE FUNCTION conveyor.validate_payload(queue text, payload jsonb)
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_validate_payload';
 COMMENT ON FUNCTION conveyor.validate_payload(text,jsonb) IS 'Checks a payload against a queue''s payload_schema and required keys without enqueuing; lists each violation.';
 GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_reader;
+
+-- ---- progress, custom trail events, status notifications and job listing ------------------------------
+
+CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
+                                  details jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_progress';
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
+CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_log';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
+CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAULT NULL, group_key text DEFAULT NULL,
+                                   job_type text DEFAULT NULL, since timestamptz DEFAULT NULL,
+                                   until timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
+    RETURNS TABLE(job_id uuid, queue text, status text, state text, job_type text, group_key text, dedup_key text,
+                  payload jsonb, priority int, attempt int, max_attempts int, run_at timestamptz, worker_id text,
+                  started_at timestamptz, lease_until timestamptz, last_error text, created_at timestamptz,
+                  finished_at timestamptz, percent numeric, step text, reason text, details jsonb,
+                  resolved_at timestamptz, resolution text, resolved_by text)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_list_jobs';
+COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists pending, running and finished jobs, newest first, by queue, status, group, type and creation time; pages by id.';
+
+GRANT EXECUTE ON FUNCTION
+    conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid)
+    TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION
+    conveyor.progress(uuid, text, numeric, text, jsonb),
+    conveyor.job_log(uuid, text, text, jsonb)
+    TO conveyor_worker;

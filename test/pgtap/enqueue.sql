@@ -43,7 +43,9 @@ SELECT is(
     conveyor.get_job(:'jn2') - 'job_id' - 'created_at' - 'run_at' - 'state',
     jsonb_build_object('queue', 'tap_enq', 'status', 'pending', 'job_type', 'report', 'group_key', 'acct-1',
         'dedup_key', NULL, 'payload', '{}'::jsonb, 'priority', 5, 'attempt', 0, 'max_attempts', 2,
-        'worker_id', NULL, 'started_at', NULL, 'lease_until', NULL, 'last_error', NULL, 'finished_at', NULL),
+        'worker_id', NULL, 'started_at', NULL, 'lease_until', NULL, 'last_error', NULL, 'finished_at', NULL,
+        'percent', NULL, 'step', NULL, 'reason', NULL, 'details', NULL, 'resolved_at', NULL,
+        'resolution', NULL, 'resolved_by', NULL),
     'job_type, group_key, max_attempts and the default payload are stored');
 SELECT is((conveyor.get_job(:'jn2')->>'run_at')::timestamptz, now() - interval '5 minutes',
     'an explicit run_at in the past is kept');

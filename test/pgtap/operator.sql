@@ -2,7 +2,7 @@
 -- details, dead_retention_days, dead_jobs, resolve_dead): results, trail events, audit lines, the
 -- queue_metrics gauges after each action, group serialization and dedup keys across them, roles.
 BEGIN;
-SELECT plan(99);
+SELECT plan(101);
 
 SELECT conveyor.create_queue('tap_op', '{"backoff_base_seconds": 60, "max_attempts": 2}') \gset
 CREATE TEMP VIEW tap_op_gauges AS
@@ -189,6 +189,11 @@ RESET SESSION AUTHORIZATION;
 SELECT is((SELECT jsonb_build_array(resolution, resolved_by, resolved_at = now()) FROM conveyor.dead_jobs('tap_op_d') WHERE job_id = :'d1'),
     '["payload fixed and re-sent", "tap_op_admin", true]'::jsonb, 'dead_jobs shows the resolution, by whom and when');
 SELECT is((SELECT function_name FROM tap_op_audit), 'conveyor.resolve_dead', 'resolve_dead is a line in the audit log');
+SELECT is((SELECT jsonb_build_array(j->'reason', j->'details', j->'resolution', j->'resolved_by') FROM conveyor.get_job(:'d1') j),
+    '["bad payload", {"field": "url"}, "payload fixed and re-sent", "tap_op_admin"]'::jsonb,
+    'get_job shows the reason, details and resolution');
+SELECT is((SELECT to_jsonb(l) FROM conveyor.list_jobs('tap_op_d', ARRAY['dead']) l WHERE l.job_id = :'d1'),
+    conveyor.get_job(:'d1'), 'list_jobs gives the same columns');
 SELECT is(conveyor.resolve_dead(:'d1', 'again'), false, 'a resolved job keeps its first resolution (false)');
 SELECT is(conveyor.resolve_dead(:'d3', 'n/a'), false, 'resolve_dead of a cancelled job returns false');
 SELECT throws_ok($$ SELECT conveyor.resolve_dead('00000000-0000-7000-8000-000000000000', 'x') $$, '42704', NULL,

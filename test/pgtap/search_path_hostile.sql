@@ -113,6 +113,8 @@ SELECT conveyor.enqueue('tap_sp', '{"n": 2}', run_at => '2999-01-01Z');
 SELECT conveyor.enqueue_batch('tap_sp', '[{"payload": {"n": 3}, "group_key": "g2"}, {"payload": {"n": 4}, "priority": 1}]');
 SELECT job_id AS d1 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
 SELECT conveyor.heartbeat(:'d1', 'w1', 30);
+SELECT conveyor.progress(:'d1', 'w1', 50, 'fetch', '{"n": 1}');
+SELECT conveyor.job_log(:'d1', 'w1', 'fetch.done', '{"n": 1}');
 SELECT conveyor.ack(:'d1', true, stats => '{"rows": 1}', worker_id => 'w1') AS acked \gset
 SELECT job_id AS d2 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
 SELECT conveyor.release(:'d2', 'w1', 0);
@@ -143,6 +145,7 @@ SELECT conveyor.list_queues();
 SELECT conveyor.create_queue('tap_sp_schema', '{"payload_schema": {"type": "object", "required": ["n"]}, "display_name": "sp", "metadata": {"k": 1}}');
 SELECT conveyor.enqueue('tap_sp_schema', '{"n": 1}');
 SELECT conveyor.validate_payload('tap_sp_schema', '{"m": 1}');
+SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', '2000-01-01Z', '2999-01-01Z', 10);
 SELECT conveyor.maintain();
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());
 
