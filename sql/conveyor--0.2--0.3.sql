@@ -168,6 +168,26 @@ GRANT EXECUTE ON FUNCTION conveyor.progress(uuid, text, numeric, text, jsonb), c
 -- Upserts: on_duplicate, returning, mode, on_error
 -- ===================================================================================================
 
+-- upsert returns the stored row's returning columns ("row"); upsert_counts the counts of the new
+-- actions (duplicate, exists, missing, error). A changed result type: drop and create both.
+DROP FUNCTION conveyor.upsert(regclass, jsonb, text[], jsonb);
+DROP FUNCTION conveyor.upsert_counts(regclass, jsonb, text[], jsonb);
+CREATE FUNCTION conveyor.upsert(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
+    RETURNS TABLE(ord int, key jsonb, action text, changed jsonb, "row" jsonb)
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_upsert';
+COMMENT ON FUNCTION conveyor.upsert(regclass,jsonb,text[],jsonb) IS 'Inserts or updates JSON rows in a table by a unique key, writing only real changes; reports each row.';
+CREATE FUNCTION conveyor.upsert_counts(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
+    RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint, skipped bigint,
+                  duplicates bigint, existing bigint, missing bigint, errors bigint)
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_upsert_counts';
+COMMENT ON FUNCTION conveyor.upsert_counts(regclass,jsonb,text[],jsonb) IS 'Same as upsert, but returns only the counts of each action.';
+REVOKE ALL ON FUNCTION conveyor.upsert(regclass, jsonb, text[], jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.upsert_counts(regclass, jsonb, text[], jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb)
+    TO conveyor_worker;
+
 -- ===================================================================================================
 -- Snapshots: snapshot_top
 -- ===================================================================================================

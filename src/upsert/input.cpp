@@ -43,6 +43,25 @@ static int64 jsonb_int64(const JsonbValue &v, const std::string &what) {
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be an integer (bigint), not {}", what, jsonb_type_name(v)));
 }
 
+// One of the words an option allows: its index in `allowed`; 22023 naming the option otherwise.
+static size_t option_word(const JsonbValue &v, const std::string &option, std::initializer_list<const char *> allowed) {
+    std::vector<std::string> words;
+    for (const char *w : allowed) words.push_back(fmt::format("'{}'", w));
+    std::string given = v.type == jbvString ? quoted(jsonb_string(v)) : jsonb_type_name(v);
+    if (v.type == jbvString) {
+        std::string s = jsonb_string(v);
+        size_t i = 0;
+        for (const char *w : allowed) {
+            if (s == w) return i;
+            ++i;
+        }
+    }
+    std::string last = words.back();
+    words.pop_back();
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                fmt::format("option {} must be {} or {}, not {}", option, fmt::join(words, ", "), last, given));
+}
+
 static Options parse_options(const Target &t, Jsonb *options) {
     Options o;
     if (options) {
@@ -84,9 +103,28 @@ static Options parse_options(const Target &t, Jsonb *options) {
                 if (!o.fence_key || !have_token)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option fence needs both key and token", "",
                                 "fence is {\"key\": <lease key>, \"token\": <token from lock_acquire>}.");
+            } else if (f.key == "on_duplicate") {
+                o.on_duplicate = OnDuplicate(option_word(v, f.key, {"error", "first", "last"}));
+            } else if (f.key == "mode") {
+                o.mode = Mode(option_word(v, f.key, {"upsert", "insert", "update"}));
+            } else if (f.key == "on_error") {
+                o.skip_errors = option_word(v, f.key, {"abort", "skip"}) == 1;
+            } else if (f.key == "returning") {
+                if (v.type == jbvNull) continue;
+                auto names = jsonb_text_array(v, what);
+                o.has_returning = true;
+                if (names)
+                    for (const auto &n : *names) {
+                        auto it = t.by_name.find(n);
+                        if (it == t.by_name.end())
+                            throw Error(ERRCODE_UNDEFINED_COLUMN,
+                                        fmt::format("option returning: column {} of relation {} does not exist", quoted(n), t.display));
+                        o.returning.push_back(it->second);
+                    }
             } else
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown option {}", quoted(f.key)), "",
-                            "Options are touch_columns, immutable_columns, strict, operation_id, fence, audit.");
+                            "Options are touch_columns, immutable_columns, strict, operation_id, fence, audit, on_duplicate, "
+                            "returning, mode, on_error.");
         }
     }
     if (auto it = t.by_name.find("created_at"); it != t.by_name.end()) o.immutable.push_back(it->second);
@@ -224,8 +262,26 @@ static void check_privileges(const Call &call) {
         AclMode mode;
         const char *name;
         const std::vector<int> *cols;
-    } needs[] = {{ACL_INSERT, "INSERT", &ins}, {ACL_UPDATE, "UPDATE", &upd}, {ACL_SELECT, "SELECT", &sel}};
+    };
+    // mode 'insert' never updates, mode 'update' never inserts: neither right is asked for then.
+    std::vector<Need> needs;
+    if (call.opt.mode != Mode::update) needs.push_back({ACL_INSERT, "INSERT", &ins});
+    if (call.opt.mode != Mode::insert) needs.push_back({ACL_UPDATE, "UPDATE", &upd});
+    needs.push_back({ACL_SELECT, "SELECT", &sel});
     Oid relid = t.relid;
+    // The returning columns are read as the caller: each must be one the caller may SELECT.
+    for (int c : call.opt.returning) {
+        AttrNumber attnum = t.columns[c].attnum;
+        bool ok = pg_guard([&] {
+            return pg_class_aclcheck(relid, user, ACL_SELECT) == ACLCHECK_OK ||
+                   pg_attribute_aclcheck(relid, attnum, user, ACL_SELECT) == ACLCHECK_OK;
+        });
+        if (!ok)
+            throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                        fmt::format("permission denied for column {} of table {}", quoted(t.columns[c].name), t.display),
+                        "option returning reads the stored row as the calling role.",
+                        "Grant SELECT on the column to the calling role, or leave it out of returning.");
+    }
     for (const auto &need : needs) {
         AclMode mode = need.mode;
         bool ok = pg_guard([&] { return pg_class_aclcheck(relid, user, mode); }) == ACLCHECK_OK;
@@ -325,8 +381,12 @@ void prepare(Call &call, FunctionCallInfo fcinfo) {
         int col = -1;  // -1: not a column (or not to be written)
     };
     std::vector<Guess> guesses;
-    for (size_t i = 0; i < n; ++i) {
+    // The shape of each element kept (-1: none, a dropped duplicate or an error); ords are filled last,
+    // as on_duplicate 'last' drops an element after it was read.
+    std::vector<int> shape_idx(n, -1);
+    auto read_element = [&](size_t i) {
         const JsonbValue &e = values[i];
+        call.out[i].key_read = false;
         if (e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a JSON object, not {} {}", at(i),
                                                                      e.type == jbvBinary ? "an" : "a", jsonb_type_name(e)));
@@ -389,12 +449,22 @@ void prepare(Call &call, FunctionCallInfo fcinfo) {
             ktext += ':';
             ktext += part;
         }
+        call.out[i].key_read = true;
         auto [dup, fresh] = seen_keys.emplace(ktext, i);
-        if (!fresh)
-            throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} and {} have the same key ({})", at(dup->second), at(i), key_text(call, i)),
-                        "A batch holds each key once: which element should win is not defined.",
-                        "Merge or drop the repeated elements before the call.");
-        if (i == 0 || present != last_present) {
+        if (!fresh) {
+            if (call.opt.on_duplicate == OnDuplicate::error)
+                throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} and {} have the same key ({})", at(dup->second), at(i), key_text(call, i)),
+                            "A batch holds each key once unless the option on_duplicate says which element wins.",
+                            "Pass \"on_duplicate\": \"first\" or \"last\", or merge the repeated elements before the call.");
+            if (call.opt.on_duplicate == OnDuplicate::first) {
+                call.out[i].action = Action::duplicate;
+                return;
+            }
+            call.out[dup->second].action = Action::duplicate;
+            shape_idx[dup->second] = -1;
+            dup->second = i;
+        }
+        if (call.shapes.empty() || present != last_present) {
             auto [sh, added] = shape_of.emplace(present, call.shapes.size());
             if (added) {
                 Shape s;
@@ -406,8 +476,23 @@ void prepare(Call &call, FunctionCallInfo fcinfo) {
             last_shape = sh->second;
             last_present = present;
         }
-        call.shapes[last_shape].ords.push_back(i);
+        shape_idx[i] = (int)last_shape;
+    };
+    for (size_t i = 0; i < n; ++i) {
+        if (!call.opt.skip_errors) {
+            read_element(i);
+            continue;
+        }
+        // on_error 'skip': an element that fails its checks is set aside with its error.
+        try {
+            read_element(i);
+        } catch (const Error &err) {
+            call.out[i].action = Action::error;
+            call.out[i].changed = error_json(err.sqlstate, err.message);
+        }
     }
+    for (size_t i = 0; i < n; ++i)
+        if (shape_idx[i] >= 0) call.shapes[shape_idx[i]].ords.push_back(i);
     call.rls = pg_guard([&] { return check_enable_rls(relid, InvalidOid, true); }) == RLS_ENABLED;
     check_privileges(call);
 }

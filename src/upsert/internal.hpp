@@ -92,6 +92,11 @@ struct Statements {
     // Insert-first and Map-inserted-keys; none when a key column's type has no array type.
     Kept insert_first, map_inserted_keys;
     Kept classify;
+    // Classify over the positions $2 lists (mode 'update': nothing is inserted); prepared on first use.
+    Kept classify_some;
+    // The returning columns of the stored rows of the elements $2 lists (option returning); only in
+    // the Statements kept under a returning signature (returning_for).
+    Kept returning;
     Start start = Start::probe;
 
     // Frees every kept plan. Never while one of them is executing.
@@ -126,6 +131,11 @@ std::shared_ptr<Target> target_for(Oid relid);
 // ---------------------------------------------------------------------------------------------------
 // One call (input.cpp reads it)
 
+// Several elements with one key in a batch: an error, or keep the first / the last of them.
+enum class OnDuplicate : uint8 { error, first, last };
+// upsert: insert or update; insert: existing rows are left alone; update: missing rows are not inserted.
+enum class Mode : uint8 { upsert, insert, update };
+
 struct Options {
     std::vector<int> touch;      // column indexes
     std::vector<int> immutable;  // column indexes, created_at included when the table has it
@@ -134,6 +144,11 @@ struct Options {
     std::optional<std::string> fence_key;
     int64 fence_token = 0;
     bool audit = false;
+    OnDuplicate on_duplicate = OnDuplicate::error;
+    Mode mode = Mode::upsert;
+    bool skip_errors = false;    // on_error 'skip'
+    std::vector<int> returning;  // column indexes, in the order given
+    bool has_returning = false;
 };
 
 struct Element {
@@ -147,11 +162,19 @@ struct Shape {
 };
 
 // skipped: a BEFORE ROW trigger on the target returned NULL for the element's insert or update.
-enum class Action : char { none = 0, inserted = 'i', updated = 'u', unchanged = '=', skipped = 's' };
+// duplicate: another element of the batch has the same key and was kept (on_duplicate first/last).
+// exists: mode 'insert' found the row. missing: mode 'update' found no row. error: on_error 'skip'
+// set the element aside (changed says why).
+enum class Action : char {
+    none = 0, inserted = 'i', updated = 'u', unchanged = '=', skipped = 's',
+    duplicate = 'd', exists = 'e', missing = 'm', error = 'x'
+};
 
 struct Outcome {
     Action action = Action::none;
-    Datum changed = (Datum)0;  // jsonb, for updated rows
+    Datum changed = (Datum)0;  // jsonb, for updated rows; {"sqlstate", "message"} for errors
+    Datum row = (Datum)0;      // jsonb of the returning columns, or 0
+    bool key_read = true;      // false: an error before the element's key was read (key NULL)
 };
 
 struct Call {
@@ -183,8 +206,18 @@ std::string key_text(const Call &call, size_t i);
 // The kept statements for the shape, generated on first use.
 Statements &statements_for(Target &t, const std::vector<int> &key, const Options &o, const Shape &shape);
 
+// The kept statement of option returning for these key and returning columns.
+Statements::Kept &returning_for(Target &t, const std::vector<int> &key, const std::vector<int> &returning);
+
 // Upserts every element of the call until each has an outcome.
 void run_all(Call &call);
+// on_error 'skip': the same, but a batch that fails is split until the failing elements are found;
+// they get the action error, the others are written.
+void run_all_skipping(Call &call);
+// {"sqlstate": ..., "message": ...}: what the action error reports in changed.
+Datum error_json(int sqlstate, const std::string &message);
+// Fills the row of each element whose row is stored (option returning).
+void read_returning(Call &call);
 // The batch failed with `error`: the error to raise, traced to its element (and, for a value that
 // does not convert, its column) where that can be done.
 ErrorData *trace_error(Call &call, ErrorData *error);

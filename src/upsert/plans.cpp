@@ -112,6 +112,15 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
         fmt::arg("not_found_code", code(Classification::not_found)), fmt::arg("differs_code", code(Classification::differs)),
         fmt::arg("unchanged_code", code(Classification::unchanged)));
 
+    // Classify over the positions $2 lists: mode 'update', which never inserts (prepared on first use).
+    p->classify_some.sql = fmt::format(
+        "SELECT s.{ord}, CASE WHEN t.conveyor_found IS NULL THEN {not_found_code} WHEN {differs} THEN {differs_code} ELSE {unchanged_code} END"
+        " FROM ({from}) s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true",
+        fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("from", from_some), fmt::arg("probe_cols", probe_cols),
+        fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
+        fmt::arg("not_found_code", code(Classification::not_found)), fmt::arg("differs_code", code(Classification::differs)),
+        fmt::arg("unchanged_code", code(Classification::unchanged)));
+
     // Lock-compare-update's report of what changed: {"column": {"old": ..., "new": ...}, ...} over the
     //    compared columns that differ.
     std::vector<std::string> changed;
@@ -197,6 +206,32 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
     p->probe_some.keep(types);
     if (!p->lock_compare_update.sql.empty()) p->lock_compare_update.keep({JSONBOID, INT4ARRAYOID, BOOLOID});
     return *t.plans.emplace(sig, std::move(p)).first->second;
+}
+
+// Returning: the positions $2 lists with, for each whose row is found by its key, that row's
+// returning columns as one jsonb object (to_jsonb of a subquery's row: no limit on the column count).
+// Kept under its own signature in the target's plans, beside the shapes' statements.
+Statements::Kept &returning_for(Target &t, const std::vector<int> &key, const std::vector<int> &returning) {
+    std::string sig = fmt::format("returning|k{}|r{}", fmt::join(key, ","), fmt::join(returning, ","));
+    auto it = t.plans.find(sig);
+    if (it != t.plans.end()) return it->second->returning;
+    auto p = std::make_unique<Statements>();
+    std::vector<std::string> key_cols, join_t, ret_cols;
+    for (int c : key) {
+        const Column &col = t.columns[c];
+        key_cols.push_back("r." + col.ident);
+        join_t.push_back(fmt::format("s.{0} {1} t.{0}", col.ident, col.eq.empty() ? "OPERATOR(pg_catalog.=)" : col.eq));
+    }
+    for (int c : returning) ret_cols.push_back("t." + t.columns[c].ident);
+    p->returning.sql = fmt::format(
+        "SELECT s.{ord}, pg_catalog.to_jsonb(t) FROM (SELECT u.n AS {ord}, {key_cols} FROM pg_catalog.unnest($2::pg_catalog.int4[]) AS u(n),"
+        " LATERAL pg_catalog.jsonb_populate_record(NULL::{t}, $1 OPERATOR(pg_catalog.->) u.n) AS r) s"
+        " CROSS JOIN LATERAL (SELECT {ret_cols} FROM {t} t WHERE {join_t} LIMIT 1) t",
+        fmt::arg("ord", t.ord_alias), fmt::arg("key_cols", fmt::join(key_cols, ", ")), fmt::arg("t", t.qualified),
+        fmt::arg("ret_cols", ret_cols.empty() ? std::string() : fmt::format("{}", fmt::join(ret_cols, ", "))),
+        fmt::arg("join_t", fmt::join(join_t, " AND ")));
+    p->returning.keep({JSONBOID, INT4ARRAYOID});
+    return t.plans.emplace(sig, std::move(p)).first->second->returning;
 }
 
 } // namespace conveyor::upsert

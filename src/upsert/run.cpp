@@ -142,16 +142,47 @@ static void classify(Call &call, Statements &p) {
     for (uint64 r = 0; r < k.size(); ++r) {
         int32 n = *k.int4(r, 0);
         auto found = Classification(*k.int4(r, 1));
-        if (found == Classification::unchanged) call.out[n].action = Action::unchanged;
-        else if (found == Classification::differs) differ.push_back(n);
+        if (found == Classification::unchanged || found == Classification::differs) {
+            if (call.opt.mode == Mode::insert) call.out[n].action = Action::exists;
+            else if (found == Classification::unchanged) call.out[n].action = Action::unchanged;
+            else differ.push_back(n);
+        }
     }
     if (!differ.empty()) lock_compare_update(call, p, differ);
+}
+
+// mode 'update': classifies the elements without inserting; those found different go through
+// Lock-compare-update, those not found are missing. A row deleted between the two statements is
+// classified again in the next round (and found missing).
+static void update_only(Call &call, Statements &p, std::vector<int32> pending) {
+    if (!p.classify_some) p.classify_some.keep({JSONBOID, INT4ARRAYOID});
+    Datum rows = PointerGetDatum(call.rows);
+    for (int round = 0; round < max_rounds && !pending.empty(); ++round) {
+        auto k = p.classify_some.run(Params().datum(0, rows).int4_array(1, pending));
+        std::vector<int32> differ;
+        for (uint64 r = 0; r < k.size(); ++r) {
+            int32 n = *k.int4(r, 0);
+            auto found = Classification(*k.int4(r, 1));
+            if (found == Classification::unchanged) call.out[n].action = Action::unchanged;
+            else if (found == Classification::differs) differ.push_back(n);
+            else call.out[n].action = Action::missing;
+        }
+        if (!differ.empty()) lock_compare_update(call, p, differ);
+        pending = without_outcome(call, pending);
+    }
+    if (!pending.empty()) {
+        size_t first = *std::min_element(pending.begin(), pending.end());
+        throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    fmt::format("{}: the row with key ({}) kept changing concurrently", at(first), key_text(call, first)), "",
+                    "Retry the transaction.");
+    }
 }
 
 // Upserts the elements `ords` (all of one shape) until each has an outcome.
 static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
     Statements &p = statements_for(*call.t, call.key, call.opt, shape);
     std::vector<int32> pending(ords.begin(), ords.end());
+    if (call.opt.mode == Mode::update) return update_only(call, p, std::move(pending));
     Datum rows = PointerGetDatum(call.rows);
     int rounds = call.rls ? 2 : max_rounds;
     // The whole batch is of this shape: the previous batch's outcome picks the first statement.
@@ -184,6 +215,8 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
             if (found == Classification::inserted) {
                 o.action = Action::inserted;
                 ++marked_inserted;
+            } else if (call.opt.mode == Mode::insert && (found == Classification::unchanged || found == Classification::differs)) {
+                o.action = Action::exists;
             } else if (found == Classification::unchanged) {
                 o.action = Action::unchanged;
             } else if (found == Classification::differs) {
@@ -216,7 +249,82 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
 }
 
 void run_all(Call &call) {
-    for (const auto &shape : call.shapes) run_shape(call, shape, shape.ords);
+    for (const auto &shape : call.shapes)
+        if (!shape.ords.empty()) run_shape(call, shape, shape.ords);
+}
+
+Datum error_json(int sqlstate, const std::string &message) {
+    const char *code = pg_guard([&] { return unpack_sql_state(sqlstate); });
+    std::string c(code), m(message);
+    return pg_guard([&] {
+        JsonbParseState *st = NULL;
+        pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+        const std::pair<const char *, const std::string *> fields[] = {{"sqlstate", &c}, {"message", &m}};
+        for (const auto &[k, v] : fields) {
+            JsonbValue key, val;
+            key.type = jbvString;
+            key.val.string.val = const_cast<char *>(k);
+            key.val.string.len = (int)strlen(k);
+            val.type = jbvString;
+            val.val.string.val = const_cast<char *>(v->data());
+            val.val.string.len = (int)v->size();
+            pushJsonbValue(&st, WJB_KEY, &key);
+            pushJsonbValue(&st, WJB_VALUE, &val);
+        }
+        return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
+    });
+}
+
+// on_error 'skip': the elements `ords` of one shape in a subtransaction; if it fails, each half in
+// its own, down to the single elements that fail, which get the action error. A batch where nothing
+// fails runs exactly as without the option (one subtransaction); k failing elements cost about
+// 2k log2(n) more statements.
+static void run_skipping(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
+    if (ords.empty()) return;
+    int sqlstate = 0;
+    std::string message;
+    try {
+        in_subtransaction([&] { run_shape(call, shape, ords); });
+        return;
+    } catch (const PgError &e) {
+        if (passes_through(e.sqlstate())) throw;
+        sqlstate = e.sqlstate();
+        message = e.data->message ? e.data->message : "";
+    } catch (const Error &e) {
+        if (passes_through(e.sqlstate)) throw;
+        sqlstate = e.sqlstate;
+        message = e.message;
+    }
+    // Rolled back: whatever the attempt said of these elements is void.
+    for (size_t i : ords) {
+        call.out[i] = Outcome{};
+        call.misses[i] = 0;
+    }
+    if (ords.size() == 1) {
+        call.out[ords[0]].action = Action::error;
+        call.out[ords[0]].changed = error_json(sqlstate, message);
+        return;
+    }
+    size_t half = ords.size() / 2;
+    run_skipping(call, shape, std::vector<size_t>(ords.begin(), ords.begin() + half));
+    run_skipping(call, shape, std::vector<size_t>(ords.begin() + half, ords.end()));
+}
+
+void run_all_skipping(Call &call) {
+    for (const auto &shape : call.shapes) run_skipping(call, shape, shape.ords);
+}
+
+// Reads the returning columns of the stored row of every element that has one.
+void read_returning(Call &call) {
+    std::vector<int32> ords;
+    for (size_t i = 0; i < call.out.size(); ++i) {
+        Action a = call.out[i].action;
+        if (a == Action::inserted || a == Action::updated || a == Action::unchanged || a == Action::exists) ords.push_back((int32)i);
+    }
+    if (ords.empty()) return;
+    Statements::Kept &k = returning_for(*call.t, call.key, call.opt.returning);
+    auto r = k.run(Params().datum(0, PointerGetDatum(call.rows)).int4_array(1, ords));
+    for (uint64 j = 0; j < r.size(); ++j) call.out[*r.int4(j, 0)].row = r.datum(j, 1);
 }
 
 // The batch failed with `error`: find the first element that fails alone and, for a value that

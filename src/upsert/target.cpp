@@ -155,7 +155,7 @@ static std::shared_ptr<Target> describe(Oid relid) {
 }
 
 void Statements::release() {
-    for (Kept *k : {&probe_all, &probe_some, &lock_compare_update, &insert_first, &map_inserted_keys, &classify})
+    for (Kept *k : {&probe_all, &probe_some, &lock_compare_update, &insert_first, &map_inserted_keys, &classify, &classify_some, &returning})
         if (k->statement) k->statement->release();
 }
 

@@ -62,6 +62,10 @@ static const char *action_name(Action a) {
     case Action::inserted: return "inserted";
     case Action::updated: return "updated";
     case Action::skipped: return "skipped";
+    case Action::duplicate: return "duplicate";
+    case Action::exists: return "exists";
+    case Action::missing: return "missing";
+    case Action::error: return "error";
     default: return "unchanged";
     }
 }
@@ -103,9 +107,30 @@ static Datum request_of(const Call &call, bool counts_only) {
                                      counts_only ? "upsert_counts" : "upsert", table, keys_json, h, opts));
 }
 
-static void emit_counts(ResultSet &out, const int64 counts[4]) {
-    Datum values[4] = {Int64GetDatum(counts[0]), Int64GetDatum(counts[1]), Int64GetDatum(counts[2]), Int64GetDatum(counts[3])};
-    bool nulls[4] = {false, false, false, false};
+// The counts upsert_counts returns, in its columns' order: inserted, updated, unchanged, skipped,
+// duplicates, existing, missing, errors. (A database still at 0.2 declares the first four only: the
+// result set takes as many as the declaration has.)
+constexpr int n_counts = 8;
+static int count_index(Action a) {
+    switch (a) {
+    case Action::inserted: return 0;
+    case Action::updated: return 1;
+    case Action::skipped: return 3;
+    case Action::duplicate: return 4;
+    case Action::exists: return 5;
+    case Action::missing: return 6;
+    case Action::error: return 7;
+    default: return 2;
+    }
+}
+
+static void emit_counts(ResultSet &out, const int64 counts[n_counts]) {
+    Datum values[n_counts];
+    bool nulls[n_counts];
+    for (int c = 0; c < n_counts; ++c) {
+        values[c] = Int64GetDatum(counts[c]);
+        nulls[c] = false;
+    }
     out.add(values, nulls);
 }
 
@@ -145,6 +170,9 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
     Call call;
     prepare(call, fcinfo);
     call.want_changed = !counts_only || call.opt.audit;
+    if (counts_only && call.opt.has_returning)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option returning is not available in upsert_counts", "upsert_counts returns counts, not rows.",
+                    "Call conveyor.upsert to have the stored rows returned.");
 
     // An operation done before: its result, and nothing written.
     std::string scope = "upsert", idem_key;
@@ -171,15 +199,19 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                             "Retry when the first call's transaction has ended.");
             Jsonb *stored = (Jsonb *)DatumGetPointer(claim.result);
             static Statement replay(
-                "SELECT (r OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4, r OPERATOR(pg_catalog.->) 1, r OPERATOR(pg_catalog.->>) 2,"
-                "       CASE WHEN pg_catalog.jsonb_typeof(r OPERATOR(pg_catalog.->) 3) OPERATOR(pg_catalog.<>) 'null'"
-                "            THEN r OPERATOR(pg_catalog.->) 3 END"
+                "SELECT (r OPERATOR(pg_catalog.->>) 0)::pg_catalog.int4, NULLIF(r OPERATOR(pg_catalog.->) 1, 'null'), r OPERATOR(pg_catalog.->>) 2,"
+                "       NULLIF(r OPERATOR(pg_catalog.->) 3, 'null'), NULLIF(r OPERATOR(pg_catalog.->) 4, 'null')"
                 " FROM pg_catalog.jsonb_array_elements($1 OPERATOR(pg_catalog.->) 'rows') AS e(r)",
                 {JSONBOID});
+            // Results stored by 0.2 have no row and only the first four counts.
             static Statement counts(
                 "SELECT ($1 OPERATOR(pg_catalog.->>) 'inserted')::pg_catalog.int8, ($1 OPERATOR(pg_catalog.->>) 'updated')::pg_catalog.int8,"
                 "       ($1 OPERATOR(pg_catalog.->>) 'unchanged')::pg_catalog.int8,"
-                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'skipped')::pg_catalog.int8, 0)",
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'skipped')::pg_catalog.int8, 0),"
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'duplicates')::pg_catalog.int8, 0),"
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'existing')::pg_catalog.int8, 0),"
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'missing')::pg_catalog.int8, 0),"
+                "       COALESCE(($1 OPERATOR(pg_catalog.->>) 'errors')::pg_catalog.int8, 0)",
                 {JSONBOID});
             spi::emit(out, (counts_only ? counts : replay).run(Params().datum(0, PointerGetDatum(stored))));
             spi.finish();
@@ -201,39 +233,52 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                         "Stop working on this entity: another worker holds it now.");
     }
 
-    try {
-        in_subtransaction([&] { run_all(call); });
-    } catch (const PgError &e) {
-        ErrorData *traced = trace_error(call, e.data);
-        throw PgError(traced);
+    if (call.opt.skip_errors) {
+        run_all_skipping(call);
+    } else {
+        try {
+            in_subtransaction([&] { run_all(call); });
+        } catch (const PgError &e) {
+            ErrorData *traced = trace_error(call, e.data);
+            throw PgError(traced);
+        }
     }
+    if (call.opt.has_returning && !counts_only) read_returning(call);
 
     if (call.opt.audit) write_audit(call);
 
-    int64 counts[4] = {0, 0, 0, 0};
-    for (const auto &o : call.out)
-        ++counts[o.action == Action::inserted ? 0 : o.action == Action::updated ? 1 : o.action == Action::skipped ? 3 : 2];
+    int64 counts[n_counts] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (const auto &o : call.out) ++counts[count_index(o.action)];
 
+    // An element whose key was never read (on_error 'skip' set it aside before) has a NULL key.
     std::vector<Datum> keys;
-    if (!counts_only || call.opt.operation_id)
-        for (size_t i = 0; i < call.out.size(); ++i) keys.push_back(build_key(call, i));
+    Datum json_null = (Datum)0;
+    if (!counts_only || call.opt.operation_id) {
+        json_null = cstring_jsonb("null");
+        for (size_t i = 0; i < call.out.size(); ++i) keys.push_back(call.out[i].key_read ? build_key(call, i) : json_null);
+    }
 
     if (call.opt.operation_id) {
-        // {"inserted": n, "updated": n, "unchanged": n, "skipped": n, "rows": [[ord, key, action, changed], ...]}
+        // {"inserted": n, "updated": n, "unchanged": n, "skipped": n, "duplicates": n, "existing": n,
+        //  "missing": n, "errors": n, "rows": [[ord, key, action, changed, row], ...]}
         static Statement result(
             "SELECT pg_catalog.jsonb_build_object('inserted', $1::pg_catalog.int8, 'updated', $2::pg_catalog.int8,"
-            " 'unchanged', $3::pg_catalog.int8, 'skipped', $8::pg_catalog.int8, 'rows', CASE WHEN $7 THEN '[]'::pg_catalog.jsonb ELSE"
-            " (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(u.ord - 1, u.key, u.action, u.changed) ORDER BY u.ord),"
+            " 'unchanged', $3::pg_catalog.int8, 'skipped', $8::pg_catalog.int8, 'duplicates', $10::pg_catalog.int8,"
+            " 'existing', $11::pg_catalog.int8, 'missing', $12::pg_catalog.int8, 'errors', $13::pg_catalog.int8,"
+            " 'rows', CASE WHEN $7 THEN '[]'::pg_catalog.jsonb ELSE"
+            " (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(u.ord - 1, u.key, u.action, u.changed, u.row) ORDER BY u.ord),"
             "                  '[]'::pg_catalog.jsonb)"
             "  FROM ROWS FROM (pg_catalog.unnest($4::pg_catalog.jsonb[]), pg_catalog.unnest($5::pg_catalog.text[]),"
-            "                  pg_catalog.unnest($6::pg_catalog.jsonb[])) WITH ORDINALITY AS u(key, action, changed, ord)) END)",
-            {INT8OID, INT8OID, INT8OID, JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, BOOLOID, INT8OID});
+            "                  pg_catalog.unnest($6::pg_catalog.jsonb[]), pg_catalog.unnest($9::pg_catalog.jsonb[]))"
+            "  WITH ORDINALITY AS u(key, action, changed, row, ord)) END)",
+            {INT8OID, INT8OID, INT8OID, JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, BOOLOID, INT8OID, JSONBARRAYOID,
+             INT8OID, INT8OID, INT8OID, INT8OID});
         std::vector<std::string> actions;
-        std::vector<Datum> changes;
-        Datum json_null = cstring_jsonb("null");
+        std::vector<Datum> changes, stored_rows;
         for (const auto &o : call.out) {
             actions.push_back(action_name(o.action));
-            changes.push_back(o.action == Action::updated && o.changed ? o.changed : json_null);
+            changes.push_back((o.action == Action::updated || o.action == Action::error) && o.changed ? o.changed : json_null);
+            stored_rows.push_back(o.row ? o.row : json_null);
         }
         auto r = result.run(Params()
                                 .int8(0, counts[0])
@@ -243,7 +288,12 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
                                 .text_array(4, actions)
                                 .jsonb_array(5, changes)
                                 .boolean(6, counts_only)
-                                .int8(7, counts[3]));
+                                .int8(7, counts[3])
+                                .jsonb_array(8, stored_rows)
+                                .int8(9, counts[4])
+                                .int8(10, counts[5])
+                                .int8(11, counts[6])
+                                .int8(12, counts[7]));
         Datum stored = r.datum(0, 0);
         OwnerScope owner;
         idempotency::finish(scope, idem_key, stored);
@@ -252,16 +302,20 @@ static Datum run_upsert(FunctionCallInfo fcinfo, bool counts_only) {
     if (counts_only) {
         emit_counts(out, counts);
     } else {
-        Datum values[4];
-        bool nulls[4] = {false, false, false, false};
+        // ord, key, action, changed, row (a database still at 0.2 declares the first four only).
+        Datum values[5];
+        bool nulls[5] = {false, false, false, false, false};
         for (size_t i = 0; i < call.out.size(); ++i) {
             const Outcome &o = call.out[i];
             values[0] = Int32GetDatum((int32)i);
             values[1] = keys[i];
+            nulls[1] = !o.key_read;
             const char *a = action_name(o.action);
             values[2] = pg_guard([&] { return PointerGetDatum(cstring_to_text(a)); });
             values[3] = o.changed;
-            nulls[3] = o.action != Action::updated || !o.changed;
+            nulls[3] = (o.action != Action::updated && o.action != Action::error) || !o.changed;
+            values[4] = o.row;
+            nulls[4] = !o.row;
             out.add(values, nulls);
         }
     }

@@ -24,13 +24,14 @@ SELECT pg_catalog.pg_extension_config_dump('conveyor.change_log_change_id_seq', 
 -- the target's row-level security policies apply as to the caller's own SQL. The kept plans are
 -- generic (one per target, column set and options); the scan settings keep them on the key's index.
 CREATE FUNCTION conveyor.upsert(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
-    RETURNS TABLE(ord int, key jsonb, action text, changed jsonb)
+    RETURNS TABLE(ord int, key jsonb, action text, changed jsonb, "row" jsonb)
     LANGUAGE C VOLATILE @PINNED@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_upsert';
 COMMENT ON FUNCTION conveyor.upsert(regclass,jsonb,text[],jsonb) IS 'Inserts or updates JSON rows in a table by a unique key, writing only real changes; reports each row.';
 CREATE FUNCTION conveyor.upsert_counts(target regclass, rows jsonb, key_columns text[], options jsonb DEFAULT '{}')
-    RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint, skipped bigint)
+    RETURNS TABLE(inserted bigint, updated bigint, unchanged bigint, skipped bigint,
+                  duplicates bigint, existing bigint, missing bigint, errors bigint)
     LANGUAGE C VOLATILE @PINNED@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_upsert_counts';
-COMMENT ON FUNCTION conveyor.upsert_counts(regclass,jsonb,text[],jsonb) IS 'Same as upsert, but returns only the counts of inserted, updated, unchanged and skipped rows.';
+COMMENT ON FUNCTION conveyor.upsert_counts(regclass,jsonb,text[],jsonb) IS 'Same as upsert, but returns only the counts of each action.';
 
 -- ---- roles of upserts ----
 GRANT EXECUTE ON FUNCTION conveyor.upsert(regclass, jsonb, text[], jsonb), conveyor.upsert_counts(regclass, jsonb, text[], jsonb)

@@ -167,12 +167,12 @@ SELECT throws_ok(
 -- ---- upsert_counts ---------------------------------------------------------------------------------------
 
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC1", "title": "One", "subscriber_count": 13},
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC1", "title": "One", "subscriber_count": 13},
                                                                 {"channel_id": "UC2", "title": "Two"},
                                                                 {"channel_id": "UC7", "title": "Seven"}]', '{channel_id}') $$,
     $$ VALUES (1::bigint, 1::bigint, 1::bigint, 0::bigint) $$, 'upsert_counts returns inserted, updated, unchanged, skipped');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[]', '{channel_id}') $$,
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[]', '{channel_id}') $$,
     $$ VALUES (0::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'an empty batch does nothing');
 
 -- ---- operation_id ------------------------------------------------------------------------------------------
@@ -197,19 +197,19 @@ SELECT is((SELECT string_agg(title, ',' ORDER BY channel_id) FROM tap_up_channel
 SELECT is(pg_stat_get_xact_tuples_updated('tap_up_channels'::regclass) + pg_stat_get_xact_tuples_inserted('tap_up_channels'::regclass),
           (:upd1 + :ins1)::bigint, 'not a single row version');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                             '{"operation_id": "crawl-43"}') $$,
     $$ VALUES (1::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'upsert_counts with an operation_id');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine"}]', '{channel_id}',
                                             '{"operation_id": "crawl-43"}') $$,
     $$ VALUES (1::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
                                             '{"operation_id": "crawl-45"}') $$,
     $$ VALUES (0::bigint, 1::bigint, 0::bigint, 0::bigint) $$, 'upsert_counts with an operation_id that updates');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_up_channels', '[{"channel_id": "UC9", "title": "Nine!"}]', '{channel_id}',
                                             '{"operation_id": "crawl-45"}') $$,
     $$ VALUES (0::bigint, 1::bigint, 0::bigint, 0::bigint) $$, 'repeats its counts too');
 SELECT throws_ok(

@@ -45,11 +45,11 @@ CREATE INDEX ON tap_pipe_videos (channel_id, published_at);
 -- ---- crawl 1: everything is new ----------------------------------------------------------------------
 
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_pipe_channels', (SELECT doc #> '{crawl_1,channels}' FROM tap_pipe_fixture),
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_pipe_channels', (SELECT doc #> '{crawl_1,channels}' FROM tap_pipe_fixture),
                                             '{channel_id}', '{"touch_columns": ["last_refreshed_at"]}') $$,
     $$ VALUES (3::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'crawl 1: three channels inserted');
 SELECT results_eq(
-    $$ SELECT * FROM conveyor.upsert_counts('tap_pipe_videos', (SELECT doc #> '{crawl_1,videos}' FROM tap_pipe_fixture),
+    $$ SELECT inserted, updated, unchanged, skipped FROM conveyor.upsert_counts('tap_pipe_videos', (SELECT doc #> '{crawl_1,videos}' FROM tap_pipe_fixture),
                                             '{video_id}', '{"touch_columns": ["updated_at"], "audit": true, "operation_id": "crawl-1"}') $$,
     $$ VALUES (12::bigint, 0::bigint, 0::bigint, 0::bigint) $$, 'crawl 1: twelve videos inserted');
 SELECT is((SELECT count(*)::int FROM tap_pipe_videos v JOIN tap_pipe_channels c USING (channel_id)), 12,
