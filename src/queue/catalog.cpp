@@ -136,6 +136,7 @@ static void apply_options(Queue &q, Jsonb *options) {
         else if (f.key == "backoff_base_seconds") q.backoff_base_seconds = (int32)jsonb_int(v, what, 0, 86400);
         else if (f.key == "backoff_max_seconds") q.backoff_max_seconds = (int32)jsonb_int(v, what, 0, 30 * 86400);
         else if (f.key == "retention_days") q.retention_days = (int32)jsonb_int(v, what, 0, 3650);
+        else if (f.key == "stats_retention_days") q.stats_retention_days = (int32)jsonb_int(v, what, 0, 3650);
         else if (f.key == "job_types") q.job_types = jsonb_keys_array(v, what);
         else if (f.key == "required_keys") q.required_keys = jsonb_keys_array(v, what);
         else if (f.key == "notify") {
@@ -150,7 +151,7 @@ static void apply_options(Queue &q, Jsonb *options) {
         } else
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
-                        "job_types, required_keys, retention_days, notify, event_trail.");
+                        "job_types, required_keys, retention_days, notify, event_trail, stats_retention_days.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -192,6 +193,10 @@ static void write_queue(const Queue &q, bool create) {
     if (rows.size() == 0 && create)
         throw Error(ERRCODE_DUPLICATE_OBJECT, fmt::format("queue {} already exists", quoted(q.name)), "",
                     "Change its options with conveyor.alter_queue.");
+    if (q.stats_retention_days) {
+        static Statement stats_retention("UPDATE conveyor.queues SET stats_retention_days = $2 WHERE name = $1", {TEXTOID, INT4OID});
+        stats_retention.run(Params().text(0, q.name).int4(1, *q.stats_retention_days));
+    }
     ensure_history_partitions(q.retention_days);
     ensure_event_partitions();
 }

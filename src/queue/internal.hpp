@@ -52,6 +52,7 @@ struct Queue {
     bool notify = true;
     std::string event_trail = "all";
     bool paused = false;
+    std::optional<int32> stats_retention_days;  // set when an option names it (0.3 column, written apart)
 };
 
 // The queue named so, read from the table; 42704 when there is none.

@@ -7,8 +7,12 @@
 
 namespace conveyor::queue {
 
-static DailyPartitions history_table{
-    "job_history", {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"}}};
+static DailyPartitions history_table = [] {
+    DailyPartitions t{"job_history",
+                      {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"}, {"xid", "(xid)"}}};
+    t.index_needs_column("xid", "xid");  // job_stats' fold (0.3)
+    return t;
+}();
 static DailyPartitions events_table{"job_events", {{"job_id_at", "(job_id, at)"}}};
 
 void ensure_history_partitions(int32 retention_days) {

@@ -17,7 +17,8 @@ CREATE TABLE conveyor.queues (
     notify               boolean NOT NULL DEFAULT true,
     event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
     paused               boolean NOT NULL DEFAULT false,
-    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    stats_retention_days integer NOT NULL DEFAULT 400   -- how long job_stats keeps the queue's hours
 );
 ALTER SEQUENCE conveyor.queue_id_seq OWNED BY conveyor.queues.queue_id;
 
@@ -94,10 +95,12 @@ CREATE TABLE conveyor.job_history (
     last_error   text,
     created_at   timestamptz NOT NULL,
     finished_at  timestamptz NOT NULL,
-    purge_at     timestamptz NOT NULL
+    purge_at     timestamptz NOT NULL,
+    xid          xid8 DEFAULT pg_catalog.pg_current_xact_id()  -- the finishing transaction (job_stats' fold)
 ) PARTITION BY RANGE (purge_at);
 -- Each partition carries its own indexes, (job_id) and (queue_id, status) WHERE status <> 'completed',
--- created with it (not inherited from here), so pg_dump restores partitions without name clashes.
+-- created with it (not inherited from here), so pg_dump restores partitions without name clashes;
+-- and (xid), by which maintain() finds the jobs finished since its last statistics fold.
 
 -- The trail of every state change, partitioned by day.
 CREATE TABLE conveyor.job_events (
@@ -266,3 +269,55 @@ GRANT EXECUTE ON FUNCTION
     conveyor.retry(uuid, int), conveyor.dead_letter(uuid, text), conveyor.cancel(uuid, text),
     conveyor.reap(text), conveyor.maintain()
     TO conveyor_admin;
+
+-- ---- long-term job statistics -------------------------------------------------------------------------
+
+-- One row per queue and UTC hour for the whole queue (grouped = false, group_key = ''), and one per
+-- group that finished jobs in that hour (grouped = true). maintain() recomputes from job_history every
+-- hour that received finished jobs since its last fold (found by xid), so figures are exact at the
+-- hour and the row outlives the history it came from; rows older than the queue's
+-- stats_retention_days are purged. Longer buckets are combined at read time (job_stats).
+CREATE TABLE conveyor.job_stats (
+    queue_id          integer NOT NULL,
+    grouped           boolean NOT NULL,
+    group_key         text NOT NULL,
+    bucket_start      timestamptz NOT NULL,
+    completed         bigint NOT NULL,
+    failed            bigint NOT NULL,            -- failed attempts of the jobs that finished
+    dead              bigint NOT NULL,
+    cancelled         bigint NOT NULL,
+    run_count         bigint NOT NULL,            -- completed jobs with a start time
+    run_seconds       double precision NOT NULL,  -- their total run time (started_at to finished_at)
+    p95_run_seconds   double precision,           -- percentile_disc(0.95) of those run times
+    queued_count      bigint NOT NULL,            -- finished jobs with a start time
+    queue_seconds     double precision NOT NULL,  -- their total wait (run_at to started_at)
+    last_completed_at timestamptz,
+    trailing_dead     bigint NOT NULL,            -- dead jobs finished after last_completed_at
+    PRIMARY KEY (queue_id, grouped, group_key, bucket_start)
+);
+CREATE INDEX job_stats_bucket ON conveyor.job_stats (bucket_start);
+
+-- The snapshot xmin of the last fold: jobs of transactions before it were all seen.
+CREATE TABLE conveyor.job_stats_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    next_xmin xid8 NOT NULL,
+    folded_at timestamptz NOT NULL
+);
+-- Per fold: a transaction id every job finished after taken_at has at least (the xmax of a snapshot
+-- taken after taken_at), so an hour's jobs are found by an xid range rather than a history scan.
+CREATE TABLE conveyor.job_stats_marks (
+    taken_at timestamptz PRIMARY KEY,
+    snapshot_xmax xid8 NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats_state', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats_marks', '');
+
+CREATE FUNCTION conveyor.job_stats(queue text, since timestamptz, until timestamptz, bucket text DEFAULT 'day',
+                                   group_key text DEFAULT NULL)
+    RETURNS TABLE(bucket_start timestamptz, completed bigint, failed bigint, dead bigint, cancelled bigint,
+                  avg_run_seconds numeric, p95_run_seconds numeric, avg_queue_seconds numeric,
+                  last_completed_at timestamptz, consecutive_failures bigint)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_stats';
+COMMENT ON FUNCTION conveyor.job_stats(text,timestamp with time zone,timestamp with time zone,text,text) IS 'Returns per hour, day, week or month the finished, failed and dead jobs of a queue or of one group, with run and wait times, kept beyond history.';
+GRANT EXECUTE ON FUNCTION conveyor.job_stats(text, timestamptz, timestamptz, text, text) TO conveyor_reader;
