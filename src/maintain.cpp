@@ -69,6 +69,8 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_maintain) {
     r.step("own_metrics_recorded", [] { return monitor::record_own_metrics(); });
     r.step("monitor_rows_purged", [] { return monitor::purge_expired(); });
     r.step("counter_rows_folded", [] { return queue::fold_counters(); });
+    r.step("job_stats_folded", [] { return queue::fold_job_stats(); });
+    r.step("job_stats_purged", [] { return queue::purge_job_stats(); });
     r.step("lock_events_purged", [] { return locks::maintain_locks(); });
     r.step("idempotency_keys_purged", [] { return in_batches(10000, idempotency::purge_expired); });
     r.step("rate_limits_purged", [] { return costs::purge_rate_limits(); });

@@ -81,6 +81,13 @@ void DailyPartitions::ensure(int64 first, int64 last) {
                                   ident, table_, day_text(day, false), day_text(day + 1, false)),
                       {}, spi::Params());
         for (const auto &[suffix, definition] : index_definitions_) {
+            bool wanted = true;
+            for (const auto &[needing, column] : index_columns_)
+                if (needing == suffix) {
+                    const char *col = column;
+                    wanted = pg_guard([&] { return get_attnum(parent, col); }) != InvalidAttrNumber;
+                }
+            if (!wanted) continue;
             std::string name = part + "_" + suffix;
             const char *name_c = name.c_str();
             const char *index_ident = pg_guard([&] { return quote_identifier(name_c); });

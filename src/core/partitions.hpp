@@ -33,11 +33,15 @@ class DailyPartitions {
     // Drops a partition; false (nothing dropped) when its lock is not granted within lock_timeout_ms,
     // so maintenance never queues behind the hot path for long.
     bool drop(const std::string &partition, int lock_timeout_ms) const;
+    // The index of this suffix is made only when the parent has this column (a database not yet
+    // updated to the version that added it is served by the same library).
+    void index_needs_column(const char *suffix, const char *column) { index_columns_.emplace_back(suffix, column); }
 
   private:
     friend void forget_partitions();
     const char *table_;
     std::vector<std::pair<const char *, const char *>> index_definitions_;
+    std::vector<std::pair<std::string, const char *>> index_columns_;
     int64 ready_until_ = -1;  // partitions exist for every day up to here (this backend's knowledge)
     Oid parent_ = InvalidOid;
 };

@@ -21,7 +21,7 @@ static constexpr const char *queue_columns =
     "required_keys, retention_days, notify, event_trail, paused";
 // The columns of 0.3, after those (read only in a database at 0.3: catalog_at_0_3()).
 static constexpr const char *columns_0_3 =
-    "dead_retention_days, payload_schema, display_name, description, metadata::text, status_notify";
+    "dead_retention_days, payload_schema, display_name, description, metadata::text, status_notify, stats_retention_days";
 
 // The strings of a text[] (its NULL elements left out).
 static std::vector<std::string> text_array_strings(Datum array) {
@@ -58,6 +58,7 @@ static Queue queue_from_row(const spi::Rows &rows, uint64 r, bool at_0_3) {
         q.description = rows.text(r, 15);
         q.metadata = rows.text(r, 16);
         q.status_notify = *rows.boolean(r, 17);
+        q.stats_retention_days = *rows.int4(r, 18);
     }
     return q;
 }
@@ -198,7 +199,7 @@ static std::optional<std::vector<std::string>> jsonb_keys_array(const JsonbValue
 // The options that 0.3 added: a database not yet updated has no columns for them (55000).
 static void require_0_3_for(const std::string &option) {
     static const char *const options_0_3[] = {"dead_retention_days", "payload_schema", "display_name", "description",
-                                              "metadata", "status_notify"};
+                                              "metadata", "status_notify", "stats_retention_days"};
     for (const char *name : options_0_3)
         if (option == name && !catalog_at_0_3())
             throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, fmt::format("option {} needs conveyor 0.3", option),
@@ -219,6 +220,7 @@ static void apply_options(Queue &q, Jsonb *options) {
         else if (f.key == "retention_days") q.retention_days = (int32)jsonb_int(v, what, 0, 3650);
         else if (f.key == "dead_retention_days")
             q.dead_retention_days = (int32)jsonb_int(v, what, 0, 3650);
+        else if (f.key == "stats_retention_days") q.stats_retention_days = (int32)jsonb_int(v, what, 0, 3650);
         else if (f.key == "job_types") q.job_types = jsonb_keys_array(v, what);
         else if (f.key == "required_keys") q.required_keys = jsonb_keys_array(v, what);
         else if (f.key == "notify") {
@@ -238,7 +240,7 @@ static void apply_options(Queue &q, Jsonb *options) {
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown queue option {}", quoted(f.key)), "",
                         "Options are lease_seconds, max_attempts, backoff_base_seconds, backoff_max_seconds, "
                         "job_types, required_keys, retention_days, dead_retention_days, notify, event_trail, "
-                        "payload_schema, display_name, description, metadata, status_notify.");
+                        "payload_schema, display_name, description, metadata, status_notify, stats_retention_days.");
     }
     if (q.job_types && q.job_types->empty())
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option job_types must not be an empty array", "",
@@ -282,13 +284,13 @@ static void write_queue(const Queue &q, bool create) {
     if (at_0_3 && rows.size() == 1) {
         static Statement set_0_3(
             "UPDATE conveyor.queues SET dead_retention_days = $2, payload_schema = $3::jsonb, display_name = $4,"
-            " description = $5, metadata = $6::jsonb, status_notify = $7 WHERE queue_id = $1",
-            {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID});
+            " description = $5, metadata = $6::jsonb, status_notify = $7, stats_retention_days = $8 WHERE queue_id = $1",
+            {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, INT4OID});
         Params m;
         m.int4(0, *rows.int4(0, 0)).int4(1, q.dead_retention_days);
         if (q.payload_schema) m.text(2, payload_schema_text(*q.payload_schema));
         else m.null(2);
-        m.text(3, q.display_name).text(4, q.description).text(5, q.metadata).boolean(6, q.status_notify);
+        m.text(3, q.display_name).text(4, q.description).text(5, q.metadata).boolean(6, q.status_notify).int4(7, q.stats_retention_days);
         set_0_3.run(m);
     }
     if (rows.size() == 0 && create)

@@ -61,6 +61,7 @@ struct Queue {
     // The schema is compiled once per cache entry (schema.cpp); metadata is jsonb text.
     std::shared_ptr<const PayloadSchema> payload_schema;
     std::optional<std::string> display_name, description, metadata;
+    int32 stats_retention_days = 400;  // how long job_stats keeps the queue's hours
     bool status_notify = false;  // every status change and progress update NOTIFY'd on conveyor_status
 };
 

@@ -137,7 +137,8 @@ CONVEYOR_FUNCTION(conveyor_list_queues) {
         {"SELECT name, paused, " LIST_QUEUES_OPTIONS ", created_at FROM conveyor.queues ORDER BY name", {}},
         {"SELECT name, paused, " LIST_QUEUES_OPTIONS " OPERATOR(pg_catalog.||)"
          " pg_catalog.jsonb_build_object('dead_retention_days', dead_retention_days, 'payload_schema', payload_schema,"
-         " 'display_name', display_name, 'description', description, 'metadata', metadata, 'status_notify', status_notify), created_at"
+         " 'display_name', display_name, 'description', description, 'metadata', metadata, 'status_notify', status_notify,"
+         " 'stats_retention_days', stats_retention_days), created_at"
          " FROM conveyor.queues ORDER BY name", {}}};
 #undef LIST_QUEUES_OPTIONS
     auto rows = stmts[catalog_at_0_3()].run();

@@ -7,16 +7,22 @@
 
 namespace conveyor::queue {
 
-// "dead": conveyor.dead_jobs pages through a queue's dead jobs newest first on it. The last four serve
-// list_jobs: each filter of it (queue, status other than completed, group, job type) reads its index
-// in job id order, newest first, and stops at the limit.
-static DailyPartitions history_table{
-    "job_history", {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"},
-                    {"dead", "(queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead'"},
-                    {"queue_listing", "(queue_id, job_id)"},
-                    {"status_listing", "(status, job_id) WHERE status <> 'completed'"},
-                    {"group_listing", "(group_key, job_id) WHERE group_key IS NOT NULL"},
-                    {"type_listing", "(job_type, job_id) WHERE job_type IS NOT NULL"}}};
+// "dead": conveyor.dead_jobs pages through a queue's dead jobs newest first on it. "xid": maintain()
+// finds the jobs finished since its last job_stats fold by it. The last four serve list_jobs: each
+// filter of it (queue, status other than completed, group, job type) reads its index in job id order,
+// newest first, and stops at the limit.
+static DailyPartitions history_table = [] {
+    DailyPartitions t{"job_history",
+                      {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"},
+                       {"xid", "(xid)"},
+                       {"dead", "(queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead'"},
+                       {"queue_listing", "(queue_id, job_id)"},
+                       {"status_listing", "(status, job_id) WHERE status <> 'completed'"},
+                       {"group_listing", "(group_key, job_id) WHERE group_key IS NOT NULL"},
+                       {"type_listing", "(job_type, job_id) WHERE job_type IS NOT NULL"}}};
+    t.index_needs_column("xid", "xid");  // a database still at 0.2 has no xid column
+    return t;
+}();
 static DailyPartitions events_table{"job_events", {{"job_id_at", "(job_id, at)"}}};
 
 void ensure_history_partitions(int32 retention_days) {

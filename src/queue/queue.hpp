@@ -26,4 +26,10 @@ int64 expire_leases();
 // whose lock is busy; returns how many groups it repaired.
 int64 repair_groups();
 
+// Recomputes the job_stats hours that received finished jobs since the last fold; returns how many
+// rows it wrote. Nothing when the extension is older than job_stats.
+int64 fold_job_stats();
+// Deletes job_stats rows older than their queue's stats_retention_days; returns how many.
+int64 purge_job_stats();
+
 } // namespace conveyor::queue

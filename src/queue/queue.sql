@@ -18,6 +18,7 @@ CREATE TABLE conveyor.queues (
     event_trail          text NOT NULL DEFAULT 'all' CHECK (event_trail IN ('all', 'failures')),
     paused               boolean NOT NULL DEFAULT false,
     created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    stats_retention_days integer NOT NULL DEFAULT 400,  -- how long job_stats keeps the queue's hours
     dead_retention_days  integer NOT NULL DEFAULT 30,
     payload_schema       jsonb,
     display_name         text,
@@ -103,6 +104,7 @@ CREATE TABLE conveyor.job_history (
     created_at   timestamptz NOT NULL,
     finished_at  timestamptz NOT NULL,
     purge_at     timestamptz NOT NULL,
+    xid          xid8 DEFAULT pg_catalog.pg_current_xact_id(),  -- the finishing transaction (job_stats' fold)
     -- why an operator ended the job (dead_letter, cancel) or why it died, and dead_letter's details
     reason       text,
     details      jsonb,
@@ -115,6 +117,7 @@ CREATE TABLE conveyor.job_history (
 ) PARTITION BY RANGE (purge_at);
 -- Each partition carries its own indexes, created with it (not inherited from here) so that pg_dump
 -- restores partitions without name clashes: (job_id); (queue_id, status) WHERE status <> 'completed';
+-- (xid), by which maintain() finds the jobs finished since its last statistics fold;
 -- (queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead' (dead_jobs' pages); and those
 -- list_jobs reads in job id order per filter ((queue_id, job_id), (status, job_id) WHERE status <>
 -- 'completed', (group_key, job_id), (job_type, job_id)). Dead jobs are purged after their queue's
@@ -351,3 +354,55 @@ GRANT EXECUTE ON FUNCTION
     conveyor.progress(uuid, text, numeric, text, jsonb),
     conveyor.job_log(uuid, text, text, jsonb)
     TO conveyor_worker;
+
+-- ---- long-term job statistics -------------------------------------------------------------------------
+
+-- One row per queue and UTC hour for the whole queue (grouped = false, group_key = ''), and one per
+-- group that finished jobs in that hour (grouped = true). maintain() recomputes from job_history every
+-- hour that received finished jobs since its last fold (found by xid), so figures are exact at the
+-- hour and the row outlives the history it came from; rows older than the queue's
+-- stats_retention_days are purged. Longer buckets are combined at read time (job_stats).
+CREATE TABLE conveyor.job_stats (
+    queue_id          integer NOT NULL,
+    grouped           boolean NOT NULL,
+    group_key         text NOT NULL,
+    bucket_start      timestamptz NOT NULL,
+    completed         bigint NOT NULL,
+    failed            bigint NOT NULL,            -- failed attempts of the jobs that finished
+    dead              bigint NOT NULL,
+    cancelled         bigint NOT NULL,
+    run_count         bigint NOT NULL,            -- completed jobs with a start time
+    run_seconds       double precision NOT NULL,  -- their total run time (started_at to finished_at)
+    p95_run_seconds   double precision,           -- percentile_disc(0.95) of those run times
+    queued_count      bigint NOT NULL,            -- finished jobs with a start time
+    queue_seconds     double precision NOT NULL,  -- their total wait (run_at to started_at)
+    last_completed_at timestamptz,
+    trailing_dead     bigint NOT NULL,            -- dead jobs finished after last_completed_at
+    PRIMARY KEY (queue_id, grouped, group_key, bucket_start)
+);
+CREATE INDEX job_stats_bucket ON conveyor.job_stats (bucket_start);
+
+-- The snapshot xmin of the last fold: jobs of transactions before it were all seen.
+CREATE TABLE conveyor.job_stats_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    next_xmin xid8 NOT NULL,
+    folded_at timestamptz NOT NULL
+);
+-- Per fold: a transaction id every job finished after taken_at has at least (the xmax of a snapshot
+-- taken after taken_at), so an hour's jobs are found by an xid range rather than a history scan.
+CREATE TABLE conveyor.job_stats_marks (
+    taken_at timestamptz PRIMARY KEY,
+    snapshot_xmax xid8 NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats_state', '');
+SELECT pg_catalog.pg_extension_config_dump('conveyor.job_stats_marks', '');
+
+CREATE FUNCTION conveyor.job_stats(queue text, since timestamptz, until timestamptz, bucket text DEFAULT 'day',
+                                   group_key text DEFAULT NULL)
+    RETURNS TABLE(bucket_start timestamptz, completed bigint, failed bigint, dead bigint, cancelled bigint,
+                  avg_run_seconds numeric, p95_run_seconds numeric, avg_queue_seconds numeric,
+                  last_completed_at timestamptz, consecutive_failures bigint)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_stats';
+COMMENT ON FUNCTION conveyor.job_stats(text,timestamp with time zone,timestamp with time zone,text,text) IS 'Counts the finished, failed and dead jobs of a queue or group per hour, day, week or month, with run and wait times.';
+GRANT EXECUTE ON FUNCTION conveyor.job_stats(text, timestamptz, timestamptz, text, text) TO conveyor_reader;

@@ -13,6 +13,7 @@
 
 #include "core/args.hpp"
 #include "core/jsonb.hpp"
+#include "core/partitions.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
 #include "monitor/monitor.hpp"
@@ -72,8 +73,10 @@ struct Stored {
 };
 
 // Writes the captures (at most one per entity) in one statement.
-static void write_round(const Settings &s, const std::vector<const Capture *> &round, std::vector<Stored> &out) {
-    static Statement stmt(
+// The write of a round; with_metrics: also keeps conveyor.snapshot_metrics (0.3) in step with the rows
+// it inserts or changes.
+static std::string write_round_sql(bool with_metrics) {
+    return std::string(
         "WITH c AS ("
         "  SELECT u.ord, u.entity_id, u.metrics, u.captured_at,"
         "         CASE WHEN $6 OPERATOR(pg_catalog.=) 'none' THEN u.captured_at"
@@ -109,12 +112,36 @@ static void write_round(const Settings &s, const std::vector<const Capture *> &r
         "         delta = x.delta, delta_day = x.delta_day"
         "  FROM x WHERE x.cur_id IS NOT NULL AND s.series = $1 AND s.entity_id = x.entity_id AND s.period_start = x.bucket"
         "    AND x.captured_at >= x.cur_at AND x.metrics OPERATOR(pg_catalog.<>) x.cur_metrics"
-        "  RETURNING s.entity_id) "
-        "SELECT x.ord, COALESCE(i.snapshot_id, x.cur_id), x.cur_id IS NULL,"
+        "  RETURNING s.entity_id)") +
+        (with_metrics ?
+        ", w AS (SELECT entity_id FROM ins UNION ALL SELECT entity_id FROM upd), "
+        "mv AS ("
+        "  SELECT x.entity_id, x.bucket, m.key, m.value::pg_catalog.numeric AS value,"
+        "         (x.delta OPERATOR(pg_catalog.->>) m.key)::pg_catalog.numeric AS delta,"
+        "         (x.delta_day OPERATOR(pg_catalog.->>) m.key)::pg_catalog.numeric AS delta_day"
+        "  FROM x JOIN w ON w.entity_id = x.entity_id CROSS JOIN LATERAL pg_catalog.jsonb_each(x.metrics) AS m"
+        "  WHERE pg_catalog.jsonb_typeof(m.value) OPERATOR(pg_catalog.=) 'number'), "
+        "msd AS ("
+        "  DELETE FROM conveyor.snapshot_metrics sm USING x JOIN upd ON upd.entity_id = x.entity_id"
+        "  WHERE sm.series = $1 AND sm.entity_id = x.entity_id AND sm.period_start = x.bucket"
+        "    AND NOT EXISTS (SELECT 1 FROM mv WHERE mv.entity_id = x.entity_id AND mv.key = sm.metric)), "
+        "msi AS ("
+        "  INSERT INTO conveyor.snapshot_metrics AS sm (series, period_start, metric, entity_id, value, delta, delta_day)"
+        "  SELECT $1, mv.bucket, mv.key, mv.entity_id, mv.value, mv.delta, mv.delta_day FROM mv"
+        "  ON CONFLICT (series, period_start, metric, entity_id) DO UPDATE SET value = excluded.value,"
+        "    delta = excluded.delta, delta_day = excluded.delta_day)" : "") +
+        " SELECT x.ord, COALESCE(i.snapshot_id, x.cur_id), x.cur_id IS NULL,"
         "       CASE WHEN x.cur_id IS NULL OR u.entity_id IS NOT NULL THEN x.delta ELSE x.cur_delta END,"
         "       CASE WHEN x.cur_id IS NULL OR u.entity_id IS NOT NULL THEN x.delta_day ELSE x.cur_delta_day END"
-        " FROM x LEFT JOIN ins i ON i.entity_id = x.entity_id LEFT JOIN upd u ON u.entity_id = x.entity_id",
-        {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID});
+        " FROM x LEFT JOIN ins i ON i.entity_id = x.entity_id LEFT JOIN upd u ON u.entity_id = x.entity_id";
+}
+
+static void write_round(const Settings &s, const std::vector<const Capture *> &round, std::vector<Stored> &out) {
+    static const std::string plain_sql = write_round_sql(false), with_metrics_sql = write_round_sql(true);
+    static const std::vector<Oid> types{TEXTOID, INT4ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID};
+    static Statement plain(plain_sql.c_str(), types), with_metrics(with_metrics_sql.c_str(), types);
+    // A database not yet updated to 0.3 has no snapshot_metrics.
+    Statement &stmt = OidIsValid(conveyor_relid("snapshot_metrics")) ? with_metrics : plain;
     std::vector<int32> ords;
     std::vector<std::string> entities;
     std::vector<Datum> metrics;
@@ -275,6 +302,44 @@ CONVEYOR_FUNCTION(conveyor_snapshot_series) {
     if (PG_ARGISNULL(3)) p.null(3);
     else p.datum(3, PG_GETARG_DATUM(3));
     auto rows = stmt.run(p);
+    spi::emit(out, rows);
+    spi.finish();
+    return (Datum)0;
+}
+
+CONVEYOR_FUNCTION(conveyor_snapshot_top) {
+    // snapshot_top(series, period_start, metric, lim, by)
+    std::string series = required_key(fcinfo, 0, "series");
+    require(fcinfo, 1, "period_start");
+    std::string metric = required_key(fcinfo, 2, "metric");
+    require(fcinfo, 3, "lim");
+    int32 lim = PG_GETARG_INT32(3);
+    if (lim < 1 || lim > (int32)max_captures)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("lim must be between 1 and {}, not {}", max_captures, lim));
+    std::string by = required_text(fcinfo, 4, "by");
+    // One statement per ordering, each read from its own index of snapshot_metrics.
+    static Statement by_delta(
+        "SELECT entity_id, value, delta, delta_day FROM conveyor.snapshot_metrics"
+        " WHERE series = $1 AND period_start = $2 AND metric = $3 AND delta IS NOT NULL"
+        " ORDER BY delta DESC NULLS LAST, entity_id LIMIT $4",
+        {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+    static Statement by_delta_day(
+        "SELECT entity_id, value, delta, delta_day FROM conveyor.snapshot_metrics"
+        " WHERE series = $1 AND period_start = $2 AND metric = $3 AND delta_day IS NOT NULL"
+        " ORDER BY delta_day DESC NULLS LAST, entity_id LIMIT $4",
+        {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+    static Statement by_value(
+        "SELECT entity_id, value, delta, delta_day FROM conveyor.snapshot_metrics"
+        " WHERE series = $1 AND period_start = $2 AND metric = $3"
+        " ORDER BY value DESC, entity_id LIMIT $4",
+        {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID});
+    Statement *stmt = by == "delta" ? &by_delta : by == "delta_day" ? &by_delta_day : by == "value" ? &by_value : nullptr;
+    if (!stmt)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("by must be 'delta', 'delta_day' or 'value', not {}", quoted(by)),
+                    "", "delta compares with the previous period, delta_day with 24 hours earlier.");
+    ResultSet out(fcinfo);
+    spi::Connection spi;
+    auto rows = stmt->run(Params().text(0, series).datum(1, PG_GETARG_DATUM(1)).text(2, metric).int4(3, lim));
     spi::emit(out, rows);
     spi.finish();
     return (Datum)0;

@@ -23,6 +23,25 @@ CREATE TABLE conveyor.snapshots (
 ) WITH (fillfactor = 90);
 SELECT pg_catalog.pg_extension_config_dump('conveyor.snapshots', '');
 
+-- The numeric metrics of every snapshot, one row each, written with it by snapshot() and
+-- snapshot_batch(): snapshot_top reads the largest delta, delta_day or value of one metric in one
+-- period from an index instead of scanning the series (metric names are free-form, so no expression
+-- index on snapshots could serve every metric).
+CREATE TABLE conveyor.snapshot_metrics (
+    series       text NOT NULL,
+    period_start timestamptz NOT NULL,
+    metric       text NOT NULL,
+    entity_id    text NOT NULL,
+    value        numeric NOT NULL,
+    delta        numeric,
+    delta_day    numeric,
+    PRIMARY KEY (series, period_start, metric, entity_id)
+);
+CREATE INDEX snapshot_metrics_delta ON conveyor.snapshot_metrics (series, period_start, metric, delta DESC NULLS LAST);
+CREATE INDEX snapshot_metrics_delta_day ON conveyor.snapshot_metrics (series, period_start, metric, delta_day DESC NULLS LAST);
+CREATE INDEX snapshot_metrics_value ON conveyor.snapshot_metrics (series, period_start, metric, value DESC);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.snapshot_metrics', '');
+
 -- {"metric": new - old} for every metric that is a number in both; NULL when there is no old.
 CREATE FUNCTION conveyor.metrics_delta(new jsonb, old jsonb) RETURNS jsonb
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -50,8 +69,15 @@ CREATE FUNCTION conveyor.snapshot_series(series text, entity_id text, since time
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot_series';
 COMMENT ON FUNCTION conveyor.snapshot_series(text,text,timestamp with time zone,timestamp with time zone) IS 'Returns the snapshots of one entity of a series whose period starts in [since, until), oldest first.';
 
+CREATE FUNCTION conveyor.snapshot_top(series text, period_start timestamptz, metric text, lim int DEFAULT 10,
+                                      by text DEFAULT 'delta')
+    RETURNS TABLE(entity_id text, value numeric, delta numeric, delta_day numeric)
+    LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot_top';
+COMMENT ON FUNCTION conveyor.snapshot_top(text,timestamp with time zone,text,integer,text) IS 'Returns the entities of a series with the largest delta, delta_day or value of one metric in one period, largest first.';
+
 -- ---- roles of snapshots ----
 GRANT EXECUTE ON FUNCTION conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)
     TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.snapshot_top(text, timestamptz, text, int, text) TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text), conveyor.snapshot_batch(text, jsonb, text, text)
     TO conveyor_worker;

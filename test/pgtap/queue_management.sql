@@ -10,7 +10,7 @@ SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_defaults'),
     '{"lease_seconds": 300, "max_attempts": 5, "backoff_base_seconds": 10, "backoff_max_seconds": 3600,
       "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
-      "description": null, "metadata": null, "status_notify": false}'::jsonb,
+      "description": null, "metadata": null, "status_notify": false, "stats_retention_days": 400}'::jsonb,
     'create_queue without options uses the documented defaults');
 SELECT is(
     (SELECT paused FROM conveyor.list_queues() WHERE queue = 'tap_qm_defaults'), false,
@@ -30,7 +30,7 @@ SELECT is(
     '{"lease_seconds": 60, "max_attempts": 3, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": ["email", "sms"], "required_keys": ["to"], "retention_days": 30, "notify": false,
       "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
-      "description": null, "metadata": null, "status_notify": false}'::jsonb,
+      "description": null, "metadata": null, "status_notify": false, "stats_retention_days": 400}'::jsonb,
     'create_queue stores every option given');
 SELECT is(
     (SELECT array_agg(queue ORDER BY queue) FROM conveyor.list_queues() WHERE queue LIKE 'tap\_qm\_%'),
@@ -45,7 +45,7 @@ SELECT is(
     '{"lease_seconds": 60, "max_attempts": 9, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": ["email", "sms"], "required_keys": ["to"], "retention_days": 30, "notify": false,
       "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
-      "description": null, "metadata": null, "status_notify": false}'::jsonb,
+      "description": null, "metadata": null, "status_notify": false, "stats_retention_days": 400}'::jsonb,
     'alter_queue(max_attempts) changes max_attempts and nothing else');
 
 SELECT conveyor.alter_queue('tap_qm_full', '{"job_types": null, "notify": true, "lease_seconds": 45}') \gset
@@ -54,7 +54,7 @@ SELECT is(
     '{"lease_seconds": 45, "max_attempts": 9, "backoff_base_seconds": 2, "backoff_max_seconds": 100,
       "job_types": null, "required_keys": ["to"], "retention_days": 30, "notify": true,
       "event_trail": "failures", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
-      "description": null, "metadata": null, "status_notify": false}'::jsonb,
+      "description": null, "metadata": null, "status_notify": false, "stats_retention_days": 400}'::jsonb,
     'alter_queue can clear job_types with null and change several options at once');
 
 SELECT conveyor.alter_queue('tap_qm_full', '{}') \gset
@@ -111,7 +111,7 @@ SELECT is(
     (SELECT options FROM conveyor.list_queues() WHERE queue = 'tap_qm_defaults'),
     '{"lease_seconds": 300, "max_attempts": 5, "backoff_base_seconds": 10, "backoff_max_seconds": 3600,
       "job_types": null, "required_keys": null, "retention_days": 7, "notify": true, "event_trail": "all", "dead_retention_days": 30, "payload_schema": null, "display_name": null,
-      "description": null, "metadata": null, "status_notify": false}'::jsonb,
+      "description": null, "metadata": null, "status_notify": false, "stats_retention_days": 400}'::jsonb,
     'rejected alter_queue calls changed nothing');
 
 -- ---- duplicates and unknown queues ---------------------------------------------------------------

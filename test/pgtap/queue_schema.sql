@@ -69,7 +69,7 @@ SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs', '{"url": 5}') $$, '22023',
 SELECT conveyor.alter_queue('tap_qs', '{"payload_schema": null, "display_name": null, "metadata": null}') \gset
 SELECT lives_ok($$ SELECT conveyor.enqueue('tap_qs', '{"url": 5}') $$, 'payload_schema null removes the schema');
 SELECT is((SELECT options - 'lease_seconds' - 'max_attempts' - 'backoff_base_seconds' - 'backoff_max_seconds'
-                  - 'job_types' - 'required_keys' - 'retention_days' - 'notify' - 'event_trail' - 'dead_retention_days' - 'status_notify'
+                  - 'job_types' - 'required_keys' - 'retention_days' - 'notify' - 'event_trail' - 'dead_retention_days' - 'status_notify' - 'stats_retention_days'
            FROM conveyor.list_queues() WHERE queue = 'tap_qs'),
     '{"payload_schema": null, "display_name": null, "description": "Pages to fetch.", "metadata": null}'::jsonb,
     'null clears display_name and metadata; description stays');

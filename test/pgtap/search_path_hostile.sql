@@ -147,6 +147,8 @@ SELECT conveyor.enqueue('tap_sp_schema', '{"n": 1}');
 SELECT conveyor.validate_payload('tap_sp_schema', '{"m": 1}');
 SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', '2000-01-01Z', '2999-01-01Z', 10);
 SELECT conveyor.maintain();
+SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'day');
+SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'hour', 'g1');
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());
 
 -- idempotency
@@ -196,6 +198,7 @@ SELECT conveyor.snapshot('tap_sp', 'v1', '{"views": 10}', '2026-01-01T10:00:00Z'
 SELECT delta AS snap_delta FROM conveyor.snapshot('tap_sp', 'v1', '{"views": 25}', '2026-01-02T10:00:00Z') \gset
 SELECT conveyor.snapshot_batch('tap_sp', '[{"entity_id": "v2", "metrics": {"views": 1}, "captured_at": "2026-01-02T11:00:00Z"}]');
 SELECT conveyor.snapshot_series('tap_sp', 'v1');
+SELECT conveyor.snapshot_top('tap_sp', '2026-01-02T00:00:00Z', 'views');
 SELECT conveyor.metrics_delta('{"views": 3}', '{"views": 1}');
 
 -- costs
