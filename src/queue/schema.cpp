@@ -100,6 +100,17 @@ bool ValidationVisitor<adapters::StdStringAdapter>::validateSchema(const Subsche
     return validate_subschema(*this, subschema, m_results, &validationCallback);
 }
 
+// "format" constrains strings only: valijson's own check reads every value as a string and throws on
+// anything else. A string is checked by valijson's check, run on a string adapter.
+template <>
+bool ValidationVisitor<adapters::NlohmannJsonAdapter>::visit(const constraints::FormatConstraint &constraint) {
+    if (!m_target.isString()) return true;
+    const std::string value = m_target.asString();
+    adapters::StdStringAdapter as_string(value);
+    ValidationVisitor<adapters::StdStringAdapter> string_visitor(as_string, m_context, m_strictTypes, m_results, m_regexesCache);
+    return string_visitor.visit(constraint);
+}
+
 // A "pattern" under "propertyNames", applied to each key.
 template <>
 bool ValidationVisitor<adapters::StdStringAdapter>::visit(const constraints::PatternConstraint &constraint) {
@@ -335,7 +346,8 @@ static std::string json_pointer(const std::vector<std::string> &context, const j
 
 static std::vector<Violation> violations(const PayloadSchema &s, const json &doc) {
     valijson::ValidationResults results;
-    s.validator.validate(s.schema, valijson::adapters::NlohmannJsonAdapter(doc), &results);
+    // The verdict is validate's: some failures (propertyNames) leave no message in results.
+    if (s.validator.validate(s.schema, valijson::adapters::NlohmannJsonAdapter(doc), &results)) return {};
     std::vector<Violation> out;
     valijson::ValidationResults::Error e;
     // The proper prefixes of the contexts reported so far: a context among them reported a nested
@@ -347,6 +359,7 @@ static std::vector<Violation> violations(const PayloadSchema &s, const json &doc
         for (size_t n = 0; n < e.context.size(); ++n) above_reported.emplace(e.context.begin(), e.context.begin() + n);
         out.push_back({json_pointer(e.context, doc), e.description});
     }
+    if (out.empty()) out.push_back({"", "The value does not match the schema (a constraint such as propertyNames failed)."});
     return out;
 }
 

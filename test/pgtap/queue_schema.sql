@@ -2,7 +2,7 @@
 -- metadata of create_queue and alter_queue, the check at enqueue and enqueue_batch, validate_payload
 -- and who may call it.
 BEGIN;
-SELECT plan(61);
+SELECT plan(64);
 
 SELECT conveyor.create_queue('tap_qs', '{"payload_schema": {"type": "object", "required": ["url"],
     "properties": {"url": {"type": "string", "pattern": "^https?://"}, "depth": {"type": "integer", "minimum": 0},
@@ -121,6 +121,15 @@ SELECT is((SELECT errors FROM conveyor.validate_payload('tap_qs_pp', '{"x-n": "a
     'each matching pattern''s subschema checks the value');
 SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_pp', '{"Id": 1}')), false,
     'propertyNames applies its pattern to the keys');
+
+SELECT conveyor.create_queue('tap_qs_names', '{"payload_schema": {"propertyNames": {"maxLength": 3},
+    "properties": {"at": {"format": "date-time"}}}}') \gset
+SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs_names', '{"abcd": 1}') $$,
+    '22023', 'payload does not match the payload_schema of queue "tap_qs_names" at ""',
+    'a failing propertyNames refuses the payload though valijson gives no message');
+SELECT lives_ok($$ SELECT conveyor.enqueue('tap_qs_names', '{"at": 5}') $$, 'format constrains strings only');
+SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_names', '{"at": "2024-01-02T03:04:05Z", "abc": 1}')), true,
+    'a date-time string and short keys pass');
 
 -- ---- schemas that reach themselves without descending are refused; a long check can be cancelled ----
 

@@ -57,6 +57,11 @@ SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', '
 SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', 'https://a', 'deep',
     (repeat('[', 130) || repeat(']', 130))::jsonb));
 \echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('schema_names', '{"payload_schema": {"propertyNames": {"pattern": "^[a-z]+$"}}}');
+SELECT count(*) FROM conveyor.enqueue('schema_names', '{"URL": "http://a"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM conveyor.validate_payload('schema_names', '{"URL": "http://a"}');
+SELECT conveyor.drop_queue('schema_names');
 SELECT count(*) AS jobs_enqueued FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE q.name = 'schema_errs';
 
 -- validate_payload
