@@ -8,17 +8,24 @@
 // or std::exception, which the boundary turns into an ereport. The compiled schema hangs on the
 // queue's cache entry (catalog.cpp), so it is compiled once per backend and queue change.
 //
-// valijson matches "pattern", "patternProperties" and the date/time formats with std::regex, which
-// recurses once per character of the subject: a long string would overflow the backend's stack. So
-// under a schema that uses those keywords, payload strings and keys longer than max_regex_subject
-// bytes are refused before validation.
+// "pattern" and "patternProperties" are matched by PostgreSQL's regular expression engine (the one
+// behind ~), not by valijson's std::regex: std::regex recurses once per pattern term when compiling
+// and once per state and character when matching, so a long pattern or a nested one overflows the
+// backend's stack, and it backtracks exponentially ("^(a|a)*$") where no cancel or statement_timeout
+// can stop it. PostgreSQL's engine checks its stack depth, its size and for interrupts, and raises
+// errors that pg_guard carries across valijson's frames. The date/time formats still use valijson's
+// fixed std::regex patterns, whose recursion grows with the string: under a schema that uses them (or
+// patterns), payload strings and keys longer than max_regex_subject bytes are refused before
+// validation.
 #define VALIJSON_USE_EXCEPTIONS 1
 #include <algorithm>
 #include <memory>
-#include <regex>
+#include <set>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/adapters/std_string_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
 #include <valijson/validation_results.hpp>
@@ -28,8 +35,115 @@
 #include "queue/internal.hpp"
 
 extern "C" {
+#include "catalog/pg_collation.h"
 #include "mb/pg_wchar.h"
+#include "regex/regex.h"
 }
+
+namespace conveyor::queue {
+
+// Whether subject contains a match of pattern (both in the database encoding, as jsonb holds them),
+// by PostgreSQL's advanced regular expressions under the C collation (\d, \w and [[:alpha:]] are
+// ASCII, as in ECMA-262). PostgreSQL caches the compiled pattern. Raises 2201B for a pattern it
+// cannot compile, 57014 when cancelled.
+static bool regex_search(const std::string &pattern, const std::string &subject) {
+    const char *p = pattern.data();
+    const int plen = (int)pattern.size();
+    char *s = const_cast<char *>(subject.data());
+    const int slen = (int)subject.size();
+    return pg_guard([&] {
+        text *re = cstring_to_text_with_len(p, plen);
+        bool found = RE_compile_and_execute(re, s, slen, REG_ADVANCED, C_COLLATION_OID, 0, nullptr);
+        pfree(re);
+        return found;
+    });
+}
+
+} // namespace conveyor::queue
+
+// valijson 1.0 matches with std::regex and has no hook for another engine: its two matching steps
+// are specialized here, for the adapters this file validates with, to call regex_search above. Only
+// this file instantiates valijson's validator, so every use sees these specializations.
+namespace valijson {
+
+template <>
+bool ValidationVisitor<adapters::NlohmannJsonAdapter>::visit(const constraints::PatternConstraint &constraint) {
+    if ((m_strictTypes && !m_target.isString()) || !m_target.maybeString()) return true;
+    if (conveyor::queue::regex_search(constraint.getPattern<std::string::allocator_type>(), m_target.asString())) return true;
+    if (m_results) m_results->pushError(m_context, "Failed to match regex specified by 'pattern' constraint.");
+    return false;
+}
+
+// Every subschema a value is checked against passes here: a cancel or statement_timeout is honoured
+// between subschemas, and a schema that recurses without descending into the value ({"allOf":
+// [{"$ref": "#"}]}) ends in PostgreSQL's "stack depth limit exceeded" (54001), not a crash.
+template <typename Visitor>
+static bool validate_subschema(Visitor &visitor, const Subschema &subschema, ValidationResults *results,
+                               bool (*callback)(const constraints::Constraint &, Visitor &)) {
+    conveyor::pg_guard([] {
+        CHECK_FOR_INTERRUPTS();
+        check_stack_depth();
+    });
+    if (subschema.getAlwaysInvalid()) return false;
+    Subschema::ApplyFunction fn([&](const constraints::Constraint &c) { return callback(c, visitor); });
+    // Without results the first failure ends the check; with them every constraint reports.
+    return results ? subschema.apply(fn) : subschema.applyStrict(fn);
+}
+
+template <>
+bool ValidationVisitor<adapters::NlohmannJsonAdapter>::validateSchema(const Subschema &subschema) {
+    return validate_subschema(*this, subschema, m_results, &validationCallback);
+}
+
+template <>
+bool ValidationVisitor<adapters::StdStringAdapter>::validateSchema(const Subschema &subschema) {
+    return validate_subschema(*this, subschema, m_results, &validationCallback);
+}
+
+// "format" constrains strings only: valijson's own check reads every value as a string and throws on
+// anything else. A string is checked by valijson's check, run on a string adapter.
+template <>
+bool ValidationVisitor<adapters::NlohmannJsonAdapter>::visit(const constraints::FormatConstraint &constraint) {
+    if (!m_target.isString()) return true;
+    const std::string value = m_target.asString();
+    adapters::StdStringAdapter as_string(value);
+    ValidationVisitor<adapters::StdStringAdapter> string_visitor(as_string, m_context, m_strictTypes, m_results, m_regexesCache);
+    return string_visitor.visit(constraint);
+}
+
+// A "pattern" under "propertyNames", applied to each key.
+template <>
+bool ValidationVisitor<adapters::StdStringAdapter>::visit(const constraints::PatternConstraint &constraint) {
+    if (conveyor::queue::regex_search(constraint.getPattern<std::string::allocator_type>(), m_target.asString())) return true;
+    if (m_results) m_results->pushError(m_context, "Failed to match regex specified by 'pattern' constraint.");
+    return false;
+}
+
+// One entry of "patternProperties": every property whose key matches must match the subschema; the
+// keys matched are recorded, so that "additionalProperties" leaves them out.
+template <>
+template <>
+bool ValidationVisitor<adapters::NlohmannJsonAdapter>::ValidatePatternPropertySubschemas::operator()(
+    const constraints::PropertiesConstraint::String &pattern_property, const Subschema *subschema) const {
+    const std::string pattern(pattern_property.c_str(), pattern_property.size());
+    bool any_matched = false;
+    for (const auto member : m_object) {
+        if (!conveyor::queue::regex_search(pattern, member.first)) continue;
+        any_matched = true;
+        if (m_propertiesMatched) m_propertiesMatched->insert(member.first);
+        std::vector<std::string> context = m_context;
+        context.push_back("[" + member.first + "]");
+        ValidationVisitor value_validator(member.second, context, m_strictTypes, m_results, m_regexesCache);
+        if (value_validator.validateSchema(*subschema)) continue;
+        if (m_results) m_results->pushError(m_context, "Failed to validate against schema associated with pattern '" + pattern + "'.");
+        if (m_validated) *m_validated = false;
+        if (!m_continueOnFailure) return false;
+    }
+    if (!any_matched && !m_continueIfUnmatched) return false;
+    return m_continueOnSuccess;
+}
+
+} // namespace valijson
 
 namespace conveyor::queue {
 
@@ -99,7 +213,10 @@ static json to_json(JsonbContainer *root, size_t *depth) {
     };
     for (;;) {
         JsonbValue v;
-        JsonbIteratorToken tok = pg_guard([&] { return JsonbIteratorNext(&it, &v, false); });
+        JsonbIteratorToken tok = pg_guard([&] {
+            CHECK_FOR_INTERRUPTS();
+            return JsonbIteratorNext(&it, &v, false);
+        });
         if (tok == WJB_DONE) break;
         switch (tok) {
         case WJB_BEGIN_ARRAY:
@@ -229,35 +346,43 @@ static std::string json_pointer(const std::vector<std::string> &context, const j
 
 static std::vector<Violation> violations(const PayloadSchema &s, const json &doc) {
     valijson::ValidationResults results;
-    s.validator.validate(s.schema, valijson::adapters::NlohmannJsonAdapter(doc), &results);
+    // The verdict is validate's: some failures (propertyNames) leave no message in results.
+    if (s.validator.validate(s.schema, valijson::adapters::NlohmannJsonAdapter(doc), &results)) return {};
     std::vector<Violation> out;
     valijson::ValidationResults::Error e;
-    std::vector<std::vector<std::string>> seen;  // contexts that reported a nested failure
+    // The proper prefixes of the contexts reported so far: a context among them reported a nested
+    // failure. A set, so that a payload with many violations costs n log n, not n squared.
+    std::set<std::vector<std::string>> above_reported;
     while (results.popError(e)) {
-        bool summary = false;
-        for (const auto &c : seen)
-            if (c.size() > e.context.size() && std::equal(e.context.begin(), e.context.end(), c.begin())) summary = true;
-        if (summary && (e.description.rfind("Failed to validate", 0) == 0)) continue;
-        seen.push_back(e.context);
+        pg_guard([] { CHECK_FOR_INTERRUPTS(); });
+        if (above_reported.count(e.context) && e.description.rfind("Failed to validate", 0) == 0) continue;
+        for (size_t n = 0; n < e.context.size(); ++n) above_reported.emplace(e.context.begin(), e.context.begin() + n);
         out.push_back({json_pointer(e.context, doc), e.description});
     }
+    if (out.empty()) out.push_back({"", "The value does not match the schema (a constraint such as propertyNames failed)."});
     return out;
 }
 
-// Whether the schema document uses keywords valijson matches with std::regex; each pattern must
-// compile (the meta-schema only says it is a string). Walks the schema positions only.
-static bool check_patterns(const json &schema, const std::string &at) {
+// Whether the schema document uses keywords that match regular expressions; with `compile`, each
+// pattern must compile (the meta-schema only says it is a string). Walks the schema positions only.
+static bool check_patterns(const json &schema, const std::string &at, bool compile_them) {
     if (!schema.is_object()) return false;
     bool uses = false;
     auto compile = [&](const std::string &pattern, const std::string &where) {
-        try {
-            std::regex re(pattern);
-        } catch (const std::regex_error &) {
-            throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
-                        fmt::format("option payload_schema holds an invalid regular expression {} at {}", conveyor::quoted(pattern), conveyor::quoted(where)),
-                        "", "Patterns are ECMA-262 regular expressions.");
-        }
         uses = true;
+        if (!compile_them) return;
+        std::string why;
+        try {
+            regex_search(pattern, std::string());
+        } catch (const PgError &e) {
+            if (e.sqlstate() != ERRCODE_INVALID_REGULAR_EXPRESSION) throw;
+            why = e.what();
+        }
+        if (!why.empty())
+            throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                        fmt::format("option payload_schema holds an invalid regular expression {} at {}", conveyor::quoted(pattern),
+                                    conveyor::quoted(where)),
+                        clipped(why, 1000), "Patterns are PostgreSQL regular expressions, as for the ~ operator.");
     };
     for (auto it = schema.begin(); it != schema.end(); ++it) {
         const std::string &k = it.key();
@@ -270,20 +395,116 @@ static bool check_patterns(const json &schema, const std::string &at) {
         } else if (k == "patternProperties" && v.is_object()) {
             for (auto p = v.begin(); p != v.end(); ++p) {
                 compile(p.key(), where);
-                uses = check_patterns(p.value(), where + "/" + p.key()) || uses;
+                uses = check_patterns(p.value(), where + "/" + p.key(), compile_them) || uses;
             }
         } else if ((k == "properties" || k == "definitions" || k == "dependencies") && v.is_object()) {
-            for (auto p = v.begin(); p != v.end(); ++p) uses = check_patterns(p.value(), where + "/" + p.key()) || uses;
+            for (auto p = v.begin(); p != v.end(); ++p) uses = check_patterns(p.value(), where + "/" + p.key(), compile_them) || uses;
         } else if ((k == "items" || k == "allOf" || k == "anyOf" || k == "oneOf") && v.is_array()) {
-            for (size_t i = 0; i < v.size(); ++i) uses = check_patterns(v[i], where + "/" + std::to_string(i)) || uses;
+            for (size_t i = 0; i < v.size(); ++i) uses = check_patterns(v[i], where + "/" + std::to_string(i), compile_them) || uses;
         } else if (k == "items" || k == "additionalItems" || k == "additionalProperties" || k == "contains" ||
                    k == "propertyNames" || k == "not" || k == "if" || k == "then" || k == "else")
-            uses = check_patterns(v, where) || uses;
+            uses = check_patterns(v, where, compile_them) || uses;
     }
     return uses;
 }
 
-std::shared_ptr<const PayloadSchema> compile_payload_schema(Jsonb *schema) {
+// Refuses a schema that can reach itself without descending into the payload: through $ref, allOf,
+// anyOf, oneOf, not, if, then, else or dependencies alone ({"$ref": "#"}, {"allOf": [{"$ref": "#"}]}).
+// Checking a value against it would never end, and valijson's parser recurses forever on a cycle of
+// bare $refs. Keywords that descend (properties, items, ...) end a cycle: the payload's depth is bounded.
+class SelfReferenceCheck {
+public:
+    explicit SelfReferenceCheck(const json &root) : root_(root) {}
+    void run() { every_position(root_, ""); }
+
+private:
+    const json &root_;
+    std::unordered_map<const json *, int> state_;  // 1 while its in-place closure is explored, 2 after
+
+    static std::string token(const std::string &key) {
+        std::string out;
+        for (char ch : key) out += ch == '~' ? "~0" : ch == '/' ? "~1" : std::string(1, ch);
+        return out;
+    }
+
+    // The node a local "$ref" ("#" or "#/json/pointer") names, or nullptr (valijson reports that).
+    const json *resolve(const std::string &ref) const {
+        if (ref.empty() || ref[0] != '#') return nullptr;
+        const json *node = &root_;
+        size_t pos = 1;
+        while (pos < ref.size()) {
+            if (ref[pos] != '/') return nullptr;
+            size_t end = std::min(ref.find('/', pos + 1), ref.size());
+            std::string key;
+            for (size_t i = pos + 1; i < end; ++i) {
+                if (ref[i] == '~' && i + 1 < end && (ref[i + 1] == '0' || ref[i + 1] == '1')) key += ref[++i] == '0' ? '~' : '/';
+                else key += ref[i];
+            }
+            if (node->is_object()) {
+                auto it = node->find(key);
+                if (it == node->end()) return nullptr;
+                node = &*it;
+            } else if (node->is_array() && !key.empty() && key.find_first_not_of("0123456789") == std::string::npos &&
+                       key.size() < 10 && std::stoul(key) < node->size()) {
+                node = &(*node)[std::stoul(key)];
+            } else
+                return nullptr;
+            pos = end;
+        }
+        return node;
+    }
+
+    void in_place(const json &node, const std::string &at) {
+        if (!node.is_object()) return;
+        conveyor::pg_guard([] { check_stack_depth(); });
+        int &st = state_[&node];
+        if (st == 2) return;
+        if (st == 1)
+            throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                        fmt::format("option payload_schema refers to itself at {} without descending into the payload", conveyor::quoted(at)),
+                        "Checking a value against it would never end.",
+                        "Reach a schema again only through a keyword that descends, such as properties or items.");
+        st = 1;
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            const std::string &k = it.key();
+            const json &v = it.value();
+            std::string where = at + "/" + token(k);
+            if (k == "$ref" && v.is_string()) {
+                if (const json *target = resolve(v.get<std::string>())) in_place(*target, v.get<std::string>().substr(1));
+            } else if ((k == "allOf" || k == "anyOf" || k == "oneOf") && v.is_array()) {
+                for (size_t i = 0; i < v.size(); ++i) in_place(v[i], where + "/" + std::to_string(i));
+            } else if (k == "not" || k == "if" || k == "then" || k == "else") {
+                in_place(v, where);
+            } else if (k == "dependencies" && v.is_object()) {
+                for (auto d = v.begin(); d != v.end(); ++d) in_place(d.value(), where + "/" + token(d.key()));
+            }
+        }
+        st = 2;
+    }
+
+    // Every schema position of the document (its depth is bounded before this runs).
+    void every_position(const json &node, const std::string &at) {
+        if (!node.is_object()) return;
+        in_place(node, at);
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            const std::string &k = it.key();
+            const json &v = it.value();
+            std::string where = at + "/" + token(k);
+            if ((k == "properties" || k == "patternProperties" || k == "definitions" || k == "dependencies") && v.is_object()) {
+                for (auto p = v.begin(); p != v.end(); ++p) every_position(p.value(), where + "/" + token(p.key()));
+            } else if ((k == "items" || k == "allOf" || k == "anyOf" || k == "oneOf") && v.is_array()) {
+                for (size_t i = 0; i < v.size(); ++i) every_position(v[i], where + "/" + std::to_string(i));
+            } else if (k == "items" || k == "additionalItems" || k == "additionalProperties" || k == "contains" ||
+                       k == "propertyNames" || k == "not" || k == "if" || k == "then" || k == "else") {
+                every_position(v, where);
+            }
+        }
+    }
+};
+
+// `check_regexes`: refuse patterns PostgreSQL cannot compile (when a schema is set; a stored one is
+// taken as it is, so that alter_queue can still replace it, and a bad pattern raises at match time).
+static std::shared_ptr<const PayloadSchema> compile_payload_schema(Jsonb *schema, bool check_regexes) {
     const std::string what = "option payload_schema";
     if (!JB_ROOT_IS_OBJECT(schema) || JB_ROOT_IS_SCALAR(schema))
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be a JSON object (a JSON Schema, draft 7)", what), "",
@@ -305,8 +526,9 @@ std::shared_ptr<const PayloadSchema> compile_payload_schema(Jsonb *schema) {
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                     fmt::format("{} is not a valid JSON Schema (draft 7) at {}", what, conveyor::quoted(bad[0].pointer)),
                     clipped(bad[0].message, 1000));
+    SelfReferenceCheck(doc).run();
     auto out = std::make_shared<PayloadSchema>();
-    out->uses_regex = check_patterns(doc, "");
+    out->uses_regex = check_patterns(doc, "", check_regexes);
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         parser.populateSchema(valijson::adapters::NlohmannJsonAdapter(doc), out->schema);
@@ -403,7 +625,7 @@ bool apply_metadata_option(Queue &q, const std::string &key, const JsonbValue &v
         else if (v.type != jbvBinary)
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
                         fmt::format("{} must be a JSON object (a JSON Schema, draft 7) or null, not {}", what, jsonb_type_name(v)));
-        else q.payload_schema = compile_payload_schema((Jsonb *)DatumGetPointer(jsonb_value_datum(v)));
+        else q.payload_schema = compile_payload_schema((Jsonb *)DatumGetPointer(jsonb_value_datum(v)), true);
     } else
         return false;
     return true;
@@ -411,7 +633,7 @@ bool apply_metadata_option(Queue &q, const std::string &key, const JsonbValue &v
 
 std::shared_ptr<const PayloadSchema> payload_schema_from_datum(Datum jsonb) {
     Jsonb *schema = pg_guard([&] { return DatumGetJsonbP(jsonb); });
-    return compile_payload_schema(schema);
+    return compile_payload_schema(schema, false);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 -- metadata of create_queue and alter_queue, the check at enqueue and enqueue_batch, validate_payload
 -- and who may call it.
 BEGIN;
-SELECT plan(48);
+SELECT plan(64);
 
 SELECT conveyor.create_queue('tap_qs', '{"payload_schema": {"type": "object", "required": ["url"],
     "properties": {"url": {"type": "string", "pattern": "^https?://"}, "depth": {"type": "integer", "minimum": 0},
@@ -93,6 +93,74 @@ SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', '{"payload_schema
     '22023', NULL, 'a schema that is not an object raises 22023');
 SELECT throws_ok($$ SELECT conveyor.alter_queue('tap_qs', '{"payload_schema": {"required": "url"}}') $$,
     '22023', NULL, 'alter_queue refuses a bad schema too');
+
+-- ---- patterns run on PostgreSQL's regular expression engine: hostile ones end in errors, not crashes ----
+
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', jsonb_build_object('payload_schema', jsonb_build_object('pattern', repeat('a', 60000)))) $$,
+    '22023', NULL, 'a pattern too long to compile raises 22023');
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', jsonb_build_object('payload_schema',
+                     jsonb_build_object('pattern', repeat('(', 15000) || 'a' || repeat(')', 15000)))) $$,
+    '22023', NULL, 'a pattern nested 15000 groups deep raises 22023');
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', '{"payload_schema": {"pattern": "(a{1000}){1000}"}}') $$,
+    '22023', NULL, 'a huge repetition count raises 22023');
+SELECT conveyor.create_queue('tap_qs_re', jsonb_build_object('payload_schema', jsonb_build_object('properties', jsonb_build_object(
+    'nested', jsonb_build_object('pattern', '^' || repeat('(', 3000) || 'a' || repeat(')', 3000) || '*$'),
+    'ambiguous', jsonb_build_object('pattern', '^(a|a)*$'))))) \gset
+SELECT lives_ok($$ SELECT conveyor.enqueue('tap_qs_re', jsonb_build_object('nested', repeat('a', 1000))) $$,
+    'a pattern of 3000 nested groups matches a 1000-byte string');
+SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs_re', jsonb_build_object('ambiguous', repeat('a', 999) || 'b')) $$,
+    '22023', 'payload does not match the payload_schema of queue "tap_qs_re" at "/ambiguous"',
+    'an ambiguous pattern fails on a long non-matching string without backtracking forever');
+SELECT conveyor.create_queue('tap_qs_pp', '{"payload_schema": {"properties": {"id": {"type": "integer"}},
+    "patternProperties": {"^x-": {"type": "string"}, "^x-n": {"maxLength": 2}}, "additionalProperties": false,
+    "propertyNames": {"pattern": "^[a-z-]+$"}}}') \gset
+SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_pp', '{"id": 1, "x-a": "s", "x-n": "ab"}')), true,
+    'keys matched by patternProperties are not additional properties');
+SELECT is((SELECT errors FROM conveyor.validate_payload('tap_qs_pp', '{"x-n": "abc"}')),
+    '[{"pointer": "/x-n", "message": "String should be no more than 2 characters in length."}]'::jsonb,
+    'each matching pattern''s subschema checks the value');
+SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_pp', '{"Id": 1}')), false,
+    'propertyNames applies its pattern to the keys');
+
+SELECT conveyor.create_queue('tap_qs_names', '{"payload_schema": {"propertyNames": {"maxLength": 3},
+    "properties": {"at": {"format": "date-time"}}}}') \gset
+SELECT throws_ok($$ SELECT conveyor.enqueue('tap_qs_names', '{"abcd": 1}') $$,
+    '22023', 'payload does not match the payload_schema of queue "tap_qs_names" at ""',
+    'a failing propertyNames refuses the payload though valijson gives no message');
+SELECT lives_ok($$ SELECT conveyor.enqueue('tap_qs_names', '{"at": 5}') $$, 'format constrains strings only');
+SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_names', '{"at": "2024-01-02T03:04:05Z", "abc": 1}')), true,
+    'a date-time string and short keys pass');
+
+-- ---- schemas that reach themselves without descending are refused; a long check can be cancelled ----
+
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', '{"payload_schema": {"$ref": "#"}}') $$,
+    '22023', 'option payload_schema refers to itself at "" without descending into the payload', 'a $ref to itself raises 22023');
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', '{"payload_schema": {"definitions": {"a": {"$ref": "#/definitions/b"},
+                     "b": {"$ref": "#/definitions/a"}}, "allOf": [{"$ref": "#/definitions/a"}]}}') $$,
+    '22023', 'option payload_schema refers to itself at "/definitions/a" without descending into the payload',
+    'a cycle of $refs raises 22023');
+SELECT throws_ok($$ SELECT conveyor.create_queue('tap_qs_bad', '{"payload_schema": {"anyOf": [{"type": "string"}, {"not": {"$ref": "#"}}]}}') $$,
+    '22023', 'option payload_schema refers to itself at "" without descending into the payload',
+    'a cycle through anyOf and not raises 22023');
+SELECT conveyor.create_queue('tap_qs_tree', '{"payload_schema": {"required": ["v"], "properties": {"child": {"$ref": "#"}}}}') \gset
+SELECT is((SELECT valid FROM conveyor.validate_payload('tap_qs_tree', '{"v": 1, "child": {"v": 2, "child": {"v": 3}}}')), true,
+    'a schema may reach itself through properties');
+SELECT conveyor.create_queue('tap_qs_slow', jsonb_build_object('payload_schema', jsonb_build_object('$ref', '#/definitions/d0',
+    'definitions', (SELECT jsonb_object_agg('d' || i, jsonb_build_object('allOf', jsonb_build_array(
+        jsonb_build_object('$ref', '#/definitions/d' || (i + 1)), jsonb_build_object('$ref', '#/definitions/d' || (i + 1)))))
+     FROM generate_series(0, 39) i) || '{"d40": {"type": "object"}}'))) \gset
+-- throws_ok cannot catch 57014 (plpgsql's OTHERS leaves it out): a handler names it.
+CREATE TEMP TABLE tap_qs_slow_outcome (sqlstate text);
+SET LOCAL statement_timeout = '300ms';
+DO $$
+BEGIN
+    PERFORM conveyor.enqueue('tap_qs_slow', '{}');
+    INSERT INTO tap_qs_slow_outcome VALUES ('finished');
+EXCEPTION WHEN query_canceled THEN
+    INSERT INTO tap_qs_slow_outcome VALUES (SQLSTATE);
+END $$;
+RESET statement_timeout;
+SELECT is((SELECT sqlstate FROM tap_qs_slow_outcome), '57014', 'a check that would take 2^40 steps stops at statement_timeout');
 
 -- ---- metadata options are checked ----------------------------------------------------------------
 

@@ -22,6 +22,12 @@ SELECT conveyor.create_queue('bad', jsonb_build_object('payload_schema', jsonb_b
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.create_queue('bad', jsonb_build_object('payload_schema', (repeat('{"not": ', 130) || '{}' || repeat('}', 130))::jsonb));
 \echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('bad', jsonb_build_object('payload_schema', jsonb_build_object('pattern', repeat('(', 15000) || 'a' || repeat(')', 15000))));
+\echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('bad', '{"payload_schema": {"pattern": "a{99999}"}}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('bad', '{"payload_schema": {"definitions": {"a": {"allOf": [{"$ref": "#/definitions/b"}]}, "b": {"not": {"$ref": "#/definitions/a"}}}}}');
+\echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.alter_queue('schema_errs', '{"payload_schema": {"minimum": "0"}}');
 \echo :LAST_ERROR_SQLSTATE
 
@@ -51,6 +57,11 @@ SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', '
 SELECT count(*) FROM conveyor.enqueue('schema_errs', jsonb_build_object('url', 'https://a', 'deep',
     (repeat('[', 130) || repeat(']', 130))::jsonb));
 \echo :LAST_ERROR_SQLSTATE
+SELECT conveyor.create_queue('schema_names', '{"payload_schema": {"propertyNames": {"pattern": "^[a-z]+$"}}}');
+SELECT count(*) FROM conveyor.enqueue('schema_names', '{"URL": "http://a"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM conveyor.validate_payload('schema_names', '{"URL": "http://a"}');
+SELECT conveyor.drop_queue('schema_names');
 SELECT count(*) AS jobs_enqueued FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE q.name = 'schema_errs';
 
 -- validate_payload
