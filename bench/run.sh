@@ -10,7 +10,7 @@
 # Environment:
 #   BENCH_SECONDS        seconds per measurement (default 20)
 #   BENCH_CLIENTS        clients/workers for a-e (default 4)
-#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j k l m" (default all)
+#   BENCH_ONLY           space-separated subset of phases to run: "a b c d e f g h i j k l m n" (default all)
 #   BENCH_LOCK_CLIENTS   clients for g (default 8)
 #   BENCH_H_BATCHES      batches of 1,000 rows per measurement in phase h (default 200)
 #   BENCH_PROFILE=1      also load pg_stat_statements and print where conveyor's time goes per phase
@@ -20,7 +20,7 @@ source "$(dirname "$0")/../scripts/common.sh"
 BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_CLIENTS=${BENCH_CLIENTS:-4}
 SCALE_TARGET=1.5
-PHASES=${BENCH_ONLY:-"a b c d e f g h i j k l m"}
+PHASES=${BENCH_ONLY:-"a b c d e f g h i j k l m n"}
 LOCK_CLIENTS=${BENCH_LOCK_CLIENTS:-8}
 LOCK_TARGET=0.8
 PROFILE=${BENCH_PROFILE:-0}
@@ -675,6 +675,38 @@ if phase m; then
     psql -X -q -d postgres -c "DROP DATABASE conveyor_listing" >/dev/null
 fi
 
+# n. snapshot_batch and snapshot_top's metric rows: 100 captures of 3 numeric metrics per call, 1
+#    client, in a database at 0.2 (no snapshot_metrics) and one at the current version, the same
+#    conveyor.so, 3 alternating rounds each: captures of new entities (each opens its period) and
+#    captures that update today's row of one of 10,000 entities. Ratio = current / 0.2.
+declare -A SNAP
+n_measure() {  # DB SCRIPT KEY
+    PGDATABASE=$1 settle >/dev/null
+    PGDATABASE=$1 pgb "$2" 1 || pgb_fail "n $2"
+    local rate; rate=$(calc "$(pgb_tps) * 100")
+    SNAP[$3]=$(awk -v a="$rate" -v b="${SNAP[$3]:-0}" 'BEGIN { print (a > b ? a : b) }')
+    note "n $1 $2" "$rate captures/s"
+}
+if phase n; then
+    for v in 0.2 cur; do
+        db=conveyor_snap_${v/./}
+        psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+        if [ "$v" = 0.2 ]; then PGDATABASE=$db sql -c "CREATE EXTENSION conveyor VERSION '0.2'"
+        else PGDATABASE=$db sql -c "CREATE EXTENSION conveyor"; fi
+        # Today's rows of the 10,000 entities the update script captures again.
+        PGDATABASE=$db sql -c "SELECT count(*) FROM conveyor.snapshot_batch('bench_snap', (SELECT jsonb_agg(jsonb_build_object(
+            'entity_id', 'v' || i, 'metrics', jsonb_build_object('views', i, 'likes', i, 'comments', i)))
+            FROM generate_series(1, 10000) i))" >/dev/null
+    done
+    for _ in $ROUNDS; do
+        for v in 02 cur; do
+            PGB_SECONDS=$T n_measure conveyor_snap_$v snapshot_new.sql "new_$v"
+            PGB_SECONDS=$T n_measure conveyor_snap_$v snapshot_update.sql "upd_$v"
+        done
+    done
+    for v in 02 cur; do psql -X -q -d postgres -c "DROP DATABASE conveyor_snap_$v" >/dev/null; done
+fi
+
 # ---- report --------------------------------------------------------------------------------------------
 
 row() {  # KEY LABEL TARGET   (TARGET: "r0.8" = ratio at least 0.8, "a50000" = at least 50,000 jobs/s, "" = info)
@@ -844,6 +876,18 @@ if [ -n "${CONV[l_on]:-}" ]; then
     printf '%-40s %14s %14s %7sx\n' "enqueue + dequeue + ack, $C clients" "${CONV[l_off]}" "${CONV[l_on]}" \
         "$(calc "${CONV[l_on]} / ${CONV[l_off]}" 2)"
     echo "   a listener taking one job's life received ${LISTEN_CHECK:-?} notifications (expected 3)"
+fi
+
+if [ -n "${SNAP[upd_cur]:-}" ]; then
+    echo
+    echo "n. snapshot_batch, 100 captures of 3 metrics per call, 1 client, best of 3 alternating rounds of $T s;"
+    echo "   a database at 0.2 (no snapshot_metrics) against one at the current version; ratio = current / 0.2"
+    printf '%-52s %14s %14s %8s\n' "captures" "0.2 /s" "current /s" "ratio"
+    printf '%s\n' "$(printf -- '-%.0s' {1..95})"
+    printf '%-52s %14s %14s %7sx\n' "of new entities (each opens its period)" "${SNAP[new_02]}" "${SNAP[new_cur]}" \
+        "$(calc "${SNAP[new_cur]} / ${SNAP[new_02]}" 2)"
+    printf '%-52s %14s %14s %7sx\n' "updating today's row of one of 10,000 entities" "${SNAP[upd_02]}" "${SNAP[upd_cur]}" \
+        "$(calc "${SNAP[upd_cur]} / ${SNAP[upd_02]}" 2)"
 fi
 
 if [ -n "${LISTING[stat]:-}" ]; then
