@@ -158,7 +158,7 @@ CREATE FUNCTION conveyor.wait_for(queues text[]) RETURNS text[]
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
     SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
     AS 'MODULE_PATHNAME', 'conveyor_wait_for';
-COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN on conveyor and wait on these queues; returns those that have due jobs already, to dequeue at once.';
+COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN and wait on these queues; returns those with due jobs already, to dequeue at once.';
 CREATE FUNCTION conveyor.stop_waiting(queues text[] DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
     AS 'MODULE_PATHNAME', 'conveyor_stop_waiting';

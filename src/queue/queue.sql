@@ -233,7 +233,7 @@ COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a running job 
 
 CREATE FUNCTION conveyor.wait_for(queues text[]) RETURNS text[]
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_wait_for';
-COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN on conveyor and wait on these queues; returns those that have due jobs already, to dequeue at once.';
+COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN and wait on these queues; returns those with due jobs already, to dequeue at once.';
 CREATE FUNCTION conveyor.stop_waiting(queues text[] DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE @DEFINER@ AS 'MODULE_PATHNAME', 'conveyor_stop_waiting';
 COMMENT ON FUNCTION conveyor.stop_waiting(text[]) IS 'Ends this session''s waits on these queues (all when NULL), so producers stop notifying it; returns how many it ended.';
