@@ -154,7 +154,7 @@ CONVEYOR_FUNCTION(conveyor_wait_for) {
             throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                         fmt::format("queue {} sends no notifications", quoted(name)),
                         "It was created or altered with {\"notify\": false}, so no producer would wake the session.",
-                        "Turn them on with conveyor.alter_queue(queue, '{\"notify\": true}'), or poll this queue.");
+                        "Turn notifications on with conveyor.alter_queue(queue, '{\"notify\": true}'), or poll this queue.");
         queues.push_back(std::move(q));
     }
     // A LISTEN takes effect when this transaction commits, and a notification committed before then
