@@ -162,15 +162,14 @@ CONVEYOR_FUNCTION(conveyor_wait_for) {
     // SERIALIZABLE). Then the look below cannot vouch for an empty queue: every queue is returned, and
     // the caller dequeues and calls wait_for again.
     bool listening = session_listens();
-    if (!listening) {
-        // The checks the LISTEN command makes.
-        if (pg_guard([] { return InSecurityRestrictedOperation(); }))
-            throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE, "cannot LISTEN within a security-restricted operation");
-        pg_guard([] {
-            PreventCommandDuringRecovery("LISTEN");
-            Async_Listen("conveyor");
-        });
-    }
+    // Also when it listens already: an UNLISTEN earlier in this transaction would otherwise win.
+    // The checks the LISTEN command makes come first.
+    if (pg_guard([] { return InSecurityRestrictedOperation(); }))
+        throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE, "cannot LISTEN within a security-restricted operation");
+    pg_guard([] {
+        PreventCommandDuringRecovery("LISTEN");
+        Async_Listen("conveyor");
+    });
     bool can_look = listening && !IsolationUsesXactSnapshot();
     std::vector<int32> ids;
     for (const auto &q : queues) {
