@@ -7,7 +7,8 @@
 -- What 0.3 adds: what the example applications need from the core. The queue: job listing, long-term
 -- job statistics, operator actions (requeue, requeue_stuck, reschedule, a retry that keeps the
 -- attempt count), dead letters with their details and their own retention, payload schemas and queue
--- metadata, progress, custom trail events and status notifications. Upserts: on_duplicate, returning,
+-- metadata, progress, custom trail events, status notifications, and wait_for and stop_waiting for a
+-- listening session apart from the pooled ones that dequeue. Upserts: on_duplicate, returning,
 -- mode and on_error. Snapshots: snapshot_top. As for a fresh install: REVOKE ALL ... FROM PUBLIC for
 -- each new function, then its GRANTs; new tables passed to pg_extension_config_dump and readable by
 -- conveyor_admin.
@@ -148,6 +149,22 @@ GRANT EXECUTE ON FUNCTION
     conveyor.requeue(uuid, int), conveyor.requeue_stuck(text, interval), conveyor.reschedule(uuid, timestamptz),
     conveyor.retry(uuid, int, boolean), conveyor.resolve_dead(uuid, text)
     TO conveyor_admin;
+
+-- ===================================================================================================
+-- Queue: waiting for jobs on a session of its own (behind a transaction-mode pooler)
+-- ===================================================================================================
+
+CREATE FUNCTION conveyor.wait_for(queues text[]) RETURNS text[]
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+    AS 'MODULE_PATHNAME', 'conveyor_wait_for';
+COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN and wait on these queues; returns those with due jobs already, to dequeue at once.';
+CREATE FUNCTION conveyor.stop_waiting(queues text[] DEFAULT NULL) RETURNS int
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp
+    AS 'MODULE_PATHNAME', 'conveyor_stop_waiting';
+COMMENT ON FUNCTION conveyor.stop_waiting(text[]) IS 'Ends this session''s waits on these queues (all when NULL), so producers stop notifying it; returns how many it ended.';
+REVOKE ALL ON FUNCTION conveyor.wait_for(text[]), conveyor.stop_waiting(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.wait_for(text[]), conveyor.stop_waiting(text[]) TO conveyor_worker;
 
 -- ===================================================================================================
 -- Queue: payload schemas and queue metadata

@@ -229,6 +229,16 @@ CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int 
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_release';
 COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a running job back to the queue without counting the attempt, due after delay_seconds.';
 
+-- ---- waiting for jobs on a session of its own (0.3) --------------------------------------------------
+
+CREATE FUNCTION conveyor.wait_for(queues text[]) RETURNS text[]
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_wait_for';
+COMMENT ON FUNCTION conveyor.wait_for(text[]) IS 'Makes this session LISTEN and wait on these queues; returns those with due jobs already, to dequeue at once.';
+CREATE FUNCTION conveyor.stop_waiting(queues text[] DEFAULT NULL) RETURNS int
+    LANGUAGE C VOLATILE @DEFINER@ AS 'MODULE_PATHNAME', 'conveyor_stop_waiting';
+COMMENT ON FUNCTION conveyor.stop_waiting(text[]) IS 'Ends this session''s waits on these queues (all when NULL), so producers stop notifying it; returns how many it ended.';
+GRANT EXECUTE ON FUNCTION conveyor.wait_for(text[]), conveyor.stop_waiting(text[]) TO conveyor_worker;
+
 -- ---- operating -------------------------------------------------------------------------------------
 
 CREATE FUNCTION conveyor.dead_letter(job_id uuid, reason text, details jsonb DEFAULT NULL) RETURNS boolean

@@ -13,6 +13,9 @@
 // Nothing is missed: a producer that finds no waiter holds the lock through its commit, so a worker
 // that starts waiting later takes the lock only after that commit and its second look sees the job.
 // A session that ends drops its locks with it, so no waiter outlives its worker.
+// conveyor.wait_for takes the same locks for a session that only listens (its worker dequeues through
+// a transaction-mode pooler, on other sessions) and looks for due jobs itself; conveyor.stop_waiting
+// lets them go.
 #pragma once
 
 #include "core/xact_lock.hpp"

@@ -136,6 +136,9 @@ SELECT job_id AS d4 FROM conveyor.dequeue('tap_sp', 'w2', 1) \gset
 SELECT conveyor.ack_many(ARRAY[:'d4']::uuid[], true, worker_id => 'w2');
 SELECT conveyor.pause_queue('tap_sp');
 SELECT conveyor.resume_queue('tap_sp');
+SELECT conveyor.wait_for(ARRAY['tap_sp']) AS waited \gset
+SELECT conveyor.stop_waiting(ARRAY['tap_sp']) AS stopped_waiting \gset
+SELECT conveyor.stop_waiting();
 SELECT conveyor.reap('tap_sp');
 SELECT conveyor.get_job(:'d1') AS d1_job \gset
 SELECT conveyor.job_events(:'d3');
@@ -263,8 +266,10 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedu
              AND p.proname NOT IN ('schedule_maintenance', 'unschedule_maintenance')), NULL,
           'the workload called every function of the extension (but the two that need pg_cron''s database)');
 -- The calls did their work (a failing one would have ended the test).
-SELECT is(ARRAY[:'dup', :'acked', :'d1_job'::jsonb->>'status', :'idem_state', :'v1_entity'::jsonb->>'state', :'adv_held'],
-          ARRAY['t', 't', 'completed', 'completed', 'COMPLETED', 't'], 'queue, idempotency, entities, advisory locks');
+SELECT is(ARRAY[:'dup', :'acked', :'d1_job'::jsonb->>'status', :'waited', :'stopped_waiting', :'idem_state',
+                :'v1_entity'::jsonb->>'state', :'adv_held'],
+          ARRAY['t', 't', 'completed', '{tap_sp}', '1', 'completed', 'COMPLETED', 't'],
+          'queue, idempotency, entities, advisory locks');
 SELECT is(ARRAY[:'upsert_again', :'counted_inserted', :'counted_updated'], ARRAY['unchanged', '1', '1'], 'upserts');
 SELECT is(:'snap_delta'::jsonb, '{"views": 15}', 'snapshots');
 SELECT is(ARRAY[:'setting', :'resolved', (:'health'::jsonb->>'overall_status' IS NOT NULL)::text], ARRAY['5', 't', 'true'], 'monitor');
