@@ -104,22 +104,19 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
     // Classify. When the previous batch found every row: Probe-and-insert's lookup and comparison
     //    alone, streamed (no insert, nothing kept in between): not_found, differs or unchanged.
     //    Elements not found then take the way through Probe-and-insert.
-    p->classify.sql = fmt::format(
-        "SELECT s.{ord}, CASE WHEN t.conveyor_found IS NULL THEN {not_found_code} WHEN {differs} THEN {differs_code} ELSE {unchanged_code} END"
-        " FROM ({from}) s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true",
-        fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("from", from_all), fmt::arg("probe_cols", probe_cols),
-        fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
-        fmt::arg("not_found_code", code(Classification::not_found)), fmt::arg("differs_code", code(Classification::differs)),
-        fmt::arg("unchanged_code", code(Classification::unchanged)));
-
-    // Classify over the positions $2 lists: mode 'update', which never inserts (prepared on first use).
-    p->classify_some.sql = fmt::format(
-        "SELECT s.{ord}, CASE WHEN t.conveyor_found IS NULL THEN {not_found_code} WHEN {differs} THEN {differs_code} ELSE {unchanged_code} END"
-        " FROM ({from}) s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true",
-        fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("from", from_some), fmt::arg("probe_cols", probe_cols),
-        fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
-        fmt::arg("not_found_code", code(Classification::not_found)), fmt::arg("differs_code", code(Classification::differs)),
-        fmt::arg("unchanged_code", code(Classification::unchanged)));
+    //    classify_some: the same over the positions $2 lists, for mode 'update', which never inserts
+    //    (prepared on first use).
+    auto classify = [&](const std::string &from) {
+        return fmt::format(
+            "SELECT s.{ord}, CASE WHEN t.conveyor_found IS NULL THEN {not_found_code} WHEN {differs} THEN {differs_code} ELSE {unchanged_code} END"
+            " FROM ({from}) s LEFT JOIN LATERAL (SELECT true AS conveyor_found{probe_cols} FROM {t} t WHERE {join_t} LIMIT 1) t ON true",
+            fmt::arg("ord", ord), fmt::arg("differs", any_differs), fmt::arg("from", from), fmt::arg("probe_cols", probe_cols),
+            fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
+            fmt::arg("not_found_code", code(Classification::not_found)), fmt::arg("differs_code", code(Classification::differs)),
+            fmt::arg("unchanged_code", code(Classification::unchanged)));
+    };
+    p->classify.sql = classify(from_all);
+    p->classify_some.sql = classify(from_some);
 
     // Lock-compare-update's report of what changed: {"column": {"old": ..., "new": ...}, ...} over the
     //    compared columns that differ.
