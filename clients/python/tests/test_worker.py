@@ -1,0 +1,188 @@
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from conveyor_client import Producer, Worker
+
+HERE = os.path.dirname(__file__)
+
+
+def wait_until(condition, limit=120.0, what="condition"):
+    """Polls condition() until it is true; fails the test past `limit` seconds (a stuck worker)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {limit} s"
+        time.sleep(0.05)
+
+
+def unfinished(db, queue):
+    return db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['pending', 'running'])",
+                      (queue,)).fetchone()[0]
+
+
+def start(worker):
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    return thread
+
+
+def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queue, tmp_path):
+    queue = make_queue('{"max_attempts": 2, "backoff_base_seconds": 0, "lease_seconds": 60}')
+    producer = Producer(pool_dsn)
+    jobs = 2000
+    for chunk in range(0, jobs, 500):
+        producer.enqueue_batch(queue, [{"payload": {"n": n, "fail": n % 10 == 0}, "job_type": "fetch"}
+                                       for n in range(chunk, chunk + 500)])
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "stress_worker.py"), direct_dsn, pool_dsn,
+                               queue, str(tmp_path / f"runs{i}.txt")]) for i in range(4)]
+    try:
+        wait_until(lambda: unfinished(db, queue) == 0, limit=600, what="every job finished")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0, 0, 0]
+
+    rows = db.execute(
+        "SELECT h.job_id, h.status, h.attempt, h.payload, h.last_error FROM conveyor.job_history h"
+        " JOIN conveyor.queues q USING (queue_id) WHERE q.name = %s", (queue,)).fetchall()
+    assert len(rows) == jobs
+    assert len({r[0] for r in rows}) == jobs, "a job finished more than once"
+    for job_id, status, attempt, payload, last_error in rows:
+        if payload["fail"]:
+            assert (status, attempt, last_error) == ("dead", 2, f"planned failure {payload['n']}")
+        else:
+            assert (status, attempt) == ("completed", 1)
+
+    # Every handler run, across the four processes: each succeeding job ran once, each failing one twice.
+    runs = collections.Counter()
+    for i in range(4):
+        with open(tmp_path / f"runs{i}.txt") as f:
+            for line in f:
+                job_id, attempt, outcome = line.split()
+                runs[(job_id, outcome)] += 1
+    expected = collections.Counter({(str(r[0]), "fail" if r[3]["fail"] else "ok"): 2 if r[3]["fail"] else 1
+                                    for r in rows})
+    assert runs == expected
+    succeeded = db.execute(
+        "SELECT count(*), count(DISTINCT e.job_id) FROM conveyor.job_events e JOIN conveyor.job_history h USING (job_id)"
+        " JOIN conveyor.queues q USING (queue_id) WHERE q.name = %s AND e.event = 'succeeded'", (queue,)).fetchone()
+    assert succeeded == (jobs - jobs // 10, jobs - jobs // 10)
+
+
+def test_shutdown_releases_jobs_not_started(db, direct_dsn, pool_dsn, make_queue):
+    queue = make_queue()
+    producer = Producer(pool_dsn)
+    ids = [producer.enqueue(queue, {"n": n}, job_type="slow")[0] for n in range(4)]
+    started = threading.Event()
+    go_on = threading.Event()
+    ran = []
+
+    def slow(job, ctx):
+        ran.append(job.job_id)
+        started.set()
+        go_on.wait(60)
+        return {"done": True}
+
+    worker = Worker(queue, {"slow": slow}, concurrency=1, prefetch=3, conninfo_direct=direct_dsn,
+                    conninfo_pool=pool_dsn, worker_id="shutdown-test", poll_interval=1.0)
+    thread = start(worker)
+    wait_until(started.is_set, what="the first job started")
+    wait_until(lambda: db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['running'])",
+                                  (queue,)).fetchone()[0] == 4, what="four jobs leased")
+    worker.stop()
+    # The three jobs not started go back to the queue while the running one is still at work.
+    wait_until(lambda: db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['pending'])",
+                                  (queue,)).fetchone()[0] == 3, what="three jobs released")
+    assert thread.is_alive(), "the worker must wait for its running job"
+    go_on.set()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(ran) == 1
+    statuses = {job_id: db.execute("SELECT conveyor.get_job(%s)", (job_id,)).fetchone()[0] for job_id in ids}
+    assert statuses[ran[0]]["status"] == "completed"
+    pending = [j for j in ids if j != ran[0]]
+    for job_id in pending:
+        assert statuses[job_id]["status"] == "pending"
+        events = [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
+        assert events[-1] == "released"
+
+
+def test_a_handler_that_loses_its_lease_sees_cancelled(db, direct_dsn, pool_dsn, make_queue):
+    queue = make_queue()
+    job_id, _ = Producer(pool_dsn).enqueue(queue, {}, job_type="long")
+    started = threading.Event()
+    seen = []
+
+    def long(job, ctx):
+        if seen:  # the second run, after the lease was taken back
+            seen.append(("again", job.attempt))
+            return None
+        started.set()
+        seen.append(("cancelled", ctx.cancelled.wait(60)))
+        return None
+
+    # A 3 s lease: heartbeats every second. The operator takes the job back while the handler runs.
+    worker = Worker(queue, {"long": long}, concurrency=1, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
+                    worker_id="lease-test", lease_seconds=3, poll_interval=0.5)
+    thread = start(worker)
+    try:
+        wait_until(started.is_set, what="the handler started")
+        assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
+        wait_until(lambda: len(seen) == 2, what="the job ran again")
+        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
+                   == "completed", what="the job completed")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert seen[0] == ("cancelled", True)
+    events = [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
+    # The first run's ack came after the lease was lost: it changed nothing (one success, no failure).
+    assert events.count("succeeded") == 1 and "failed" not in events
+
+
+def test_failures_unknown_types_and_progress(db, direct_dsn, pool_dsn, make_queue):
+    queue = make_queue('{"max_attempts": 1}')
+    producer = Producer(pool_dsn)
+    ok_id, _ = producer.enqueue(queue, {"url": "https://example.org/a"}, job_type="download")
+    bad_id, _ = producer.enqueue(queue, {}, job_type="parse")
+    odd_id, _ = producer.enqueue(queue, {}, job_type="mystery")
+
+    def download(job, ctx):
+        assert ctx.progress(40, "download", {"url": job.payload["url"]}) is True
+        assert ctx.progress(70) is True
+        assert ctx.log("parse.started", {"bytes": 10}) is True
+        return {"bytes": 10}
+
+    def parse(job, ctx):
+        raise KeyError("title")
+
+    worker = Worker(queue, {"download": download, "parse": parse}, concurrency=2, conninfo_direct=direct_dsn,
+                    conninfo_pool=pool_dsn, poll_interval=0.5)
+    thread = start(worker)
+    try:
+        wait_until(lambda: unfinished(db, queue) == 0, what="all three jobs finished")
+    finally:
+        worker.stop()
+        thread.join(60)
+
+    ok = db.execute("SELECT conveyor.get_job(%s)", (ok_id,)).fetchone()[0]
+    assert (ok["status"], float(ok["percent"]), ok["step"]) == ("completed", 70.0, "download")
+    trail = dict(db.execute("SELECT event, details FROM conveyor.job_events(%s)", (ok_id,)).fetchall())
+    assert trail["progress"]["details"] == {"url": "https://example.org/a"}
+    assert trail["log:parse.started"] == {"bytes": 10}
+    assert trail["succeeded"]["stats"] == {"bytes": 10}
+
+    bad = db.execute("SELECT conveyor.get_job(%s)", (bad_id,)).fetchone()[0]
+    assert (bad["status"], bad["last_error"]) == ("dead", "'title'")
+    failed = db.execute("SELECT details FROM conveyor.job_events(%s) WHERE event = 'failed'", (bad_id,)).fetchone()[0]
+    assert failed["stats"] == {"exception": "KeyError"}
+
+    odd = db.execute("SELECT conveyor.get_job(%s)", (odd_id,)).fetchone()[0]
+    assert odd["status"] == "dead"
+    assert odd["last_error"].startswith("no handler for job_type 'mystery'")
+    assert "'download', 'parse'" in odd["last_error"]
