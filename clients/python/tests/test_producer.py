@@ -51,3 +51,25 @@ def test_enqueue_batch_keeps_order_and_reports_duplicates(db, pool_dsn, make_que
     assert db.execute("SELECT (conveyor.get_job(%s)->>'run_at')::timestamptz", (result[2][0],)).fetchone()[0] == when
     with pytest.raises(ValueError, match="unknown keys"):
         producer.enqueue_batch(queue, [{"payload": {}, "color": "red"}])
+
+
+def test_a_dropped_connection_is_retried(db, direct_dsn, make_queue):
+    queue = make_queue()
+    producer = Producer(direct_dsn)
+    producer.enqueue(queue, {"n": 1})
+    # The producer's idle connection loses its server; the next call fails on it, then retries on a new one.
+    with producer._pool.connection() as conn:
+        victim = conn.info.backend_pid
+    assert db.execute("SELECT pg_terminate_backend(%s)", (victim,)).fetchone()[0] is True
+    job_id, was_duplicate = producer.enqueue(queue, {"n": 2})
+    assert was_duplicate is False
+    with producer._pool.connection() as conn:
+        assert conn.info.backend_pid != victim
+    assert db.execute("SELECT count(*) FROM conveyor.list_jobs(%s)", (queue,)).fetchone()[0] == 2
+    assert db.execute("SELECT conveyor.get_job(%s)->'payload'->>'n'", (job_id,)).fetchone()[0] == "2"
+
+
+def test_other_errors_are_not_retried(pool_dsn):
+    import psycopg
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        Producer(pool_dsn).enqueue("no_such_queue", {})
