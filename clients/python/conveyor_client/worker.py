@@ -78,9 +78,10 @@ class _Leased:
 
 
 class _ListeningConnection:
-    """The direct session: LISTEN conveyor, the dequeues that wait, and nothing else.
+    """The direct session: conveyor.wait_for (which LISTENs) and stop_waiting, nothing else.
 
-    Reconnects (and listens again) after a drop. Only the worker's main loop uses it.
+    Reconnects after a drop; the next wait_for listens and waits again on the new session. Only the
+    worker's main loop uses it.
     """
 
     def __init__(self, conninfo: str, on_notify: Callable[[psycopg.Notify], None]) -> None:
@@ -93,7 +94,6 @@ class _ListeningConnection:
             self.close()
             conn = connect(self.conninfo)
             conn.add_notify_handler(self._on_notify)
-            conn.execute("LISTEN conveyor")
             self.conn = conn
         return self.conn
 
@@ -120,8 +120,9 @@ class Worker:
 
     handlers maps a job_type (None for jobs without one) to a callable(job, ctx); what it returns (a
     dict, or None) is stored as the job's stats; an exception fails the attempt. conninfo_direct is a
-    session of its own for LISTEN (never through pgbouncer in transaction mode); conninfo_pool (a
-    conninfo, often pgbouncer's, or a pool object) carries every other call, each its own transaction.
+    session of its own for conveyor.wait_for, which LISTENs (never pgbouncer in transaction mode);
+    conninfo_pool (a conninfo, often pgbouncer's, or a pool object) carries every other call, each its
+    own transaction.
     """
 
     def __init__(self, queue: str, handlers: Mapping[Optional[str], Handler], concurrency: int = 4,
@@ -149,6 +150,7 @@ class Worker:
         self._pool = as_pool(pool_target)
         self._owns_pool = isinstance(pool_target, str)
         self._direct = _ListeningConnection(conninfo_direct, self._on_notify)
+        self._listening = True  # False once wait_for said the queue sends no notifications
 
         self._leased: Dict[uuid.UUID, _Leased] = {}
         self._lock = threading.Lock()
@@ -196,10 +198,11 @@ class Worker:
     # ---- the main loop -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        # Dequeues go through the pool while jobs flow. When the pool finds none, the worker looks once
-        # more on its listening session: an empty dequeue there marks the session as waiting, so that
-        # producers notify it; its next dequeue that returns jobs ends the wait.
-        on_direct = False
+        # Dequeues go through the pool while jobs flow. When the pool finds none, the direct session
+        # calls wait_for: it LISTENs and marks the session as waiting on the queue, so producers on any
+        # connection notify it; a non-empty answer means jobs are due already. Once a dequeue returns
+        # jobs again, stop_waiting: producers need not notify while the worker is busy.
+        waiting = False
         failures = 0
         while not self._stopping.is_set():
             self._start_buffered()
@@ -209,25 +212,30 @@ class Worker:
                 self._wait(self.poll_interval)
                 continue
             try:
-                jobs = self._dequeue(free, on_direct)
+                jobs = self._dequeue(free)
+                if jobs:
+                    if waiting:
+                        self._stop_waiting()
+                        waiting = False
+                    self._take(jobs)
+                    failures = 0
+                    continue
+                due = self._wait_for()
+                waiting = self._listening
                 failures = 0
             except psycopg.Error as exc:
                 if not is_retryable(exc):
                     raise
                 failures += 1
-                log.error("dequeue from %s failed (%s); trying again", self.queue, str(exc).strip())
-                self._direct.close()
+                log.error("dequeue or wait_for on %s failed (%s); trying again", self.queue, str(exc).strip())
+                self._direct.close()  # a new session waits afresh
+                waiting = False
                 self._wait(self._retry.delay(min(failures, 8)))
                 continue
-            if jobs:
-                on_direct = False
-                self._take(jobs)
-            elif not on_direct:
-                on_direct = True
-            else:
+            if not due:
                 self._wait(self.poll_interval)
 
-    def _dequeue(self, max_count: int, on_direct: bool) -> List[_Leased]:
+    def _dequeue(self, max_count: int) -> List[_Leased]:
         def call(conn: psycopg.Connection) -> List[Any]:
             return conn.execute(
                 "SELECT d.job_id, d.job_type, d.group_key, d.payload, d.priority, d.attempt, d.lease_until,"
@@ -235,7 +243,7 @@ class Worker:
                 " FROM conveyor.dequeue(%s, %s, %s::int, %s::int) d",
                 (self.queue, self.worker_id, max_count, self.lease_seconds)).fetchall()
 
-        rows = self._retry.run(self._direct if on_direct else self._pool, call, self._stopping)
+        rows = self._retry.run(self._pool, call, self._stopping)
         now = time.monotonic()
         leased = []
         for job_id, job_type, group_key, payload, priority, attempt, lease_until, lease_len in rows:
@@ -243,6 +251,26 @@ class Worker:
             beat_every = max(0.2, lease_len / 3.0)
             leased.append(_Leased(job, JobContext(self, job), beat_every, now + beat_every))
         return leased
+
+    def _wait_for(self) -> bool:
+        """conveyor.wait_for on the direct session; True when the queue has due jobs already.
+
+        A queue created with {"notify": false} wakes no one: the worker then polls it.
+        """
+        if not self._listening:
+            return False
+        try:
+            due = self._retry.run(self._direct, lambda c: c.execute(
+                "SELECT conveyor.wait_for(ARRAY[%s])", (self.queue,)).fetchone()[0], self._stopping)
+        except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+            log.warning("%s; polling queue %s every %.1f s", str(exc).strip(), self.queue, self.poll_interval)
+            self._listening = False
+            return False
+        return bool(due)
+
+    def _stop_waiting(self) -> None:
+        self._retry.run(self._direct, lambda c: c.execute(
+            "SELECT conveyor.stop_waiting(ARRAY[%s])", (self.queue,)).fetchone(), self._stopping)
 
     def _take(self, jobs: List[_Leased]) -> None:
         with self._lock:
@@ -300,7 +328,7 @@ class Worker:
                 try:
                     conn.execute("SELECT")  # reads what arrived; the notify handler sees it
                 except psycopg.Error:
-                    self._direct.close()    # dropped: the next direct dequeue reconnects
+                    self._direct.close()    # dropped: the next wait_for reconnects
                     break
         self._notified.clear()
 

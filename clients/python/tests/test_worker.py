@@ -6,6 +6,8 @@ import sys
 import threading
 import time
 
+import psycopg
+
 from conveyor_client import Producer, Worker
 
 HERE = os.path.dirname(__file__)
@@ -186,3 +188,69 @@ def test_failures_unknown_types_and_progress(db, direct_dsn, pool_dsn, make_queu
     assert odd["status"] == "dead"
     assert odd["last_error"].startswith("no handler for job_type 'mystery'")
     assert "'download', 'parse'" in odd["last_error"]
+
+
+def wake_lock_holders(db, queue):
+    """The backends whose session waits on the queue (its wake lock, objsubid 6 in pg_locks)."""
+    return [pid for (pid,) in db.execute(
+        "SELECT l.pid FROM pg_locks l JOIN conveyor.queues q ON l.classid = 0 AND l.objid = q.queue_id::oid"
+        " WHERE l.locktype = 'advisory' AND l.objsubid = 6 AND l.mode = 'ShareLock' AND q.name = %s", (queue,))]
+
+
+def test_an_idle_worker_is_woken_by_an_enqueue_long_before_its_poll(db, direct_dsn, pool_dsn, make_queue):
+    # The worker's dequeues go through the pool (pgbouncer in transaction mode in the pooled run);
+    # only its direct session waits. A 60 s poll interval: the job must come through the wake-up.
+    queue = make_queue()
+    busy = threading.Event()
+    go_on = threading.Event()
+    holders_while_busy = []
+
+    def handle(job, ctx):
+        holders_while_busy.extend(wake_lock_holders(db_check, queue))
+        busy.set()
+        go_on.wait(30)
+        return {"n": job.payload["n"]}
+
+    worker = Worker(queue, {None: handle}, concurrency=1, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
+                    poll_interval=60.0)
+    db_check = psycopg.connect(direct_dsn, autocommit=True)
+    thread = start(worker)
+    try:
+        wait_until(lambda: len(wake_lock_holders(db, queue)) == 1, limit=30, what="the worker waiting on the queue")
+        waiter = wake_lock_holders(db, queue)[0]
+        listens = db.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (waiter,)).fetchone()[0]
+        assert "wait_for" in listens, "the waiting session is the worker's direct one, which called wait_for"
+        job_id, _ = Producer(pool_dsn).enqueue(queue, {"n": 1})
+        enqueued = time.monotonic()
+        wait_until(busy.is_set, limit=10, what="the job started (the worker woken well before its 60 s poll)")
+        assert time.monotonic() - enqueued < 10
+        go_on.set()
+        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
+                   == "completed", limit=10, what="the job completed")
+        # Drained again: the worker waits anew on the same direct session.
+        wait_until(lambda: wake_lock_holders(db, queue) == [waiter], limit=10, what="the worker waiting again")
+    finally:
+        go_on.set()
+        worker.stop()
+        thread.join(60)
+        db_check.close()
+    assert not thread.is_alive()
+    assert holders_while_busy == [], "stop_waiting while it works: producers need not notify a busy worker"
+
+
+def test_a_queue_without_notifications_is_polled(db, direct_dsn, pool_dsn, make_queue):
+    # wait_for refuses such a queue (55000): the worker polls it instead of failing.
+    queue = make_queue('{"notify": false}')
+    worker = Worker(queue, {None: lambda job, ctx: None}, concurrency=1, conninfo_direct=direct_dsn,
+                    conninfo_pool=pool_dsn, poll_interval=0.2)
+    thread = start(worker)
+    try:
+        job_id, _ = Producer(pool_dsn).enqueue(queue, {})
+        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
+                   == "completed", limit=30, what="the job completed by polling")
+        assert thread.is_alive()
+        assert wake_lock_holders(db, queue) == []
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
