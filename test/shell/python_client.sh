@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Python client (clients/python, conveyor_client): its pytest suite runs against a fresh database,
 # first with every call on direct connections, then with producers' and workers' calls through
-# pgbouncer in transaction pooling mode (workers keep one direct session each for LISTEN). Each pytest
-# test is one TAP line; the suite covers four worker processes working 2,000 jobs with failures
-# (every job completed once or dead), release of unstarted jobs at shutdown, cancellation of a
-# handler whose lease was lost, progress, failures and dedup.
+# pgbouncer in transaction pooling mode (workers keep one direct session each for wait_for). Each
+# pytest test is one TAP line; the suite covers four worker processes working 2,000 jobs with failures,
+# lost leases and a killed process (every job completed once or dead), a pooled worker woken by an
+# enqueue long before its poll, release of unstarted jobs at shutdown, cancellation of a handler whose
+# lease was lost, progress, failures, retries and dedup, and the `conveyor` command-line tool.
 source "$(dirname "$0")/lib/tap.bash"
 
 DB=conveyor_shell_python_client

@@ -73,3 +73,39 @@ def test_other_errors_are_not_retried(pool_dsn):
     import psycopg
     with pytest.raises(psycopg.errors.UndefinedObject):
         Producer(pool_dsn).enqueue("no_such_queue", {})
+
+
+def test_retry_retries_40001_40P01_55P03_with_backoff_then_gives_up():
+    import contextlib
+    import psycopg
+    from conveyor_client import Retry
+
+    class OnePool:
+        @contextlib.contextmanager
+        def connection(self):
+            yield None
+
+    transient = [psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected,
+                 psycopg.errors.LockNotAvailable]
+    calls = []
+
+    def flaky(conn):
+        calls.append(1)
+        if len(calls) <= len(transient):
+            raise transient[len(calls) - 1]("transient")
+        return "done"
+
+    retry = Retry(attempts=4, base=0.001, cap=0.01)
+    assert retry.run(OnePool(), flaky) == "done"
+    assert len(calls) == 4
+    assert [retry.delay(n) <= 0.01 for n in range(10)] == [True] * 10
+    assert 0.0005 <= Retry(base=0.001, cap=1).delay(0) <= 0.001 and Retry(base=0.001, cap=1).delay(3) >= 0.004
+
+    def always_conflicts(conn):
+        calls.append(1)
+        raise psycopg.errors.SerializationFailure("conflict")
+
+    calls.clear()
+    with pytest.raises(psycopg.errors.SerializationFailure):
+        Retry(attempts=3, base=0.001).run(OnePool(), always_conflicts)
+    assert len(calls) == 3, "at most `attempts` tries"

@@ -33,47 +33,93 @@ def start(worker):
 
 
 def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queue, tmp_path):
-    queue = make_queue('{"max_attempts": 2, "backoff_base_seconds": 0, "lease_seconds": 60}')
+    # Four worker processes over 2,000 jobs: one job in ten always fails, four "hold" jobs lose their
+    # lease (an operator requeues them while they run), and one process is killed with SIGKILL halfway
+    # (a fifth takes its place; its leases run out and others run its jobs again).
+    queue = make_queue('{"max_attempts": 3, "backoff_base_seconds": 0, "lease_seconds": 4}')
     producer = Producer(pool_dsn)
     jobs = 2000
+    holds = 4
     for chunk in range(0, jobs, 500):
-        producer.enqueue_batch(queue, [{"payload": {"n": n, "fail": n % 10 == 0}, "job_type": "fetch"}
-                                       for n in range(chunk, chunk + 500)])
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "stress_worker.py"), direct_dsn, pool_dsn,
-                               queue, str(tmp_path / f"runs{i}.txt")]) for i in range(4)]
+        producer.enqueue_batch(queue, [
+            {"payload": {"n": n, "fail": n % 10 == 5}, "job_type": "hold" if n < holds else "fetch",
+             "priority": 10 if n < holds else 5} for n in range(chunk, chunk + 500)])
+    def spawn(i):
+        return subprocess.Popen([sys.executable, os.path.join(HERE, "stress_worker.py"), direct_dsn, pool_dsn,
+                                 queue, str(tmp_path / f"runs{i}.txt"), f"stress-{i}"])
+
+    def finished():
+        return db.execute("SELECT count(*) FROM conveyor.job_history h JOIN conveyor.queues q USING (queue_id)"
+                          " WHERE q.name = %s", (queue,)).fetchone()[0]
+
+    procs = [spawn(i) for i in range(4)]
     try:
+        held = [job_id for (job_id,) in db.execute(
+            "SELECT job_id FROM conveyor.list_jobs(%s, job_type => 'hold')", (queue,))]
+        assert len(held) == holds
+        wait_until(lambda: db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['running'], job_type => 'hold')",
+                                      (queue,)).fetchone()[0] == holds, what="the hold jobs running")
+        for job_id in held:
+            assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
+        wait_until(lambda: sum(open(tmp_path / f"runs{i}.txt").read().count(" cancelled") for i in range(4)) == holds,
+                   what="the hold jobs' handlers saw their lease lost")
+        wait_until(lambda: finished() >= jobs // 3, limit=300, what="a third of the jobs finished")
+        killed = procs[0]
+        killed.kill()
+        assert killed.wait(timeout=60) == -signal.SIGKILL
+        procs.append(spawn(4))
         wait_until(lambda: unfinished(db, queue) == 0, limit=600, what="every job finished")
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=120) for p in procs]
-    assert codes == [0, 0, 0, 0]
+    assert codes[1:] == [0, 0, 0, 0], "the surviving workers shut down cleanly on SIGTERM"
 
     rows = db.execute(
         "SELECT h.job_id, h.status, h.attempt, h.payload, h.last_error FROM conveyor.job_history h"
         " JOIN conveyor.queues q USING (queue_id) WHERE q.name = %s", (queue,)).fetchall()
     assert len(rows) == jobs
     assert len({r[0] for r in rows}) == jobs, "a job finished more than once"
+    trails = collections.defaultdict(list)
+    for job_id, event, worker_id, details in db.execute(
+            "SELECT e.job_id, e.event, e.worker_id, e.details FROM conveyor.job_events e"
+            " JOIN conveyor.job_history h USING (job_id) JOIN conveyor.queues q USING (queue_id)"
+            " WHERE q.name = %s ORDER BY e.at", (queue,)):
+        trails[job_id].append((event, worker_id, details))
     for job_id, status, attempt, payload, last_error in rows:
+        events = [e for e, _, _ in trails[job_id]]
         if payload["fail"]:
-            assert (status, attempt, last_error) == ("dead", 2, f"planned failure {payload['n']}")
+            assert (status, attempt) == ("dead", 3)
+            assert last_error == f"planned failure {payload['n']}" or "expired" in events
+            assert "succeeded" not in events
         else:
-            assert (status, attempt) == ("completed", 1)
+            assert status == "completed"
+            assert events.count("succeeded") == 1, f"job {job_id} completed {events.count('succeeded')} times"
+    assert sum(1 for t in trails.values() if any(e == "expired" for e, _, _ in t)) > 0, \
+        "the killed worker's leased jobs expired and ran again"
 
-    # Every handler run, across the four processes: each succeeding job ran once, each failing one twice.
+    # Every handler run matches a `started` event (job, attempt, worker): the survivors' runs all of
+    # them, the killed worker's some of its (it died between some dequeues and their handlers).
     runs = collections.Counter()
-    for i in range(4):
+    outcomes = collections.defaultdict(list)
+    for i in range(5):
         with open(tmp_path / f"runs{i}.txt") as f:
             for line in f:
-                job_id, attempt, outcome = line.split()
-                runs[(job_id, outcome)] += 1
-    expected = collections.Counter({(str(r[0]), "fail" if r[3]["fail"] else "ok"): 2 if r[3]["fail"] else 1
-                                    for r in rows})
-    assert runs == expected
-    succeeded = db.execute(
-        "SELECT count(*), count(DISTINCT e.job_id) FROM conveyor.job_events e JOIN conveyor.job_history h USING (job_id)"
-        " JOIN conveyor.queues q USING (queue_id) WHERE q.name = %s AND e.event = 'succeeded'", (queue,)).fetchone()
-    assert succeeded == (jobs - jobs // 10, jobs - jobs // 10)
+                job_id, attempt, worker_id, outcome = line.split()
+                runs[(job_id, int(attempt), worker_id)] += 1
+                outcomes[job_id].append((int(attempt), outcome))
+    started = collections.Counter((str(job_id), d["attempt"], w) for job_id, t in trails.items()
+                                  for e, w, d in t if e == "started")
+    assert {k: v for k, v in runs.items() if k[2] != "stress-0"} == \
+        {k: v for k, v in started.items() if k[2] != "stress-0"}
+    assert all(started[k] >= v for k, v in runs.items() if k[2] == "stress-0")
+    # The hold jobs' first runs saw their lease lost; their late acks changed nothing.
+    for job_id in held:
+        first = [o for a, o in outcomes[str(job_id)] if a == 1]
+        assert first == ["cancelled"], f"hold job {job_id}: {outcomes[str(job_id)]}"
+        events = [e for e, _, _ in trails[job_id]]
+        assert "requeued" in events and events.count("succeeded") == 1 and "failed" not in events
 
 
 def test_shutdown_releases_jobs_not_started(db, direct_dsn, pool_dsn, make_queue):
@@ -254,3 +300,25 @@ def test_a_queue_without_notifications_is_polled(db, direct_dsn, pool_dsn, make_
         worker.stop()
         thread.join(60)
     assert not thread.is_alive()
+
+
+def test_shutdown_gives_up_on_a_handler_after_its_timeout_and_cancels_it(db, direct_dsn, pool_dsn, make_queue):
+    queue = make_queue()
+    job_id, _ = Producer(pool_dsn).enqueue(queue, {})
+    started = threading.Event()
+    seen = []
+
+    def stubborn(job, ctx):
+        started.set()
+        seen.append(ctx.cancelled.wait(60))
+
+    worker = Worker(queue, {None: stubborn}, concurrency=1, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
+                    shutdown_timeout=0.5, poll_interval=0.5)
+    thread = start(worker)
+    wait_until(started.is_set, what="the handler started")
+    worker.stop()
+    thread.join(60)
+    assert not thread.is_alive(), "run() returns after shutdown_timeout"
+    wait_until(lambda: seen == [True], limit=10, what="the handler saw the cancellation")
+    # Its ack went out after run() returned, or not at all: the job is running or completed, never released.
+    assert "released" not in [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
