@@ -46,6 +46,21 @@ run_pytest() {
 
 run_pytest direct "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB"
 
+# `pip install ./clients/python` gives the `conveyor` command (offline: setuptools and psycopg are
+# Debian's, seen through --system-site-packages). Built from a copy so the source tree stays clean.
+cp -r "$CLIENT" "$TMP/src"
+if /usr/bin/python3 -m venv --system-site-packages --without-pip "$TMP/venv" >"$TMP/pip.out" 2>&1 &&
+   /usr/bin/python3 -m pip --python "$TMP/venv/bin/python" install -q --no-build-isolation --no-deps --no-index \
+       "$TMP/src" >>"$TMP/pip.out" 2>&1; then
+    pass "pip install ./clients/python"
+    installed=$("$TMP/venv/bin/conveyor" --dsn "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB" status --json 2>&1)
+    is "$(/usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["health"]["overall_status"] in ("healthy", "warning", "critical"))' <<<"$installed" 2>&1)" \
+       "True" "the installed conveyor command prints status as JSON"
+else
+    fail "pip install ./clients/python"
+    sed 's/^/#   /' "$TMP/pip.out"
+fi
+
 start_pgbouncer "$DB" "$POOL_SIZE"
 xacts() { psql -X -At -h "$TMP" -p "$BPORT" -d pgbouncer -c "SHOW STATS" | awk -F'|' -v db="$DB" '$1 == db {print $2}'; }
 before=$(xacts)

@@ -152,7 +152,7 @@ def cmd_retry(conn: psycopg.Connection, args: argparse.Namespace) -> None:
         print(to_json({"job_id": job["job_id"], "retried": True, "status": job["status"], "run_at": job["run_at"],
                        "attempt": job["attempt"], "max_attempts": job["max_attempts"]}))
     else:
-        print(f"job {job['job_id']} retried: {job['status']}, due {job['run_at']}, "
+        print(f"job {job['job_id']} retried: {job['status']}, due {cell(job['run_at'])}, "
               f"attempt {job['attempt']} of {job['max_attempts']}")
 
 
