@@ -17,7 +17,7 @@ export PGDATABASE=postgres
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
           libxxhash-dev libvalijson-dev nlohmann-json3-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
-          python3-psycopg
+          python3-psycopg python3-pytest python3-pip python3-setuptools python3-venv
           valgrind prometheus-postgres-exporter curl)
 
 log() { printf '==> %s\n' "$*" >&2; }
