@@ -150,10 +150,12 @@ SELECT conveyor.enqueue('tap_sp_schema', '{"n": 1}');
 SELECT conveyor.validate_payload('tap_sp_schema', '{"m": 1}');
 SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', '2000-01-01Z', '2999-01-01Z', 10);
 -- A recurring job's row (schedule_enqueue needs pg_cron's database: test/shell/schedule_enqueue.sh), run
--- by hand as pg_cron would, then listed.
+-- by the extension's owner as pg_cron would (under this search_path), then listed.
+RESET SESSION AUTHORIZATION;
 INSERT INTO conveyor.schedules (name, queue, payload, priority, created_at, updated_at)
-VALUES ('tap_sp_every', 'tap_sp', '{}', 5, now(), now());
+VALUES ('tap_sp_every', 'tap_sp', '{}', 5, pg_catalog.now(), pg_catalog.now());
 SELECT conveyor.run_schedule('tap_sp_every');
+SET SESSION AUTHORIZATION tap_sp_mallory;
 SELECT * FROM conveyor.list_schedules();
 SELECT conveyor.maintain();
 SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'day');
