@@ -76,3 +76,15 @@ $(OBJS): .conveyor-flags
 .PHONY: sanitize
 sanitize:
 	$(MAKE) CONVEYOR_SANITIZE=1 all
+
+# `make dist`: the PGXN archive, named by META.json's name and version (conveyor-0.3.0.zip) with
+# one top-level folder conveyor-<version>/, written to DIST_DIR (default: here). git archive of the
+# last commit: only tracked files, so no build products, bench results or uncommitted edits.
+DIST_DIR ?= .
+DIST_NAME := $(shell sed -n 's/^   "name": "\(.*\)",$$/\1/p' $(srcdir)/META.json)
+DIST_VERSION := $(shell sed -n 's/^   "version": "\(.*\)",$$/\1/p' $(srcdir)/META.json)
+.PHONY: dist
+dist:
+	@test -n "$(DIST_NAME)" -a -n "$(DIST_VERSION)" || { echo "no top-level name or version in META.json" >&2; exit 1; }
+	git -C $(srcdir) archive --format=zip --prefix=$(DIST_NAME)-$(DIST_VERSION)/ \
+	    -o $(abspath $(DIST_DIR))/$(DIST_NAME)-$(DIST_VERSION).zip HEAD

@@ -17,8 +17,11 @@ export PGDATABASE=postgres
 
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
           libxxhash-dev libvalijson-dev nlohmann-json3-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
-          python3-psycopg
-          valgrind prometheus-postgres-exporter curl)
+          python3-psycopg python3-pytest python3-pip python3-setuptools python3-venv nodejs
+          valgrind prometheus-postgres-exporter curl
+          git unzip dpkg-dev debhelper postgresql-server-dev-all)   # the last line: scripts/package.sh
+# clients/node's tests need npm: NodeSource's nodejs package carries it, Debian's has it apart.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

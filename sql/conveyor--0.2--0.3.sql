@@ -9,7 +9,8 @@
 -- attempt count), dead letters with their details and their own retention, payload schemas and queue
 -- metadata, progress, custom trail events, status notifications, and wait_for and stop_waiting for a
 -- listening session apart from the pooled ones that dequeue. Upserts: on_duplicate, returning,
--- mode and on_error. Snapshots: snapshot_top. As for a fresh install: REVOKE ALL ... FROM PUBLIC for
+-- mode and on_error. Snapshots: snapshot_top. Recurring jobs on pg_cron: schedule_enqueue,
+-- unschedule_enqueue, list_schedules and run_schedule. As for a fresh install: REVOKE ALL ... FROM PUBLIC for
 -- each new function, then its GRANTs; new tables passed to pg_extension_config_dump and readable by
 -- conveyor_admin.
 \echo Use "ALTER EXTENSION conveyor UPDATE TO '0.3'" to load this file. \quit
@@ -305,3 +306,46 @@ CREATE FUNCTION conveyor.snapshot_top(series text, period_start timestamptz, met
 COMMENT ON FUNCTION conveyor.snapshot_top(text,timestamp with time zone,text,integer,text) IS 'Returns the entities of a series with the largest delta, delta_day or value of one metric in one period, largest first.';
 REVOKE ALL ON FUNCTION conveyor.snapshot_top(text, timestamptz, text, int, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.snapshot_top(text, timestamptz, text, int, text) TO conveyor_reader;
+
+-- ===================================================================================================
+-- Recurring jobs on pg_cron
+-- ===================================================================================================
+
+CREATE TABLE conveyor.schedules (
+    name         text PRIMARY KEY,
+    queue        text NOT NULL,
+    payload      jsonb NOT NULL,
+    job_type     text,
+    group_key    text,
+    priority     int NOT NULL,
+    max_attempts int,
+    last_tick    timestamptz,
+    last_job_id  uuid,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.schedules', '');
+GRANT SELECT ON conveyor.schedules TO conveyor_admin;
+
+CREATE FUNCTION conveyor.schedule_enqueue(name text, schedule text, queue text, payload jsonb DEFAULT '{}',
+                                          job_type text DEFAULT NULL, group_key text DEFAULT NULL,
+                                          priority int DEFAULT 5, max_attempts int DEFAULT NULL) RETURNS bigint
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_schedule_enqueue';
+COMMENT ON FUNCTION conveyor.schedule_enqueue(text,text,text,jsonb,text,text,integer,integer) IS 'Schedules a job to be enqueued with pg_cron at most once per tick, or changes that schedule; returns the pg_cron job id.';
+CREATE FUNCTION conveyor.unschedule_enqueue(name text) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_unschedule_enqueue';
+COMMENT ON FUNCTION conveyor.unschedule_enqueue(text) IS 'Removes a recurring job''s schedule and its pg_cron job; false if there was none.';
+CREATE FUNCTION conveyor.list_schedules()
+    RETURNS TABLE(name text, schedule text, active boolean, queue text, payload jsonb, job_type text,
+                  group_key text, priority int, max_attempts int, last_tick timestamptz, last_job_id uuid,
+                  cron_job_id bigint, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_list_schedules';
+COMMENT ON FUNCTION conveyor.list_schedules() IS 'Lists the recurring jobs with their pg_cron schedule, what they enqueue and the last tick that enqueued.';
+CREATE FUNCTION conveyor.run_schedule(name text) RETURNS uuid
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_run_schedule';
+COMMENT ON FUNCTION conveyor.run_schedule(text) IS 'Enqueues a schedule''s job for the current tick unless that tick already enqueued; pg_cron calls it.';
+REVOKE ALL ON FUNCTION conveyor.schedule_enqueue(text, text, text, jsonb, text, text, int, int),
+    conveyor.unschedule_enqueue(text), conveyor.list_schedules(), conveyor.run_schedule(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.list_schedules() TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.schedule_enqueue(text, text, text, jsonb, text, text, int, int),
+    conveyor.unschedule_enqueue(text) TO conveyor_admin;

@@ -54,6 +54,17 @@ static void validate_job(const Queue &q, const NewJob &job, Jsonb *payload, int 
     if (q.payload_schema) check_payload_schema(q, payload, at);
 }
 
+void check_job(const std::string &queue, Jsonb *payload, const std::optional<std::string> &job_type,
+               int32 priority, std::optional<int32> max_attempts) {
+    Queue q = cached_queue(queue);
+    NewJob job;
+    job.payload = PointerGetDatum(payload);
+    job.job_type = job_type;
+    job.priority = priority;
+    job.max_attempts = max_attempts.value_or(q.max_attempts);
+    validate_job(q, job, payload, -1);
+}
+
 // The ready or running job of each group, for groups of one queue.
 struct GroupHead {
     pg_uuid_t id;

@@ -8,6 +8,13 @@ namespace conveyor::queue {
 // At load: the per-backend queue cache and partition bookkeeping follow catalog changes and aborts.
 void register_callbacks();
 
+// Checks a job as conveyor.enqueue does before writing it: the queue exists, priority and max_attempts
+// (the queue's when nullopt) are in range, the payload is an object with the queue's required keys that
+// matches its payload schema, and the job type is one the queue allows; throws enqueue's errors.
+// Inside an open SPI connection.
+void check_job(const std::string &queue, Jsonb *payload, const std::optional<std::string> &job_type,
+               int32 priority, std::optional<int32> max_attempts);
+
 // ---- upkeep, called by conveyor.maintain() (src/maintain.cpp) inside an open SPI connection ----
 
 // Creates the history and event partitions ahead for every queue's retention, then drops history

@@ -56,10 +56,11 @@ FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid =
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'conveyor'
 WHERE has_function_privilege('conveyor_admin', p.oid, 'EXECUTE')
   AND NOT has_function_privilege('conveyor_worker', p.oid, 'EXECUTE');
--- schedule_maintenance and unschedule_maintenance succeed only in pg_cron's database, not this one:
--- test/shell/pg_cron.sh checks their rows.
+-- schedule_maintenance, unschedule_maintenance, schedule_enqueue and unschedule_enqueue succeed only in
+-- pg_cron's database, not this one: test/shell/pg_cron.sh and schedule_enqueue.sh check their rows.
 SELECT is((SELECT array_agg(name ORDER BY name) FROM tap_au_admin_only
-           WHERE name NOT IN ('maintain', 'aggregate_metrics', 'audit', 'schedule_maintenance', 'unschedule_maintenance')
+           WHERE name NOT IN ('maintain', 'aggregate_metrics', 'audit', 'schedule_maintenance', 'unschedule_maintenance',
+                              'schedule_enqueue', 'unschedule_enqueue')
              AND pg_temp.calls(name) <> 1), NULL,
           'every admin-only function (but upkeep and audit()) wrote exactly one row');
 SELECT is((SELECT array_agg(DISTINCT function_name ORDER BY function_name) FROM conveyor.audit_log

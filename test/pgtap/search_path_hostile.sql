@@ -149,6 +149,14 @@ SELECT conveyor.create_queue('tap_sp_schema', '{"payload_schema": {"type": "obje
 SELECT conveyor.enqueue('tap_sp_schema', '{"n": 1}');
 SELECT conveyor.validate_payload('tap_sp_schema', '{"m": 1}');
 SELECT * FROM conveyor.list_jobs('tap_sp', ARRAY['completed', 'dead'], 'g1', 'fetch', '2000-01-01Z', '2999-01-01Z', 10);
+-- A recurring job's row (schedule_enqueue needs pg_cron's database: test/shell/schedule_enqueue.sh), run
+-- by the extension's owner as pg_cron would (under this search_path), then listed.
+RESET SESSION AUTHORIZATION;
+INSERT INTO conveyor.schedules (name, queue, payload, priority, created_at, updated_at)
+VALUES ('tap_sp_every', 'tap_sp', '{}', 5, pg_catalog.now(), pg_catalog.now());
+SELECT conveyor.run_schedule('tap_sp_every');
+SET SESSION AUTHORIZATION tap_sp_mallory;
+SELECT * FROM conveyor.list_schedules();
 SELECT conveyor.maintain();
 SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'day');
 SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'hour', 'g1');
@@ -263,8 +271,8 @@ SELECT is((SELECT array_agg(p.oid::regprocedure::text ORDER BY p.oid::regprocedu
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'conveyor'
            WHERE NOT EXISTS (SELECT 1 FROM pg_stat_xact_user_functions s WHERE s.funcid = p.oid AND s.calls > 0)
              -- they succeed only in pg_cron's database, not this one (test/shell/pg_cron.sh)
-             AND p.proname NOT IN ('schedule_maintenance', 'unschedule_maintenance')), NULL,
-          'the workload called every function of the extension (but the two that need pg_cron''s database)');
+             AND p.proname NOT IN ('schedule_maintenance', 'unschedule_maintenance', 'schedule_enqueue', 'unschedule_enqueue')), NULL,
+          'the workload called every function of the extension (but the four that need pg_cron''s database)');
 -- The calls did their work (a failing one would have ended the test).
 SELECT is(ARRAY[:'dup', :'acked', :'d1_job'::jsonb->>'status', :'waited', :'stopped_waiting', :'idem_state',
                 :'v1_entity'::jsonb->>'state', :'adv_held'],
