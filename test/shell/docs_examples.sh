@@ -4,13 +4,25 @@
 # statement installs it), and each result a block shows is compared with what psql printed; one TAP
 # line per block, naming file and line. The convention (how results, errors, placeholders and skipped
 # blocks are written) is in docs/testing.md, "Examples in the documentation"; the runner is
-# test/shell/lib/docs_examples.py. Roles the examples create, and what blocks marked
-# "database postgres" add there (extensions, pg_cron jobs), are removed afterwards.
+# test/shell/lib/docs_examples.py. A block marked "database NAME" runs on NAME: postgres as it is, any
+# other name on a fresh empty database the test creates for the file. Roles the examples create, and
+# what blocks marked "database postgres" add there (extensions, pg_cron jobs), are removed afterwards,
+# and the last TAP line checks that database postgres and the roles are as they were before.
 source "$(dirname "$0")/lib/tap.bash"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 
 command -v python3 >/dev/null || bail "python3 is not installed (scripts/common.sh installs it)"
+# What the examples must leave as they found it (other shell tests use database postgres and pg_cron).
+cluster_state() {
+    q postgres "SELECT 'extension ' || extname FROM pg_extension ORDER BY 1" \
+               "SELECT 'role ' || rolname FROM pg_roles ORDER BY 1"
+    if [ -n "$(q postgres "SELECT to_regclass('cron.job')")" ]; then
+        q postgres "SELECT format('cron job %s %s %L %L in %s as %s', jobid, jobname, schedule, command, database, username)
+                    FROM cron.job ORDER BY jobid"
+    fi
+}
+state_before=$(cluster_state)
 roles_before=$(q postgres "SELECT string_agg(quote_literal(rolname), ',') FROM pg_roles")
 cron_before=$(q postgres "SELECT coalesce(max(jobid), 0) FROM cron.job" 2>/dev/null || echo none)
 exts_before=$(q postgres "SELECT string_agg(quote_literal(extname), ',') FROM pg_extension")
@@ -42,6 +54,13 @@ for file in README.md docs/*.md; do
     else
         create_db "$db" || bail "could not create $db"
     fi
+    for other in $(sed -n 's/^\s*<!--\s*docs-test:\s*database \(\S*\)\s*-->\s*$/\1/p' "$file" | sort -u); do
+        [ "$other" = postgres ] && continue
+        psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "SET client_min_messages = warning" \
+            -c "DROP DATABASE IF EXISTS \"$other\" WITH (FORCE)" -c "CREATE DATABASE \"$other\"" >/dev/null ||
+            bail "could not create $other"
+        TEST_DBS+=("$other")
+    done
     while IFS= read -r line; do
         case $line in
             'ok - '*) pass "${line#ok - }" ;;
@@ -50,4 +69,12 @@ for file in README.md docs/*.md; do
         esac
     done < <(/usr/bin/python3 test/shell/lib/docs_examples.py "$file" "$db")
 done
+cleanup
+state_after=$(cluster_state)
+if [ "$state_after" = "$state_before" ]; then
+    pass "database postgres (extensions, pg_cron jobs) and the roles are as before the examples"
+else
+    fail "database postgres (extensions, pg_cron jobs) and the roles are as before the examples"
+    diff <(echo "$state_before") <(echo "$state_after") | sed 's/^/# /'
+fi
 finish

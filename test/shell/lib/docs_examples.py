@@ -63,6 +63,11 @@ def split_units(lines, first):
                     units[-1].accepting = False
                 continue
             if stripped.startswith('--'):
+                # A bare '--' inside a result is psql's empty line (before a notification, say).
+                if line.rstrip() == '--' and units and units[-1].accepting and units[-1].shown \
+                        and k + 1 < len(lines) and is_result_line(lines[k + 1]):
+                    units[-1].shown.append((lineno, ''))
+                    continue
                 if units and units[-1].accepting and is_result_line(line):
                     body = line[3:] if line.startswith('-- ') else line[2:]
                     if body.startswith('\u2192'):
