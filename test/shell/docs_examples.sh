@@ -6,8 +6,8 @@
 # blocks are written) is in docs/testing.md, "Examples in the documentation"; the runner is
 # test/shell/lib/docs_examples.py. A block marked "database NAME" runs on NAME: postgres as it is, any
 # other name on a fresh empty database the test creates for the file. Roles the examples create, and
-# what blocks marked "database postgres" add there (extensions, pg_cron jobs), are removed afterwards,
-# and the last TAP line checks that database postgres and the roles are as they were before.
+# what blocks marked "database postgres" add there (extensions, pg_cron jobs), are removed after each
+# file, and the last TAP line checks that database postgres and the roles are as they were before.
 source "$(dirname "$0")/lib/tap.bash"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -24,15 +24,17 @@ cluster_state() {
 }
 state_before=$(cluster_state)
 roles_before=$(q postgres "SELECT string_agg(quote_literal(rolname), ',') FROM pg_roles")
-cron_before=$(q postgres "SELECT coalesce(max(jobid), 0) FROM cron.job" 2>/dev/null || echo none)
+cron_before=$(q postgres "SELECT coalesce(max(jobid), 0) FROM cron.job" 2>/dev/null || echo 0)
 exts_before=$(q postgres "SELECT string_agg(quote_literal(extname), ',') FROM pg_extension")
 
 cleanup() {
-    drop_test_dbs
-    if [ "$cron_before" != none ] && [ -n "$(q postgres "SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")" ]; then
+    # Jobs go through cron.unschedule, even when pg_cron's extension is dropped next: its trigger tells
+    # the running scheduler, which otherwise keeps running the jobs it had loaded.
+    if [ -n "$(q postgres "SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")" ]; then
         q postgres "DELETE FROM cron.job_run_details WHERE jobid > $cron_before" \
                    "SELECT count(cron.unschedule(jobid)) FROM cron.job WHERE jobid > $cron_before" >/dev/null
     fi
+    drop_test_dbs
     local e
     for e in $(q postgres "SELECT extname FROM pg_extension WHERE extname NOT IN ($exts_before) ORDER BY extname = 'pg_cron'"); do
         q postgres "DROP EXTENSION \"$e\" CASCADE" >/dev/null
@@ -68,8 +70,8 @@ for file in README.md docs/*.md; do
             *) echo "$line" ;;
         esac
     done < <(/usr/bin/python3 test/shell/lib/docs_examples.py "$file" "$db")
+    cleanup   # each file starts from the same cluster: no role or pg_cron job of an earlier one
 done
-cleanup
 state_after=$(cluster_state)
 if [ "$state_after" = "$state_before" ]; then
     pass "database postgres (extensions, pg_cron jobs) and the roles are as before the examples"
