@@ -7,7 +7,7 @@
 #   3. pgTAP              test/pgtap/*.sql through pg_prove                            (behaviour)
 #   4. shell tests        test/shell/*.sh                  (stress, fuzz, dump/restore, LISTEN, ...)
 # and ends with one line: "N passed, N failed". CONVEYOR_SUITES="regress isolation pgtap shell"
-# picks suites; CONVEYOR_ONLY=<name> picks one file within them.
+# picks suites; CONVEYOR_ONLY="<name> ..." picks files within them.
 source "$(dirname "$0")/common.sh"
 setup_all
 build_install_selftest
@@ -25,7 +25,7 @@ pick() {  # the names (without extension) of files matching $1, filtered by ONLY
     for f in $1; do
         [ -e "$f" ] || continue
         f=$(basename "$f"); f=${f%.*}
-        if [ -z "$ONLY" ] || [ "$ONLY" = "$f" ]; then echo "$f"; fi
+        if [ -z "$ONLY" ] || [[ " $ONLY " == *" $f "* ]]; then echo "$f"; fi
     done
 }
 
