@@ -39,6 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A fresh pg_cron launcher: earlier tests created and dropped pg_cron (see restart_server).
+restart_server || bail "the scratch server did not restart"
+
 # err DB SQL: the error psql printed (VERBOSITY verbose, LOCATION dropped), or nothing when it succeeded.
 err() {
     psql -X -q -At -d "$1" -v VERBOSITY=verbose -c "$2" 2>&1 >/dev/null | grep -v '^LOCATION:'

@@ -60,6 +60,17 @@ server_log() {
     echo "$(dirname "$data")/server.log"
 }
 
+# restart_server: a fast restart of the scratch cluster. pg_cron's launcher keeps its jobs' state for
+# the server's lifetime, across DROP EXTENSION pg_cron (whose job ids start again at 1); after tests that
+# created and dropped the extension while their jobs ran, pg_cron 1.4.2's launcher was seen to start no
+# job at all until a restart. Tests that wait for pg_cron to run a job restart first.
+restart_server() {
+    local data=${CONVEYOR_PGDATA:-}
+    [ -n "$data" ] || data=$(q postgres "SHOW data_directory")
+    runuser -u postgres -- "${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}/pg_ctl" -D "$data" -l "$(server_log)" \
+        -m fast -t 300 -w restart >/dev/null
+}
+
 # Databases this test created; dropped on exit (WITH (FORCE): a stuck worker cannot keep them alive).
 TEST_DBS=()
 create_db() {  # create_db NAME: a fresh database with conveyor installed
