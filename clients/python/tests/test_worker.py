@@ -68,10 +68,27 @@ def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queu
 
         wait_until(lambda: cancelled_runs() == holds, what="the hold jobs' handlers saw their lease lost")
         wait_until(lambda: finished() >= jobs // 3, limit=300, what="a third of the jobs finished")
-        # Kill a process that holds jobs now: their leases run out and other workers run them again.
-        killed_id = db.execute("SELECT worker_id FROM conveyor.list_jobs(%s, ARRAY['running'], lim => 1)",
-                               (queue,)).fetchone()[0]
-        killed = procs[int(killed_id.split("-")[1])]
+        # Kill a process that holds jobs: their leases run out and other workers run them again. It is
+        # frozen first (SIGSTOP) and checked to still hold a running job, so it cannot finish them all
+        # between the look and the kill.
+        def running_of(worker_id):
+            return db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['running'])"
+                              " WHERE worker_id = %s", (queue, worker_id)).fetchone()[0]
+
+        killed = None
+        for _ in range(200):
+            row = db.execute("SELECT worker_id FROM conveyor.list_jobs(%s, ARRAY['running'], lim => 1)",
+                             (queue,)).fetchone()
+            if row is None:
+                time.sleep(0.05)
+                continue
+            candidate = procs[int(row[0].split("-")[1])]
+            candidate.send_signal(signal.SIGSTOP)
+            if running_of(row[0]) > 0:
+                killed = candidate
+                break
+            candidate.send_signal(signal.SIGCONT)
+        assert killed is not None, "a worker process holding a running job was found"
         killed.kill()
         assert killed.wait(timeout=60) == -signal.SIGKILL
         procs.append(spawn(4))
