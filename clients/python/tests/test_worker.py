@@ -85,7 +85,7 @@ def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queu
             candidate = procs[int(row[0].split("-")[1])]
             candidate.send_signal(signal.SIGSTOP)
             if running_of(row[0]) > 0:
-                killed = candidate
+                killed, killed_id = candidate, row[0]
                 break
             candidate.send_signal(signal.SIGCONT)
         assert killed is not None, "a worker process holding a running job was found"
