@@ -38,6 +38,11 @@ test('four worker processes work 2,000 jobs with failures, a killed worker and l
     "SELECT count(*)::int FROM unnest($1::uuid[]) j WHERE conveyor.get_job(j)->>'status' = 'running'", [slowIds])) === SLOW.length,
     'the slow jobs run');
   for (const id of slowIds) assert.equal(await value(db, 'SELECT conveyor.requeue($1)', [id]), true);
+  // Their handlers notice at the next heartbeat (a third of the lease); wait for that before a worker is
+  // killed, which could otherwise be one of theirs.
+  const abortedRuns = () => ids.map((_, i) => join(dir, `runs${i}.txt`)).filter(existsSync)
+    .flatMap((f) => readFileSync(f, 'utf8').split('\n')).filter((line) => / 1 aborted /.test(`${line} `)).length;
+  await waitUntil(async () => abortedRuns() === SLOW.length, 'the slow jobs\' handlers saw their leases lost', 60000);
 
   // A worker dies mid-run: the jobs it held come back when their leases run out.
   const finished = () => value(db, 'SELECT count(*)::int FROM conveyor.job_history h JOIN conveyor.queues q USING (queue_id) WHERE q.name = $1', [queue]);
@@ -92,7 +97,7 @@ test('four worker processes work 2,000 jobs with failures, a killed worker and l
     .flatMap((f) => readFileSync(f, 'utf8').trim().split('\n')).map((line) => line.split(' '));
   for (const id of slowIds) {
     assert.ok(runs.some(([job, attempt, outcome, reason]) => job === id && attempt === '1' && outcome === 'aborted' && reason === 'LeaseLostError'),
-      `the handler of ${id} saw the lost lease`);
+      `the handler of ${id} saw the lost lease; its runs: ${JSON.stringify(runs.filter(([job]) => job === id))}`);
   }
   const ran = new Set(runs.map(([job]) => job));
   assert.equal(ran.size, JOBS, 'every job ran');

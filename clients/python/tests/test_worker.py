@@ -84,6 +84,7 @@ def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queu
                 continue
             candidate = procs[int(row[0].split("-")[1])]
             candidate.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)  # an ack it sent just before it stopped still lands; then look
             if running_of(row[0]) > 0:
                 killed, killed_id = candidate, row[0]
                 break
