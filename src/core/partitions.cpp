@@ -76,9 +76,16 @@ void DailyPartitions::ensure(int64 first, int64 last) {
         if (OidIsValid(conveyor_relid(part.c_str()))) continue;
         const char *part_name = part.c_str();
         const char *ident = pg_guard([&] { return quote_identifier(part_name); });
-        spi::run_once(fmt::format("CREATE TABLE conveyor.{} PARTITION OF conveyor.{} FOR VALUES FROM ('{} 00:00:00+00') "
+        // CREATE TABLE ... PARTITION OF would take an ACCESS EXCLUSIVE lock on the parent, which waits
+        // for every transaction that has written to or read the table; one of them waiting in turn for
+        // this partition (on the advisory lock above) is a deadlock. ATTACH PARTITION takes only SHARE
+        // UPDATE EXCLUSIVE on the parent, which readers and writers do not hold.
+        spi::run_once(fmt::format("CREATE TABLE conveyor.{} (LIKE conveyor.{} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                                  ident, table_),
+                      {}, spi::Params());
+        spi::run_once(fmt::format("ALTER TABLE conveyor.{} ATTACH PARTITION conveyor.{} FOR VALUES FROM ('{} 00:00:00+00') "
                                   "TO ('{} 00:00:00+00')",
-                                  ident, table_, day_text(day, false), day_text(day + 1, false)),
+                                  table_, ident, day_text(day, false), day_text(day + 1, false)),
                       {}, spi::Params());
         for (const auto &[suffix, definition] : index_definitions_) {
             bool wanted = true;
