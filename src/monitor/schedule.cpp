@@ -100,6 +100,30 @@ static std::optional<Job> find_job(const std::string &name) {
     return Job{*rows.int8(0, 0), *rows.boolean(0, 1), rows.text(0, 2).value_or("")};
 }
 
+// Creates or updates this user's pg_cron job of that name (cron.schedule replaces the schedule and
+// command of an existing one instead of adding another), active and running in `database`: a job
+// someone paused is resumed, since scheduling means running. A schedule pg_cron refuses is 22023
+// with the forms it accepts. Returns the job's id. Inside an SPI connection.
+static int64 upsert_cron_job(const std::string &name, const std::string &schedule, const std::string &command,
+                             const std::string &database) {
+    int64 job_id;
+    try {
+        spi::Rows rows = spi::run_once("SELECT cron.schedule($1, $2, $3)", {TEXTOID, TEXTOID, TEXTOID},
+                                       Params().text(0, name).text(1, schedule).text(2, command));
+        job_id = *rows.int8(0, 0);
+    } catch (const PgError &e) {
+        if (e.sqlstate() != ERRCODE_INVALID_PARAMETER_VALUE) throw;
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("schedule {} is not a cron schedule", quoted(schedule)),
+                    "pg_cron accepts five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, ...",
+                    "Pass a schedule such as '* * * * *' (every minute) or '*/5 * * * *' (every 5 minutes).");
+    }
+    std::optional<Job> job = find_job(name);
+    if (job && (!job->active || job->database != database))
+        spi::run_once("SELECT cron.alter_job($1, database => $2, active => true)", {INT8OID, TEXTOID},
+                      Params().int8(0, job_id).text(1, database));
+    return job_id;
+}
+
 CONVEYOR_AUDITED_FUNCTION(conveyor_schedule_maintenance) {
     std::string schedule = required_name(fcinfo, 0, "schedule", max_key_bytes);
     std::string database = current_database_name();
@@ -113,24 +137,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_schedule_maintenance) {
                     "pg_cron is preloaded and schedules jobs from this database, but its extension is not created here.",
                     "Run CREATE EXTENSION pg_cron in this database, then call conveyor.schedule_maintenance again.");
     spi::Connection spi;
-    // cron.schedule(job_name, ...) updates the schedule and command of this user's job of that name,
-    // if there is one, instead of adding another.
-    int64 job_id;
-    try {
-        spi::Rows rows = spi::run_once("SELECT cron.schedule($1, $2, $3)", {TEXTOID, TEXTOID, TEXTOID},
-                                       Params().text(0, name).text(1, schedule).text(2, maintain_command));
-        job_id = *rows.int8(0, 0);
-    } catch (const PgError &e) {
-        if (e.sqlstate() != ERRCODE_INVALID_PARAMETER_VALUE) throw;
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("schedule {} is not a cron schedule", quoted(schedule)),
-                    "pg_cron accepts five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, ...",
-                    "Pass a schedule such as '* * * * *' (every minute) or '*/5 * * * *' (every 5 minutes).");
-    }
-    // It leaves a job someone paused paused: scheduling means running.
-    std::optional<Job> job = find_job(name);
-    if (job && (!job->active || job->database != database))
-        spi::run_once("SELECT cron.alter_job($1, database => $2, active => true)", {INT8OID, TEXTOID},
-                      Params().int8(0, job_id).text(1, database));
+    int64 job_id = upsert_cron_job(name, schedule, maintain_command, database);
     spi.finish();
     PG_RETURN_INT64(job_id);
 }
@@ -224,21 +231,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_schedule_enqueue) {
         {TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, INT4OID, INT4OID},
         Params().text(0, name).text(1, queue).datum(2, PointerGetDatum(payload)).text(3, job_type).text(4, group_key)
             .int4(5, priority).int4(6, max_attempts));
-    int64 job_id;
-    try {
-        spi::Rows rows = spi::run_once("SELECT cron.schedule($1, $2, $3)", {TEXTOID, TEXTOID, TEXTOID},
-                                       Params().text(0, job).text(1, schedule).text(2, run_command(name)));
-        job_id = *rows.int8(0, 0);
-    } catch (const PgError &e) {
-        if (e.sqlstate() != ERRCODE_INVALID_PARAMETER_VALUE) throw;
-        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("schedule {} is not a cron schedule", quoted(schedule)),
-                    "pg_cron accepts five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, ...",
-                    "Pass a schedule such as '* * * * *' (every minute) or '*/5 * * * *' (every 5 minutes).");
-    }
-    std::optional<Job> found = find_job(job);
-    if (found && (!found->active || found->database != database))
-        spi::run_once("SELECT cron.alter_job($1, database => $2, active => true)", {INT8OID, TEXTOID},
-                      Params().int8(0, job_id).text(1, database));
+    int64 job_id = upsert_cron_job(job, schedule, run_command(name), database);
     spi.finish();
     PG_RETURN_INT64(job_id);
 }
@@ -256,11 +249,17 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_unschedule_enqueue) {
     PG_RETURN_BOOL(found.has_value() || had_row);
 }
 
+// True when pg_cron schedules from this database and its extension is created here (readers of
+// cron.job only: they work without it, and never raise).
+static bool cron_usable_here(const std::string &database) {
+    std::optional<std::string> cron_db = cron_database();
+    return cron_db && *cron_db == database && pg_guard([] { return OidIsValid(get_extension_oid("pg_cron", true)); });
+}
+
 CONVEYOR_FUNCTION(conveyor_list_schedules) {
     ResultSet out(fcinfo);
     std::string database = current_database_name();
-    std::optional<std::string> cron_db = cron_database();
-    bool with_cron = cron_db && *cron_db == database && pg_guard([] { return OidIsValid(get_extension_oid("pg_cron", true)); });
+    bool with_cron = cron_usable_here(database);
     spi::Connection spi;
     static constexpr const char *columns =
         "s.name, {schedule}, {active}, s.queue, s.payload, s.job_type, s.group_key, s.priority, s.max_attempts,"
@@ -314,8 +313,7 @@ static TimestampTz tick_of(TimestampTz now, int64 seconds) {
 CONVEYOR_FUNCTION(conveyor_run_schedule) {
     std::string name = required_name(fcinfo, 0, "name", max_key_bytes);
     std::string database = current_database_name();
-    std::optional<std::string> cron_db = cron_database();
-    bool with_cron = cron_db && *cron_db == database && pg_guard([] { return OidIsValid(get_extension_oid("pg_cron", true)); });
+    bool with_cron = cron_usable_here(database);
     spi::Connection spi;
     std::optional<std::string> schedule;
     if (with_cron && (NAMEDATALEN - 1) >= (int)(strlen(enqueue_job_prefix) + database.size() + 1 + name.size())) {
