@@ -14,16 +14,19 @@ from psycopg.types.json import Jsonb
 
 from conveyor_client._db import Pool, as_pool
 
-# Each function's parameters, in the contract's order.
+# Each function's parameters and their types, in the contract's order.
 FUNCTIONS: Dict[str, tuple] = {
-    "create_campaign_with_coverage": ("p_campaign_data", "p_zip_codes"),
-    "insert_businesses_batch": ("p_campaign_id", "p_zip_code", "p_businesses"),
-    "update_campaign_statistics": ("p_campaign_id",),
-    "track_campaign_cost": ("p_campaign_id", "p_service", "p_items_processed", "p_cost_usd", "p_metadata"),
-    "update_coverage_status": ("p_campaign_id", "p_zip_code", "p_businesses_found", "p_emails_found", "p_actual_cost"),
-    "update_enrichment_batch": ("p_enrichment_type", "p_enrichments"),
-    "update_email_verification": ("p_business_id", "p_email", "p_verification_data"),
-    "get_businesses_for_enrichment": ("p_campaign_id", "p_enrichment_type", "p_limit", "p_offset"),
+    "create_campaign_with_coverage": (("p_campaign_data", "jsonb"), ("p_zip_codes", "jsonb")),
+    "insert_businesses_batch": (("p_campaign_id", "uuid"), ("p_zip_code", "varchar"), ("p_businesses", "jsonb")),
+    "update_campaign_statistics": (("p_campaign_id", "uuid"),),
+    "track_campaign_cost": (("p_campaign_id", "uuid"), ("p_service", "varchar"), ("p_items_processed", "int"),
+                            ("p_cost_usd", "numeric"), ("p_metadata", "jsonb")),
+    "update_coverage_status": (("p_campaign_id", "uuid"), ("p_zip_code", "varchar"), ("p_businesses_found", "int"),
+                               ("p_emails_found", "int"), ("p_actual_cost", "numeric")),
+    "update_enrichment_batch": (("p_enrichment_type", "varchar"), ("p_enrichments", "jsonb")),
+    "update_email_verification": (("p_business_id", "uuid"), ("p_email", "varchar"), ("p_verification_data", "jsonb")),
+    "get_businesses_for_enrichment": (("p_campaign_id", "uuid"), ("p_enrichment_type", "varchar"), ("p_limit", "int"),
+                                      ("p_offset", "int")),
 }
 JSON_PARAMS = {"p_campaign_data", "p_zip_codes", "p_businesses", "p_metadata", "p_enrichments", "p_verification_data"}
 
@@ -51,13 +54,14 @@ class CampaignsClient:
 
     def call(self, function: str, **params: Any) -> Dict[str, Any]:
         """The function's envelope; retried while it says retry_recommended, at most `retries` times."""
-        names = FUNCTIONS.get(function)
-        if names is None:
+        if function not in FUNCTIONS:
             raise ValueError(f"unknown function {function!r}")
+        names = [n for n, _ in FUNCTIONS[function]]
         if set(params) != set(names):
             raise TypeError(f"{function} takes {', '.join(names)}")
-        sql = "SELECT campaigns.%s(%s)" % (function, ", ".join(f"{n} => %s" for n in names))
-        args = [Jsonb(params[n]) if n in JSON_PARAMS and params[n] is not None else params[n] for n in names]
+        sql = "SELECT campaigns.%s(%s)" % (function, ", ".join(f"{n} => %s::{t}" for n, t in FUNCTIONS[function]))
+        args = [Jsonb(params[n]) if n in JSON_PARAMS and params[n] is not None
+                else str(params[n]) if isinstance(params[n], float) else params[n] for n in names]
         attempt = 0
         while True:
             with self._pool.connection() as conn:
