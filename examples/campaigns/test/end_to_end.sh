@@ -2,7 +2,9 @@
 # The whole pipeline: 30 campaigns (about 780 ZIPs, 3,500 businesses) worked by four worker processes
 # whose calls go through pgbouncer in transaction pooling mode, against the simulated APIs with
 # their transient failures, rejected ZIPs and one campaign without enough budget. Then: every job
-# completed or dead for the documented reason, costs exact everywhere, no duplicate place_id.
+# completed or dead for the documented reason, costs exact everywhere, no duplicate place_id. The
+# campaigns are created as the installing role; the workers log in as a role that holds only
+# campaigns_worker.
 source "$(dirname "$0")/../../../test/shell/lib/tap.bash"
 
 DB=conveyor_example_campaigns_e2e
@@ -12,19 +14,24 @@ TMP=$(mktemp -d /tmp/campaigns-e2e.XXXXXX)
 chmod 755 "$TMP"
 chown postgres:postgres "$TMP"
 BPORT=$((PGPORT + 1100))
+WORKER_ROLE=campaigns_e2e_scraper
 cleanup() {
     stop_pgbouncer
     drop_test_dbs
+    psql -X -q -d postgres -c "DROP ROLE IF EXISTS $WORKER_ROLE" >/dev/null 2>&1
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 create_db "$DB" || bail "could not create database $DB"
 psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$HERE/../install.sql" >/dev/null 2>&1 || bail "install.sql failed"
-start_pgbouncer "$DB" 8
-DIRECT="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB"
-POOL="host=$TMP port=$BPORT user=$PGUSER dbname=$DB"
+q postgres "DROP ROLE IF EXISTS $WORKER_ROLE" "CREATE ROLE $WORKER_ROLE LOGIN IN ROLE campaigns_worker" >/dev/null ||
+    bail "could not create the workers' login role"
+start_pgbouncer "$DB" 8 "$WORKER_ROLE"
+DIRECT="host=$PGHOST port=$PGPORT user=$WORKER_ROLE dbname=$DB"
+POOL="host=$TMP port=$BPORT user=$WORKER_ROLE dbname=$DB"
+ADMIN_POOL="host=$TMP port=$BPORT user=$PGUSER dbname=$DB"
 
-campaigns=$(/usr/bin/python3 "$PIPELINE" create --dsn "$POOL" --campaigns 30 --seed 4 | wc -l)
+campaigns=$(/usr/bin/python3 "$PIPELINE" create --dsn "$ADMIN_POOL" --campaigns 30 --seed 4 | wc -l)
 is "$campaigns" 30 "30 campaigns created through pgbouncer"
 pids=()
 for i in 1 2 3 4; do
@@ -34,7 +41,7 @@ for i in 1 2 3 4; do
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
-is "$rc" 0 "four workers ran until the queue was idle"
+is "$rc" 0 "four workers, logged in as a campaigns_worker, ran until the queue was idle"
 grep -h "retried" "$TMP"/worker*.log | sed 's/^/# /'
 
 is "$(q "$DB" "SELECT count(*) FROM conveyor.list_jobs('campaigns', status => '{pending,running}', lim => 1000)")" 0 "no job left pending or running"

@@ -136,7 +136,7 @@ wait_sessions_bounded() {
 # pgbouncer in transaction pooling mode in front of database $1, pool size $2, listening on port
 # $BPORT with its socket, config, log and pid file in $TMP (which the postgres user must be able to
 # write). stop_pgbouncer ends it; call it from the test's exit trap.
-start_pgbouncer() {  # start_pgbouncer DB POOL_SIZE
+start_pgbouncer() {  # start_pgbouncer DB POOL_SIZE [USER...]: $PGUSER and the other login roles named
     command -v pgbouncer >/dev/null || bail "pgbouncer is not installed (scripts/common.sh installs the Debian package)"
     cat >"$TMP/pgbouncer.ini" <<INI
 [databases]
@@ -155,7 +155,8 @@ server_lifetime = 3600
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
 INI
-    echo "\"$PGUSER\" \"\"" >"$TMP/userlist.txt"
+    local user
+    for user in "$PGUSER" "${@:3}"; do echo "\"$user\" \"\""; done >"$TMP/userlist.txt"
     chown postgres:postgres "$TMP/pgbouncer.ini" "$TMP/userlist.txt"
     runuser -u postgres -- pgbouncer -d -q "$TMP/pgbouncer.ini" || bail "pgbouncer did not start"
     for _ in $(seq 1 50); do [ -S "$TMP/.s.PGSQL.$BPORT" ] && break; sleep 0.1; done
