@@ -120,18 +120,19 @@ class Pipeline:
     # ---- handlers, one per job type ----------------------------------------------------------------
 
     def discover_channels(self, job, ctx):
-        found = 0
+        # every search first, then the enqueues: a failed search retries the job before anything was enqueued
+        found: List[str] = []
         page = 0
         while True:
             items = self.api_call("search.list", self.api.search_list, "music", page, job.attempt)["items"]
-            for item in items:
-                channel_id = item["id"]["channelId"]
-                self.rpc("SELECT * FROM youtube.enqueue_job('BACKFILL_CHANNEL', %s, priority => 7, dedup_key => %s)",
-                         (channel_id, "backfill:" + channel_id))
-                found += 1
+            found += [item["id"]["channelId"] for item in items]
             if len(items) < PAGE:
-                return self.done({"channels_found": found})
+                break
             page += 1
+        for channel_id in found:
+            self.rpc("SELECT * FROM youtube.enqueue_job('BACKFILL_CHANNEL', %s, priority => 7, dedup_key => %s)",
+                     (channel_id, "backfill:" + channel_id))
+        return self.done({"channels_found": len(found)})
 
     def backfill_channel(self, job, ctx):
         channel_id = job.payload["channel_id"]
