@@ -349,3 +349,13 @@ REVOKE ALL ON FUNCTION conveyor.schedule_enqueue(text, text, text, jsonb, text, 
 GRANT EXECUTE ON FUNCTION conveyor.list_schedules() TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.schedule_enqueue(text, text, text, jsonb, text, text, int, int),
     conveyor.unschedule_enqueue(text) TO conveyor_admin;
+
+-- ===================================================================================================
+-- Audit: applications' own rows
+-- ===================================================================================================
+
+CREATE FUNCTION conveyor.audit_record(function_name text, arguments jsonb, result jsonb DEFAULT NULL) RETURNS bigint
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_audit_record';
+COMMENT ON FUNCTION conveyor.audit_record(text,jsonb,jsonb) IS 'Records a call of an application''s own function in the audit log, with the caller context conveyor computes.';
+REVOKE ALL ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_worker;

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "core/args.hpp"
+#include "core/jsonb.hpp"
 #include "core/message.hpp"
 #include "core/owner.hpp"
 #include "core/partitions.hpp"
@@ -228,6 +229,51 @@ Datum audited_call(FunctionCallInfo fcinfo, Datum (*body)(FunctionCallInfo)) {
     return result;
 }
 
+// ---- conveyor.audit_record(): applications' own rows ------------------------------------------------
+
+// An application's function (typically its own SECURITY DEFINER RPC) records its call in the same log,
+// with the caller context conveyor computes, never one the caller passes: the session user, and the
+// role that called (the outer user: the role that called the application's wrapper, not its owner).
+// Names under "conveyor." are conveyor's own rows and cannot be written this way. Each argument and the
+// result are clipped as conveyor's own rows are. In a read-only transaction nothing is recorded (NULL).
+CONVEYOR_FUNCTION(conveyor_audit_record) {
+    std::string function = required_key(fcinfo, 0, "function_name");
+    std::string prefix = function.substr(0, std::min<size_t>(function.size(), 9));
+    for (char &c : prefix) c = (char)std::tolower((unsigned char)c);
+    if (prefix == "conveyor.")
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("function_name {} names a conveyor function", quoted(function)),
+                    "", "Rows of conveyor's own functions are written by the calls themselves; name the application's function.");
+    require(fcinfo, 1, "arguments");
+    Jsonb *arguments = optional_object(fcinfo, 1, "arguments");
+    std::string arguments_doc = "{";
+    bool first = true;
+    for (const JsonField &field : jsonb_object_fields(arguments, "arguments")) {
+        if (!first) arguments_doc += ", ";
+        first = false;
+        arguments_doc += json_quoted(field.key);
+        arguments_doc += ": ";
+        arguments_doc += json_value(jsonb_value_datum(field.value), JSONBOID, false);
+    }
+    arguments_doc += "}";
+    std::optional<std::string> result_doc;  // no result: NULL (a JSON null result is 'null')
+    if (!PG_ARGISNULL(2)) result_doc = json_value(PG_GETARG_DATUM(2), JSONBOID, false);
+    if (XactReadOnly) PG_RETURN_NULL();
+    std::string session_name = role_name(GetSessionUserId()), calling_name = role_name(GetOuterUserId());
+    spi::Connection spi;
+    audit_partitions.ensure_current();
+    static Statement insert(
+        "INSERT INTO conveyor.audit_log (audit_id, at, session_user_name, current_user_name, client_addr,"
+        " application_name, function_name, arguments, result)"
+        " VALUES (pg_catalog.nextval('conveyor.audit_id_seq'), pg_catalog.clock_timestamp(), $1, $2,"
+        " pg_catalog.inet_client_addr(), pg_catalog.current_setting('application_name'), $3, $4::jsonb, $5::jsonb)"
+        " RETURNING audit_id",
+        {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+    int64 id = insert.run(Params().text(0, session_name).text(1, calling_name).text(2, function).text(3, arguments_doc)
+                              .text(4, result_doc)).int8(0, 0).value();
+    spi.finish();
+    PG_RETURN_INT64(id);
+}
+
 // ---- conveyor.audit() -------------------------------------------------------------------------------
 
 CONVEYOR_FUNCTION(conveyor_audit) {
@@ -235,7 +281,8 @@ CONVEYOR_FUNCTION(conveyor_audit) {
     TimestampTz since = PG_GETARG_TIMESTAMPTZ(0);
     std::optional<std::string> actor = optional_key(fcinfo, 1, "actor");
     std::optional<std::string> function = optional_key(fcinfo, 2, "function");
-    if (function && function->rfind("conveyor.", 0) != 0) function = "conveyor." + *function;
+    // A bare name is conveyor's function; a qualified one (app.rpc) an application's (audit_record).
+    if (function && function->find('.') == std::string::npos) function = "conveyor." + *function;
     ResultSet out(fcinfo);
     spi::Connection spi;
     static Statement stmt(

@@ -190,6 +190,9 @@ CREATE FUNCTION conveyor.audit(since timestamptz DEFAULT pg_catalog.now() - inte
                   application_name text, function_name text, arguments jsonb, result jsonb)
     LANGUAGE C STABLE @DEFINER@ @NO_JIT@ AS 'MODULE_PATHNAME', 'conveyor_audit';
 COMMENT ON FUNCTION conveyor.audit(timestamp with time zone,text,text) IS 'Audited calls since a time, oldest first, optionally of one session user and of one function.';
+CREATE FUNCTION conveyor.audit_record(function_name text, arguments jsonb, result jsonb DEFAULT NULL) RETURNS bigint
+    LANGUAGE C VOLATILE @DEFINER@ AS 'MODULE_PATHNAME', 'conveyor_audit_record';
+COMMENT ON FUNCTION conveyor.audit_record(text,jsonb,jsonb) IS 'Records a call of an application''s own function in the audit log, with the caller context conveyor computes.';
 
 -- ---- roles of the monitor ----
 GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conveyor.events(timestamptz, text, int),
@@ -197,7 +200,8 @@ GRANT EXECUTE ON FUNCTION conveyor.settings(), conveyor.get_setting(text), conve
     conveyor.metrics(text, timestamptz, timestamptz, text, jsonb), conveyor.health()
     TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.report_issue(text, text, text, text, jsonb), conveyor.resolve_issue(bigint, text),
-    conveyor.record_metric(text, double precision, jsonb), conveyor.record_metrics(jsonb)
+    conveyor.record_metric(text, double precision, jsonb), conveyor.record_metrics(jsonb),
+    conveyor.audit_record(text, jsonb, jsonb)
     TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION conveyor.set_setting(text, text), conveyor.aggregate_metrics(text),
     conveyor.audit(timestamptz, text, text) TO conveyor_admin;

@@ -1,9 +1,9 @@
 -- The audit trail: every admin action writes one row in its own transaction, with the caller (session
 -- user and the role that called, not conveyor's owner), application_name, the arguments by name and
 -- the result; a failed call leaves none; worker calls only when audit.worker_calls is on; readers
--- never; audit() filters; maintain() drops the log's partitions past retention.audit_days.
+-- never; an application's own rows through audit_record(); audit() filters; maintain() drops the log's partitions past retention.audit_days.
 BEGIN;
-SELECT plan(36);
+SELECT plan(47);
 
 CREATE ROLE tap_au_op NOLOGIN;
 GRANT conveyor_admin TO tap_au_op;
@@ -155,6 +155,46 @@ SELECT conveyor.set_setting('audit.worker_calls', 'off');
 SELECT is((SELECT jsonb_build_array(right(arguments->>'message', 4), octet_length(arguments->>'message') <= 2000)
            FROM conveyor.audit_log WHERE function_name = 'conveyor.report_issue'),
           '["é...", true]'::jsonb, 'a long argument is clipped, at a character boundary, marked ...');
+
+-- ---- audit_record(): an application's own security-definer RPC records its call ----
+CREATE ROLE tap_au_app NOLOGIN;  -- owns the application's functions
+GRANT conveyor_worker TO tap_au_app;
+CREATE ROLE tap_au_caller NOLOGIN;  -- calls them; no conveyor role at all
+CREATE SCHEMA tap_au_app AUTHORIZATION tap_au_app;
+GRANT USAGE ON SCHEMA tap_au_app TO tap_au_caller;
+CREATE FUNCTION tap_au_app.double_it(x int) RETURNS int LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM conveyor.audit_record('tap_au_app.double_it', jsonb_build_object('x', x, 'note', repeat('é', 1500)), to_jsonb(x * 2));
+    RETURN x * 2;
+END $$;
+ALTER FUNCTION tap_au_app.double_it(int) OWNER TO tap_au_app;
+REVOKE EXECUTE ON FUNCTION tap_au_app.double_it(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tap_au_app.double_it(int) TO tap_au_caller;
+SET ROLE tap_au_caller;
+SELECT is(tap_au_app.double_it(21), 42, 'the application''s RPC runs');
+RESET ROLE;
+SELECT is((SELECT jsonb_build_array(session_user_name, current_user_name, application_name, arguments->'x', result)
+             FROM conveyor.audit(function => 'tap_au_app.double_it')),
+          jsonb_build_array(session_user, 'tap_au_caller', 'tap-audit', 21, 42),
+          'audit_record: one row with the role that called the wrapper (not its owner), the session, application_name, arguments, result');
+SELECT is((SELECT right(arguments->>'note', 4) || octet_length(arguments->>'note')::text
+             FROM conveyor.audit_log WHERE function_name = 'tap_au_app.double_it'),
+          'é...2000', 'audit_record: a long argument is clipped like conveyor''s own');
+SELECT ok((SELECT conveyor.audit_record('tap_au_app.batch', '{}') > max(audit_id) FROM conveyor.audit_log
+            WHERE function_name = 'tap_au_app.double_it'), 'audit_record returns the new row''s increasing id');
+SELECT is((SELECT result FROM conveyor.audit_log WHERE function_name = 'tap_au_app.batch'), NULL, 'audit_record: no result is NULL');
+SELECT throws_ok($$SELECT conveyor.audit_record('conveyor.retry', '{}')$$, '22023', NULL,
+                 'audit_record cannot write a row of a conveyor function');
+SELECT throws_ok($$SELECT conveyor.audit_record('CONVEYOR.retry', '{}')$$, '22023', NULL, '... in any case');
+SELECT throws_ok($$SELECT conveyor.audit_record('tap_au_app.x', '[1]')$$, '22023', 'arguments must be a JSON object, not array',
+                 'audit_record: arguments must be an object');
+SELECT throws_ok($$SELECT conveyor.audit_record('tap_au_app.x', NULL)$$, '22004', 'arguments must not be NULL', 'audit_record: NULL arguments');
+SELECT throws_ok($$SELECT conveyor.audit_record(repeat('a', 1025), '{}')$$, '22023', NULL, 'audit_record: name over 1024 bytes');
+SET ROLE tap_au_caller;
+SELECT throws_ok($$SELECT conveyor.audit_record('tap_au_app.x', '{}')$$, '42501', NULL,
+                 'a role without conveyor_worker cannot write the log directly');
+RESET ROLE;
 
 -- ---- audit(): by time, actor and function ----
 SET ROLE tap_au_op;
