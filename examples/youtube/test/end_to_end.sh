@@ -15,7 +15,7 @@ use_scratch youtube-e2e
 chmod 755 "$TMP"
 chown postgres:postgres "$TMP"
 BPORT=$((PGPORT + 1100))
-trap 'stop_pgbouncer; scratch_cleanup' EXIT
+trap 'stop_pgbouncer; scratch_cleanup; psql -X -q -d postgres -c "DROP ROLE IF EXISTS youtube_worker_login" >/dev/null 2>&1' EXIT
 
 create_db "$DB" || bail "could not create database $DB"
 psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -f "$HERE/install.sql" >"$TMP/install.log" 2>&1 || { cat "$TMP/install.log"; bail "install.sql failed"; }
@@ -24,9 +24,7 @@ q "$DB" "SET client_min_messages = warning" "DO \$\$ BEGIN IF NOT EXISTS (SELECT
 # Retries at once: the fake API's transient failures clear by the third attempt.
 q "$DB" "SELECT conveyor.alter_queue('youtube', '{\"backoff_base_seconds\": 0}')" >/dev/null
 
-start_pgbouncer "$DB" 6
-echo '"youtube_worker_login" ""' >>"$TMP/userlist.txt"
-psql -X -q -h "$TMP" -p "$BPORT" -d pgbouncer -c "RELOAD" >/dev/null || bail "pgbouncer did not reload its users"
+start_pgbouncer "$DB" 6 youtube_worker_login
 POOL="host=$TMP port=$BPORT dbname=$DB user=youtube_worker_login"
 DIRECT="host=$PGHOST port=$PGPORT dbname=$DB user=youtube_worker_login"
 
