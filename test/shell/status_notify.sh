@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Status notifications: a queue with {"status_notify": true} sends every status change of its jobs
-# (enqueue, enqueue_batch, dequeue, ack success and failure (retry => false too), release, cancel, retry, dead_letter,
-# lease expiry) and every progress update on channel conveyor_status, as JSON, in commit order. A
+# (enqueue, enqueue_batch, dequeue, ack success and failure, a final one with retry => false too,
+# release, cancel, retry, dead_letter, lease expiry) and every progress update on channel
+# conveyor_status, as JSON, in commit order. A
 # listener on a separate connection receives each change of each job in order; a rolled-back change
 # and a queue without the option send nothing.
 #
