@@ -119,6 +119,16 @@ COMMENT ON FUNCTION conveyor.dead_letter(uuid,text,jsonb) IS 'Moves a pending or
 REVOKE ALL ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) TO conveyor_admin;
 
+-- ack's retry => false ends a failure the worker knows is final: the job dies at once.
+DROP FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text);
+CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true)
+    RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_ack';
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
+REVOKE ALL ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean) TO conveyor_worker;
+
 DROP FUNCTION conveyor.retry(uuid, int);
 CREATE FUNCTION conveyor.requeue(job_id uuid, delay_seconds int DEFAULT 0) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_requeue';

@@ -99,7 +99,10 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
 // skip_locked: leave jobs another transaction has locked (dequeue's housekeeping never waits).
 // at_0_3: the database has 0.3's dead letters (dead_retention_days, job_history.reason). A failed ack
 // ($4 false) records its stats ($5) and the run's duration in the trail, as a successful one does.
+// $6 true: the failure is final (ack with retry => false): the jobs die whatever attempts remain,
+// with the reason 'not retryable' instead of 'max_attempts reached'.
 // The run's duration and the worker's stats, for a failed ack (not for an expired lease).
+#define DEAD_REASON "CASE WHEN $6 THEN 'not retryable' ELSE 'max_attempts reached' END"
 #define RUN_FIGURES                                                                                               \
     "CASE WHEN $4 THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('duration_ms',"                             \
     " pg_catalog.round(extract(epoch FROM pg_catalog.clock_timestamp() - started_at) * 1000), 'stats', $5::jsonb) END"
@@ -112,7 +115,7 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "  FOR UPDATE") + (skip_locked ? " SKIP LOCKED" : "") + "), "
         "dead AS ("
         "  DELETE FROM conveyor.jobs j USING t, conveyor.queues q"
-        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt >= j.max_attempts"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND (j.attempt >= j.max_attempts OR $6)"
         "  RETURNING j.*, " + std::string(at_0_3 ? "q.dead_retention_days" : "q.retention_days") + " AS retention_days), "
         "retried AS ("
         "  UPDATE conveyor.jobs j SET"
@@ -122,7 +125,7 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "      * (1 - 0.25 * pg_catalog.random())),"
         "    worker_id = NULL, lease_until = NULL, last_error = $2"
         "  FROM t, conveyor.queues q"
-        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt < j.max_attempts"
+        "  WHERE j.job_id = t.job_id AND q.queue_id = j.queue_id AND j.attempt < j.max_attempts AND NOT $6"
         "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at, j.attempt, j.started_at,"
         "            (SELECT o.worker_id FROM conveyor.jobs o WHERE o.job_id = j.job_id) AS worker_id), "
         "h AS ("
@@ -130,7 +133,7 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "  SELECT job_id, queue_id, 'dead', priority, run_at, job_type, group_key, dedup_key, payload, attempt,"
         "         max_attempts, worker_id, started_at, $2, created_at, pg_catalog.now(),"
         "         pg_catalog.now() + pg_catalog.make_interval(days => retention_days)" + progress_values(at_0_3) +
-        (at_0_3 ? ", 'max_attempts reached'" : "") +
+        (at_0_3 ? ", " DEAD_REASON : "") +
         "  FROM dead), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -145,7 +148,7 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "  FROM dead"
         "  UNION ALL"
         "  SELECT job_id, pg_catalog.clock_timestamp() + interval '1 microsecond', 'dead', worker_id,"
-        "         pg_catalog.jsonb_build_object('attempt', attempt, 'reason', 'max_attempts reached', 'error', $2)"
+        "         pg_catalog.jsonb_build_object('attempt', attempt, 'reason', " DEAD_REASON ", 'error', $2)"
         "  FROM dead), "
         "changes AS ("
         "  SELECT job_id, queue_id, group_key, state FROM retried"
@@ -159,11 +162,12 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
 }
 
 #undef RUN_FIGURES
+#undef DEAD_REASON
 
 static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
                                       const std::optional<std::string> &worker, bool expire, bool skip_locked = false,
-                                      Datum stats = (Datum)0, bool stats_null = true) {
-    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID};
+                                      Datum stats = (Datum)0, bool stats_null = true, bool final = false) {
+    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID, BOOLOID};
     static const std::string sql[2][2] = {{fail_jobs_sql(false, false), fail_jobs_sql(false, true)},
                                           {fail_jobs_sql(true, false), fail_jobs_sql(true, true)}};
     static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
@@ -172,6 +176,7 @@ static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const s
     p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
     if (stats_null) p.null(4);
     else p.datum(4, stats);
+    p.boolean(5, final);
     return changed_rows(stmts[skip_locked][catalog_at_0_3()].run(p));
 }
 
@@ -277,10 +282,10 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
 }
 
 // Failed acks: the jobs are looked up and locked first (rows before groups), then their groups are
-// locked, and each job is rescheduled with backoff or dies at max_attempts.
+// locked, and each job is rescheduled with backoff or dies at max_attempts; retry false: each dies now.
 static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
                                  const std::optional<std::string> &worker, Datum stats = (Datum)0,
-                                 bool stats_null = true) {
+                                 bool stats_null = true, bool retry = true) {
     std::map<pg_uuid_t, JobRef, UuidLess> found;
     for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
@@ -304,9 +309,9 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
         if (t.group_key) groups.insert({t.queue_id, *t.group_key});
     }
     lock_groups(groups);
-    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null);
+    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null, !retry);
     report_status(changes);
-    report_dead_jobs(changes, "max_attempts reached", error);
+    report_dead_jobs(changes, retry ? "max_attempts reached" : "not retryable", error);
     fill_group_heads(groups_losing_head(changes));
     if (!worker && changes.size() != target_ids.size()) throw changed_while_acknowledged();
     return (int64)changes.size();
@@ -319,9 +324,15 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_ack) {
     auto error = arg_text(fcinfo, 2);
     Jsonb *stats = arg_jsonb(fcinfo, 3);
     auto worker = optional_key(fcinfo, 4, "worker_id", true);
+    // retry (0.3): the function of a database at 0.2 passes five arguments.
+    bool retry = true;
+    if (PG_NARGS() > 5) {
+        require(fcinfo, 5, "retry");
+        retry = PG_GETARG_BOOL(5);
+    }
     spi::Connection spi;
     int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker)
-                      : acknowledge_failure({id}, error, worker, PointerGetDatum(stats), stats == nullptr);
+                      : acknowledge_failure({id}, error, worker, PointerGetDatum(stats), stats == nullptr, retry);
     spi.finish();
     PG_RETURN_BOOL(n == 1);
 }

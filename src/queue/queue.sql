@@ -215,9 +215,10 @@ CREATE FUNCTION conveyor.dequeue(queue text, worker_id text, max_count int DEFAU
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dequeue';
 COMMENT ON FUNCTION conveyor.dequeue(text,text,integer,integer) IS 'Leases up to max_count due jobs of a queue to a worker, by priority, then run_at, then enqueue order.';
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
-                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL) RETURNS boolean
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true)
+    RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack';
-COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text) IS 'Acknowledges a running job: success completes it; failure retries it after backoff, or makes it dead.';
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
 CREATE FUNCTION conveyor.ack_many(job_ids uuid[], success boolean, error_message text DEFAULT NULL,
                                   worker_id text DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack_many';
@@ -311,7 +312,7 @@ GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
     conveyor.enqueue_batch(text, jsonb),
     conveyor.dequeue(text, text, int, int),
-    conveyor.ack(uuid, boolean, text, jsonb, text),
+    conveyor.ack(uuid, boolean, text, jsonb, text, boolean),
     conveyor.ack_many(uuid[], boolean, text, text),
     conveyor.heartbeat(uuid, text, int),
     conveyor.release(uuid, text, int)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Status notifications: a queue with {"status_notify": true} sends every status change of its jobs
-# (enqueue, enqueue_batch, dequeue, ack success and failure, release, cancel, retry, dead_letter,
-# lease expiry) and every progress update on channel conveyor_status, as JSON, in commit order. A
+# (enqueue, enqueue_batch, dequeue, ack success and failure, a final one with retry => false too,
+# release, cancel, retry, dead_letter, lease expiry) and every progress update on channel
+# conveyor_status, as JSON, in commit order. A
 # listener on a separate connection receives each change of each job in order; a rolled-back change
 # and a queue without the option send nothing.
 #
@@ -62,6 +63,10 @@ q "$DB" "INSERT INTO ids SELECT 'g', job_id FROM conveyor.enqueue('watched', '{\
         "SELECT count(*) FROM conveyor.dequeue('watched', 'w2')" \
         "SELECT count(*) FROM conveyor.requeue_stuck('watched', interval '1 microsecond')" \
         "SELECT conveyor.dead_letter(job_id, 'given up') FROM ids WHERE tag = 'g'" >/dev/null || bail "job g"
+# Job h: its worker's failure is final (ack with retry => false): dead on its first attempt.
+q "$DB" "INSERT INTO ids SELECT 'h', job_id FROM conveyor.enqueue('watched', '{\"n\": 9}')" \
+        "SELECT count(*) FROM conveyor.dequeue('watched', 'w1')" \
+        "SELECT conveyor.ack(job_id, false, 'HTTP 404', worker_id => 'w1', retry => false) FROM ids WHERE tag = 'h'" >/dev/null || bail "job h"
 # Jobs c and d in one batch, d then failing twice (dead at max_attempts 2); job e's lease runs out.
 q "$DB" "INSERT INTO ids SELECT CASE ord WHEN 0 THEN 'c' ELSE 'd' END, job_id
          FROM conveyor.enqueue_batch('watched', '[{\"payload\": {\"n\": 3}, \"priority\": 9}, {\"payload\": {\"n\": 4}, \"priority\": 8}]')" \
@@ -110,6 +115,7 @@ is "$(changes b)" "pending/0 running/1 pending/1 running/2 pending/1 cancelled/1
     "job b: failure, release, cancel, retry and dead_letter, in order"
 is "$(changes g)" "pending/0 running/1 pending/1 running/2 pending/2 dead/2" \
     "job g: requeue and requeue_stuck, each counting the attempt, then dead_letter"
+is "$(changes h)" "pending/0 running/1 dead/1" "job h: a failure acked with retry => false is dead at once"
 is "$(changes c)" "pending/0 cancelled/0" "job c: enqueue_batch, then cancel"
 is "$(changes d)" "pending/0 running/1 pending/1 running/2 dead/2" "job d: enqueue_batch, failures up to dead"
 is "$(changes e)" "pending/0 running/1 pending/1" "job e: lease expiry makes it pending again"

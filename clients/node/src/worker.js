@@ -14,6 +14,19 @@ export class LeaseLostError extends Error {
   }
 }
 
+/**
+ * Thrown by a handler for a failure no retry can fix (the API answered 404: the channel is gone): the
+ * worker acks the job with success false, the error's message and retry => false, so the job is dead
+ * at once, with the reason 'not retryable', whatever attempts it has left. Any other error fails the
+ * attempt, retried after backoff until max_attempts.
+ */
+export class PermanentError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'PermanentError';
+  }
+}
+
 /** The reason of a handler's signal when the worker stopped waiting for it at shutdown. */
 export class ShutdownError extends Error {
   constructor(jobId) {
@@ -332,6 +345,7 @@ export class Worker {
     let success = false;
     let error = null;
     let stats = null;
+    let retry = true;
     if (handler === undefined) {
       const known = [...this.handlers.keys()].map((t) => JSON.stringify(t)).sort().join(', ');
       error = `no handler for job_type ${JSON.stringify(job.jobType)} in worker ${this.workerId} (it handles ${known})`;
@@ -342,6 +356,7 @@ export class Worker {
         if (result != null && typeof result === 'object' && !Array.isArray(result)) stats = result;
       } catch (err) {
         error = (err instanceof Error ? err.message : String(err)) || err?.name || 'error';
+        retry = !(err instanceof PermanentError);
         stats = { exception: err instanceof Error ? err.name : typeof err };
         this.logger.info(`conveyor: job ${job.jobId} (${job.jobType}) failed: ${error}`);
       }
@@ -349,9 +364,11 @@ export class Worker {
     item.finishing = true;
     try {
       // With worker_id the ack is fenced: after a lost lease it returns false and changes nothing, and
-      // so does a retry of an ack that committed but whose answer was lost.
+      // so does a retry of an ack that committed but whose answer was lost. retry is named only when
+      // false, so a database still at 0.2 (whose ack has no retry) serves every other ack.
       const { rows } = await this._query(
-        'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5) AS acked',
+        retry ? 'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5) AS acked'
+              : 'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5, retry => false) AS acked',
         [job.jobId, success, error, stats == null ? null : JSON.stringify(stats), this.workerId]);
       if (!rows[0].acked) this.logger.warn(`conveyor: job ${job.jobId} was no longer leased to ${this.workerId}: its ack changed nothing`);
     } catch (err) {

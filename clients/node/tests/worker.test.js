@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { LeaseLostError, Producer, Worker } from '../src/index.js';
+import { LeaseLostError, PermanentError, Producer, Worker } from '../src/index.js';
 import { connect, directUrl, events, jobStatus, makeQueue, memoryLogger, poolUrl, rows, unfinished, value, waitUntil } from './helpers.js';
 
 function start(t, options) {
@@ -147,6 +147,35 @@ test('failures, unknown job types, progress and log lines', async (t) => {
   const unknown = await value(db, 'SELECT conveyor.get_job($1)', [odd]);
   assert.equal(unknown.status, 'dead');
   assert.match(unknown.last_error, /^no handler for job_type "mystery" in worker .* \(it handles "download", "parse"\)$/);
+});
+
+test('a PermanentError makes the job dead at once; any other error is retried', async (t) => {
+  const db = await connect(t);
+  // Five attempts each, and a backoff long enough that the retried job stays waiting.
+  const queue = await makeQueue(db, { max_attempts: 5, backoff_base_seconds: 3600 });
+  const producer = new Producer(poolUrl);
+  t.after(() => producer.close());
+  const gone = (await producer.enqueue(queue, { channelId: 'UCgone' }, { jobType: 'refresh' })).jobId;
+  const flaky = (await producer.enqueue(queue, { channelId: 'UCflaky' }, { jobType: 'refresh' })).jobId;
+  start(t, {
+    queue, concurrency: 2, pollIntervalMs: 500,
+    handlers: {
+      refresh: async (job) => {
+        if (job.payload.channelId === 'UCgone') throw new PermanentError('channel gone');
+        throw new Error('HTTP 503');
+      },
+    },
+  });
+  await waitUntil(async () => {
+    const [row] = await rows(db, "SELECT conveyor.get_job($1)->>'status' AS gone, conveyor.get_job($2)->>'state' AS flaky", [gone, flaky]);
+    return row.gone === 'dead' && row.flaky === 'scheduled';
+  }, 'both jobs failed once');
+  const dead = await value(db, 'SELECT conveyor.get_job($1)', [gone]);
+  assert.deepEqual([dead.status, dead.attempt, dead.last_error, dead.reason], ['dead', 1, 'channel gone', 'not retryable']);
+  assert.deepEqual(await events(db, gone), ['enqueued', 'started', 'failed', 'dead']);
+  assert.deepEqual(await rows(db, 'SELECT reason FROM conveyor.dead_jobs($1)', [queue]), [{ reason: 'not retryable' }]);
+  const retried = await value(db, 'SELECT conveyor.get_job($1)', [flaky]);
+  assert.deepEqual([retried.status, retried.attempt, retried.last_error], ['pending', 1, 'HTTP 503']);
 });
 
 test('a worker whose dequeues go through the pool is woken by an enqueue, not by its poll interval', async (t) => {

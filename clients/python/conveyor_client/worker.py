@@ -66,6 +66,15 @@ class JobContext:
 Handler = Callable[[Job, JobContext], Optional[Mapping[str, Any]]]
 
 
+class PermanentError(Exception):
+    """Raised by a handler for a failure no retry can fix (the API answered 404: the channel is gone).
+
+    The worker acks the job with success false, the exception's message and retry => false: the job is
+    dead at once, with the reason 'not retryable', whatever attempts it has left. Any other exception
+    fails the attempt, retried after backoff until max_attempts.
+    """
+
+
 @dataclass
 class _Leased:
     job: Job
@@ -339,6 +348,7 @@ class Worker:
         handler = self.handlers.get(job.job_type)
         stats: Optional[Mapping[str, Any]] = None
         error: Optional[str] = None
+        retry = True
         if handler is None:
             known = ", ".join(sorted(repr(t) for t in self.handlers))
             error = f"no handler for job_type {job.job_type!r} in worker {self.worker_id} (it handles {known})"
@@ -351,13 +361,14 @@ class Worker:
                     stats = result
             except Exception as exc:  # the attempt fails; the worker goes on
                 success = False
+                retry = not isinstance(exc, PermanentError)
                 error = str(exc) or type(exc).__name__
                 stats = {"exception": type(exc).__name__}
                 log.info("job %s (%s) failed: %s: %s", job.job_id, job.job_type, type(exc).__name__, exc)
         with self._lock:
             item.finishing = True
         try:
-            acked = self._ack(job.job_id, success, error, stats)
+            acked = self._ack(job.job_id, success, error, stats, retry)
             if not acked:
                 log.warning("job %s was no longer leased to %s: its ack changed nothing", job.job_id, self.worker_id)
         except Exception:
@@ -369,12 +380,14 @@ class Worker:
             self._wake()
 
     def _ack(self, job_id: uuid.UUID, success: bool, error: Optional[str],
-             stats: Optional[Mapping[str, Any]]) -> bool:
+             stats: Optional[Mapping[str, Any]], retry: bool = True) -> bool:
         # Retried after a drop: if the first ack committed, the retry finds the job finished and
-        # returns false, which is harmless.
+        # returns false, which is harmless. retry is named only when false, so a database still at 0.2
+        # (whose ack has no retry) serves every other ack.
+        sql = ("SELECT conveyor.ack(%s, %s, %s, %s, %s)" if retry
+               else "SELECT conveyor.ack(%s, %s, %s, %s, %s, retry => false)")
         return self._call(lambda c: c.execute(
-            "SELECT conveyor.ack(%s, %s, %s, %s, %s)",
-            (job_id, success, error, None if stats is None else Jsonb(dict(stats)), self.worker_id)).fetchone()[0])
+            sql, (job_id, success, error, None if stats is None else Jsonb(dict(stats)), self.worker_id)).fetchone()[0])
 
     def _call(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         return self._retry.run(self._pool, fn)

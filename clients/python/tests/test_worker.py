@@ -8,7 +8,7 @@ import time
 
 import psycopg
 
-from conveyor_client import Producer, Worker
+from conveyor_client import PermanentError, Producer, Worker
 
 HERE = os.path.dirname(__file__)
 
@@ -349,3 +349,37 @@ def test_shutdown_gives_up_on_a_handler_after_its_timeout_and_cancels_it(db, dir
     wait_until(lambda: seen == [True], limit=10, what="the handler saw the cancellation")
     # Its ack went out after run() returned, or not at all: the job is running or completed, never released.
     assert "released" not in [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
+
+
+def test_a_permanent_error_makes_the_job_dead_at_once(db, direct_dsn, pool_dsn, make_queue):
+    # Five attempts each: a PermanentError dies on the first, any other exception is retried.
+    queue = make_queue('{"max_attempts": 5, "backoff_base_seconds": 3600}')
+    producer = Producer(pool_dsn)
+    gone_id, _ = producer.enqueue(queue, {"channel_id": "UCgone"}, job_type="refresh")
+    flaky_id, _ = producer.enqueue(queue, {"channel_id": "UCflaky"}, job_type="refresh")
+
+    def refresh(job, ctx):
+        if job.payload["channel_id"] == "UCgone":
+            raise PermanentError("channel gone")
+        raise RuntimeError("HTTP 503")
+
+    worker = Worker(queue, {"refresh": refresh}, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
+                    poll_interval=0.5)
+    thread = start(worker)
+    try:
+        wait_until(lambda: db.execute(
+            "SELECT conveyor.get_job(%s) ->> 'status', conveyor.get_job(%s) ->> 'state'",
+            (gone_id, flaky_id)).fetchone() == ("dead", "scheduled"), what="both jobs failed once")
+    finally:
+        worker.stop()
+        thread.join(60)
+
+    gone = db.execute("SELECT conveyor.get_job(%s)", (gone_id,)).fetchone()[0]
+    assert (gone["status"], gone["attempt"], gone["last_error"], gone["reason"]) == \
+        ("dead", 1, "channel gone", "not retryable")
+    events = [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s) ORDER BY at", (gone_id,))]
+    assert events == ["enqueued", "started", "failed", "dead"]
+    assert db.execute("SELECT reason FROM conveyor.dead_jobs(%s)", (queue,)).fetchall() == [("not retryable",)]
+
+    flaky = db.execute("SELECT conveyor.get_job(%s)", (flaky_id,)).fetchone()[0]
+    assert (flaky["status"], flaky["attempt"], flaky["last_error"]) == ("pending", 1, "HTTP 503")
