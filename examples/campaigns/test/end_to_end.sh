@@ -45,10 +45,12 @@ is "$rc" 0 "four workers, logged in as a campaigns_worker, ran until the queue w
 grep -h "retried" "$TMP"/worker*.log | sed 's/^/# /'
 
 is "$(q "$DB" "SELECT count(*) FROM conveyor.list_jobs('campaigns', status => '{pending,running}', lim => 1000)")" 0 "no job left pending or running"
-# The dead jobs are exactly the SCRAPE_ZIPs of the ZIPs the API rejects (009xx), after max_attempts.
-is "$(q "$DB" "SELECT string_agg(payload->>'zip_code' || ':' || (last_error LIKE '%INVALID_REQUEST%') || ':' || attempt, ',' ORDER BY payload->>'zip_code')
-               FROM conveyor.dead_jobs('campaigns')")" "00903:true:3,00913:true:3,00923:true:3" \
-   "dead: only the three rejected ZIPs, each after 3 attempts with the API's error"
+# The dead jobs are exactly the SCRAPE_ZIPs of the ZIPs the API rejects (009xx), each at its first
+# attempt: the worker knows the rejection is final (PermanentError: ack with retry => false).
+is "$(q "$DB" "SELECT string_agg(payload->>'zip_code' || ':' || (last_error LIKE '%INVALID_REQUEST%') || ':' || attempt || ':' || reason,
+                                 ',' ORDER BY payload->>'zip_code')
+               FROM conveyor.dead_jobs('campaigns')")" "00903:true:1:not retryable,00913:true:1:not retryable,00923:true:1:not retryable" \
+   "dead: only the three rejected ZIPs, each at its first attempt, not retried, with the API's error"
 is "$(q "$DB" "SELECT (SELECT count(*) FROM conveyor.list_jobs('campaigns', status => '{completed}', job_type => 'SCRAPE_ZIP', lim => 1000))
                + (SELECT count(*) FROM conveyor.dead_jobs('campaigns', lim => 1000))")" \
    "$(q "$DB" "SELECT count(*) FROM campaigns.gmaps_campaign_coverage")" "one SCRAPE_ZIP job per covered ZIP, completed or dead"

@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "clients", "python"))
 
-from conveyor_client import Producer, Worker  # noqa: E402
+from conveyor_client import PermanentError, Producer, Worker  # noqa: E402
 from conveyor_client._db import as_pool  # noqa: E402
 
 from campaigns_client import CampaignsClient, CampaignsError  # noqa: E402
@@ -77,7 +77,10 @@ class Pipeline:
 
     def scrape_zip(self, job, ctx) -> Dict[str, Any]:
         cid, zip_code, keyword = job.payload["campaign_id"], job.payload["zip_code"], job.payload["keyword"]
-        found = self.api.google_maps_search(keyword, zip_code, job.attempt)  # raises on API failures
+        try:
+            found = self.api.google_maps_search(keyword, zip_code, job.attempt)  # raises on API failures
+        except fake_api.PermanentAPIError as e:  # the API will never accept this ZIP: no retry
+            raise PermanentError(str(e)) from e
         businesses = found["businesses"]
         cost = self.client.call("track_campaign_cost", p_campaign_id=cid, p_service="google_maps",
                                 p_items_processed=len(businesses), p_cost_usd=found["cost"],
