@@ -94,8 +94,10 @@ BEGIN
     PERFORM pg_notify('video_job_status:' || NEW.id::text, payload);
     RETURN NULL;
 END $$;
-CREATE TRIGGER notify_job_change AFTER INSERT OR UPDATE ON video.jobs
+CREATE TRIGGER notify_job_created AFTER INSERT ON video.jobs
     FOR EACH ROW EXECUTE FUNCTION video.notify_job_change();
+CREATE TRIGGER notify_job_change AFTER UPDATE ON video.jobs
+    FOR EACH ROW WHEN (OLD.version IS DISTINCT FROM NEW.version) EXECUTE FUNCTION video.notify_job_change();
 
 CREATE FUNCTION video.notify_timeline_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

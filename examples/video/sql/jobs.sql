@@ -93,9 +93,16 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO video.jobs AS j (output_format, width, height, estimated_duration, client_ip, user_agent, response_type, request)
-    VALUES (p_output_format, p_width, p_height, p_estimated_duration, v_ip, p_user_agent, p_response_type, coalesce(p_request, '{}'))
-    RETURNING j.id INTO v_id;
+    -- The render job first, so the job row is written once (one 'created' notification, version 1).
+    v_id := gen_random_uuid();
+    -- A sync request (a caller waits on the HTTP response) goes before async ones.
+    SELECT q.job_id INTO v_queue_job FROM conveyor.enqueue('video', jsonb_build_object('video_job_id', v_id),
+        job_type => 'RENDER_VIDEO', priority => CASE p_response_type WHEN 'sync' THEN 8 ELSE 5 END,
+        dedup_key => 'render:' || v_id::text) AS q;
+    INSERT INTO video.jobs (id, output_format, width, height, estimated_duration, client_ip, user_agent, response_type,
+                            request, queue_job_id)
+    VALUES (v_id, p_output_format, p_width, p_height, p_estimated_duration, v_ip, p_user_agent, p_response_type,
+            coalesce(p_request, '{}'), v_queue_job);
     FOR e, i IN SELECT x.e, x.i - 1 FROM jsonb_array_elements(coalesce(p_elements, '[]')) WITH ORDINALITY AS x(e, i) LOOP
         PERFORM video.check_arg(jsonb_typeof(e) = 'object', format('p_elements[%s] must be a JSON object', i));
         PERFORM video.check_arg(NOT EXISTS (SELECT FROM jsonb_object_keys(e) k WHERE k NOT IN ('type', 'source_url', 'element_order',
@@ -113,11 +120,6 @@ BEGIN
         v_count := v_count + 1;
     END LOOP;
 
-    -- A sync request (a caller waits on the HTTP response) goes before async ones.
-    SELECT q.job_id INTO v_queue_job FROM conveyor.enqueue('video', jsonb_build_object('video_job_id', v_id),
-        job_type => 'RENDER_VIDEO', priority => CASE p_response_type WHEN 'sync' THEN 8 ELSE 5 END,
-        dedup_key => 'render:' || v_id::text) AS q;
-    UPDATE video.jobs SET queue_job_id = v_queue_job WHERE id OPERATOR(pg_catalog.=) v_id;
     IF v_scope = 'client' THEN
         PERFORM conveyor.audit_record('video.create_job', jsonb_build_object('client_ip', host(v_ip),
             'output_format', p_output_format, 'width', p_width, 'height', p_height, 'elements', v_count),
