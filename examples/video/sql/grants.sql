@@ -3,8 +3,10 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA video FROM PUBLIC;
 GRANT SELECT ON video.job_summary, video.job_status_realtime, video.active_jobs, video.daily_job_stats,
     video.storage_performance TO video_client, video_service;
 GRANT SELECT ON video.system_metrics TO video_service;
--- The row-level security policies call it as the reading role.
-GRANT EXECUTE ON FUNCTION video.request_client_ip() TO video_client, video_service;
+-- The row-level security policies call request_client_ip as the reading role; the reads, which run as
+-- their caller, check their arguments with require and check_arg (pure functions).
+GRANT EXECUTE ON FUNCTION video.request_client_ip(), video.require(anyelement, text), video.check_arg(boolean, text)
+TO video_client, video_service;
 GRANT EXECUTE ON FUNCTION
     video.create_job(text, integer, integer, numeric, inet, text, text, jsonb, jsonb),
     video.update_job_status(uuid, text, text, text, text, bigint, numeric, text),
