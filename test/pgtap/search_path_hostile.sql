@@ -248,6 +248,7 @@ SELECT conveyor.aggregate_metrics('hour');
 SELECT conveyor.metrics('tap_sp.latency', '2000-01-01Z', '2999-01-01Z');
 SELECT conveyor.events('2000-01-01Z');
 SELECT conveyor.health() AS health \gset
+SELECT conveyor.audit_record('tap_sp.app_call', '{"x": 1}', '{"y": 2}') AS audited \gset
 SELECT conveyor.audit('2000-01-01Z', NULL, 'set_setting');
 
 -- ---- the probe: the same look-alikes catch the caller's own SQL ---------------------------------------
