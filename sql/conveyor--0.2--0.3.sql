@@ -369,3 +369,25 @@ CREATE FUNCTION conveyor.audit_record(function_name text, arguments jsonb, resul
 COMMENT ON FUNCTION conveyor.audit_record(text,jsonb,jsonb) IS 'Records a call of an application''s own function in the audit log, with the caller context conveyor computes.';
 REVOKE ALL ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_worker;
+
+-- ===================================================================================================
+-- Snapshots: skip_unchanged
+-- ===================================================================================================
+
+-- A new last parameter: drop the 0.2 signatures and create the new ones.
+DROP FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text);
+DROP FUNCTION conveyor.snapshot_batch(text, jsonb, text, text);
+CREATE FUNCTION conveyor.snapshot(series text, entity_id text, metrics jsonb, captured_at timestamptz DEFAULT now(),
+                                  period text DEFAULT 'day', tz text DEFAULT 'UTC', skip_unchanged boolean DEFAULT false)
+    RETURNS TABLE(snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_snapshot';
+COMMENT ON FUNCTION conveyor.snapshot(text,text,jsonb,timestamp with time zone,text,text,boolean) IS 'Records a capture of an entity''s metrics in its period''s row and returns the deltas to earlier periods.';
+CREATE FUNCTION conveyor.snapshot_batch(series text, captures jsonb, period text DEFAULT 'day', tz text DEFAULT 'UTC',
+                                        skip_unchanged boolean DEFAULT false)
+    RETURNS TABLE(ord int, entity_id text, snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_snapshot_batch';
+COMMENT ON FUNCTION conveyor.snapshot_batch(text,jsonb,text,text,boolean) IS 'Records captures of many entities of one series in one call, all or none.';
+REVOKE ALL ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.snapshot_batch(text, jsonb, text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text, boolean),
+    conveyor.snapshot_batch(text, jsonb, text, text, boolean) TO conveyor_worker;

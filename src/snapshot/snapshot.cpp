@@ -5,7 +5,9 @@
 //   delta      each numeric metric minus the previous period's last value, and
 //   delta_day  each numeric metric minus the latest snapshot captured at least 24 hours earlier.
 // A capture in a period that already has a row updates it; one whose metrics equal the stored ones
-// writes nothing. Captures of one entity serialize on a transaction-scoped lock of (series, entity);
+// writes nothing. With skip_unchanged, a capture that would start a period writes nothing either when
+// its metrics equal the latest earlier period's: that row stands for the new period too (its values
+// carry forward), and the capture reports it with the deltas it would have had. Captures of one entity serialize on a transaction-scoped lock of (series, entity);
 // a batch takes its entities' locks in ascending key order and writes all of them in one statement
 // per round (an entity captured several times in one batch goes in several rounds, oldest first).
 #include <algorithm>
@@ -37,6 +39,7 @@ struct Capture {
 
 struct Settings {
     std::string series, period, tz;
+    bool skip_unchanged = false;
 };
 
 static Settings settings(FunctionCallInfo fcinfo, int series_arg, int period_arg, int tz_arg) {
@@ -72,7 +75,9 @@ struct Stored {
     bool delta_null, delta_day_null;
 };
 
-// Writes the captures (at most one per entity) in one statement.
+// Writes the captures (at most one per entity) in one statement. $8 (skip_unchanged): a capture with
+// no row in its period whose metrics equal the previous period's row is not inserted (x.skip); it
+// reports that row's id, not a new period, and its deltas as computed (zero for every numeric metric).
 // The write of a round; with_metrics: also keeps conveyor.snapshot_metrics (0.3) in step with the rows
 // it inserts or changes.
 static std::string write_round_sql(bool with_metrics) {
@@ -86,13 +91,14 @@ static std::string write_round_sql(bool with_metrics) {
         "       AS u(ord, entity_id, metrics, captured_at)), "
         "x AS MATERIALIZED ("
         "  SELECT c.*, cur.snapshot_id AS cur_id, cur.metrics AS cur_metrics, cur.captured_at AS cur_at,"
-        "         cur.delta AS cur_delta, cur.delta_day AS cur_delta_day,"
+        "         cur.delta AS cur_delta, cur.delta_day AS cur_delta_day, prev.snapshot_id AS prev_id,"
+        "         $8 AND cur.snapshot_id IS NULL AND prev.metrics OPERATOR(pg_catalog.=) c.metrics AS skip,"
         "         conveyor.metrics_delta(c.metrics, prev.metrics) AS delta,"
         "         conveyor.metrics_delta(c.metrics, day.metrics) AS delta_day"
         "  FROM c"
         "  LEFT JOIN LATERAL (SELECT s.snapshot_id, s.metrics, s.captured_at, s.delta, s.delta_day FROM conveyor.snapshots s"
         "                     WHERE s.series = $1 AND s.entity_id = c.entity_id AND s.period_start = c.bucket LIMIT 1) cur ON true"
-        "  LEFT JOIN LATERAL (SELECT s.metrics FROM conveyor.snapshots s"
+        "  LEFT JOIN LATERAL (SELECT s.snapshot_id, s.metrics FROM conveyor.snapshots s"
         "                     WHERE s.series = $1 AND s.entity_id = c.entity_id AND s.period_start < c.bucket"
         "                     ORDER BY s.period_start DESC LIMIT 1) prev ON true"
         "  LEFT JOIN LATERAL (SELECT s.metrics FROM conveyor.snapshots s"
@@ -105,7 +111,7 @@ static std::string write_round_sql(bool with_metrics) {
         "                                  captured_at, captures, metrics, delta, delta_day)"
         "  SELECT $1, x.entity_id, x.bucket, conveyor.uuid_v7(), $6, $7, x.captured_at, x.captured_at, 1, x.metrics,"
         "         x.delta, x.delta_day"
-        "  FROM x WHERE x.cur_id IS NULL ORDER BY x.entity_id"
+        "  FROM x WHERE x.cur_id IS NULL AND x.skip IS NOT TRUE ORDER BY x.entity_id"
         "  RETURNING entity_id, snapshot_id), "
         "upd AS ("
         "  UPDATE conveyor.snapshots s SET metrics = x.metrics, captured_at = x.captured_at, captures = s.captures + 1,"
@@ -136,7 +142,7 @@ static std::string write_round_sql(bool with_metrics) {
         "  SELECT $1, mv.bucket, mv.key, mv.entity_id, mv.value, mv.delta, mv.delta_day FROM mv"
         "  ON CONFLICT (series, period_start, metric, entity_id) DO UPDATE SET value = excluded.value,"
         "    delta = excluded.delta, delta_day = excluded.delta_day)" : "") +
-        " SELECT x.ord, COALESCE(i.snapshot_id, x.cur_id), x.cur_id IS NULL,"
+        " SELECT x.ord, COALESCE(i.snapshot_id, x.cur_id, x.prev_id), x.cur_id IS NULL AND x.skip IS NOT TRUE,"
         "       CASE WHEN x.cur_id IS NULL OR u.entity_id IS NOT NULL THEN x.delta ELSE x.cur_delta END,"
         "       CASE WHEN x.cur_id IS NULL OR u.entity_id IS NOT NULL THEN x.delta_day ELSE x.cur_delta_day END"
         " FROM x LEFT JOIN ins i ON i.entity_id = x.entity_id LEFT JOIN upd u ON u.entity_id = x.entity_id";
@@ -144,7 +150,7 @@ static std::string write_round_sql(bool with_metrics) {
 
 static void write_round(const Settings &s, const std::vector<const Capture *> &round, std::vector<Stored> &out) {
     static const std::string plain_sql = write_round_sql(false), with_metrics_sql = write_round_sql(true);
-    static const std::vector<Oid> types{TEXTOID, INT4ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID};
+    static const std::vector<Oid> types{TEXTOID, INT4ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTOID, BOOLOID};
     static Statement plain(plain_sql.c_str(), types), with_metrics(with_metrics_sql.c_str(), types);
     // A database not yet updated to 0.3 has no snapshot_metrics.
     Statement &stmt = OidIsValid(conveyor_relid("snapshot_metrics")) ? with_metrics : plain;
@@ -165,7 +171,8 @@ static void write_round(const Settings &s, const std::vector<const Capture *> &r
                              .jsonb_array(3, metrics)
                              .timestamptz_array(4, times)
                              .text(5, s.period)
-                             .text(6, s.tz));
+                             .text(6, s.tz)
+                             .boolean(7, s.skip_unchanged));
     for (uint64 r = 0; r < rows.size(); ++r) {
         Stored st;
         st.ord = *rows.int4(r, 0);
@@ -209,8 +216,10 @@ static std::vector<Stored> capture_all(const Settings &s, std::vector<Capture> &
 }
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_snapshot) {
-    // snapshot(series, entity_id, metrics, captured_at, period, tz)
+    // snapshot(series, entity_id, metrics, captured_at, period, tz, skip_unchanged)
     Settings s = settings(fcinfo, 0, 4, 5);
+    // A database still at 0.2 declares six arguments.
+    s.skip_unchanged = PG_NARGS() > 6 && required_bool(fcinfo, 6, "skip_unchanged");
     Capture c;
     c.entity = required_key(fcinfo, 1, "entity_id");
     require(fcinfo, 2, "metrics");
@@ -232,8 +241,10 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_snapshot) {
 }
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_snapshot_batch) {
-    // snapshot_batch(series, captures, period, tz)
+    // snapshot_batch(series, captures, period, tz, skip_unchanged)
     Settings s = settings(fcinfo, 0, 2, 3);
+    // A database still at 0.2 declares four arguments.
+    s.skip_unchanged = PG_NARGS() > 4 && required_bool(fcinfo, 4, "skip_unchanged");
     require(fcinfo, 1, "captures");
     Jsonb *batch = pg_guard([&] { return PG_GETARG_JSONB_P(1); });
     std::vector<JsonbValue> elements = jsonb_array_elements(batch, "captures");

@@ -54,14 +54,15 @@ CREATE FUNCTION conveyor.metrics_delta(new jsonb, old jsonb) RETURNS jsonb
 COMMENT ON FUNCTION conveyor.metrics_delta(jsonb,jsonb) IS 'Returns new minus old for every metric that is a number in both JSON objects; NULL when old is NULL.';
 
 CREATE FUNCTION conveyor.snapshot(series text, entity_id text, metrics jsonb, captured_at timestamptz DEFAULT now(),
-                                  period text DEFAULT 'day', tz text DEFAULT 'UTC')
+                                  period text DEFAULT 'day', tz text DEFAULT 'UTC', skip_unchanged boolean DEFAULT false)
     RETURNS TABLE(snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot';
-COMMENT ON FUNCTION conveyor.snapshot(text,text,jsonb,timestamp with time zone,text,text) IS 'Records a capture of an entity''s metrics in its period''s row and returns the deltas to earlier periods.';
-CREATE FUNCTION conveyor.snapshot_batch(series text, captures jsonb, period text DEFAULT 'day', tz text DEFAULT 'UTC')
+COMMENT ON FUNCTION conveyor.snapshot(text,text,jsonb,timestamp with time zone,text,text,boolean) IS 'Records a capture of an entity''s metrics in its period''s row and returns the deltas to earlier periods.';
+CREATE FUNCTION conveyor.snapshot_batch(series text, captures jsonb, period text DEFAULT 'day', tz text DEFAULT 'UTC',
+                                        skip_unchanged boolean DEFAULT false)
     RETURNS TABLE(ord int, entity_id text, snapshot_id uuid, is_new_period boolean, delta jsonb, delta_day jsonb)
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_snapshot_batch';
-COMMENT ON FUNCTION conveyor.snapshot_batch(text,jsonb,text,text) IS 'Records captures of many entities of one series in one call, all or none.';
+COMMENT ON FUNCTION conveyor.snapshot_batch(text,jsonb,text,text,boolean) IS 'Records captures of many entities of one series in one call, all or none.';
 CREATE FUNCTION conveyor.snapshot_series(series text, entity_id text, since timestamptz DEFAULT NULL,
                                          until timestamptz DEFAULT NULL)
     RETURNS TABLE(period_start timestamptz, captured_at timestamptz, metrics jsonb, delta jsonb, delta_day jsonb,
@@ -79,5 +80,5 @@ COMMENT ON FUNCTION conveyor.snapshot_top(text,timestamp with time zone,text,int
 GRANT EXECUTE ON FUNCTION conveyor.snapshot_series(text, text, timestamptz, timestamptz), conveyor.metrics_delta(jsonb, jsonb)
     TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.snapshot_top(text, timestamptz, text, int, text) TO conveyor_reader;
-GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text), conveyor.snapshot_batch(text, jsonb, text, text)
-    TO conveyor_worker;
+GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text, boolean),
+    conveyor.snapshot_batch(text, jsonb, text, text, boolean) TO conveyor_worker;

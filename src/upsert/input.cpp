@@ -73,10 +73,10 @@ static Options parse_options(const Target &t, Jsonb *options) {
                 auto &dst = f.key == "touch_columns" ? o.touch : o.immutable;
                 if (names)
                     for (const auto &n : *names) dst.push_back(column_named(t, n, what));
-            } else if (f.key == "strict" || f.key == "audit") {
+            } else if (f.key == "strict" || f.key == "audit" || f.key == "touch_unchanged") {
                 if (v.type != jbvBool)
                     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must be true or false, not {}", what, jsonb_type_name(v)));
-                (f.key == "strict" ? o.strict : o.audit) = v.val.boolean;
+                (f.key == "strict" ? o.strict : f.key == "audit" ? o.audit : o.touch_unchanged) = v.val.boolean;
             } else if (f.key == "operation_id") {
                 if (v.type == jbvNull) continue;
                 if (v.type != jbvString || v.val.string.len == 0)
@@ -123,8 +123,8 @@ static Options parse_options(const Target &t, Jsonb *options) {
                     }
             } else
                 throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("unknown option {}", quoted(f.key)), "",
-                            "Options are touch_columns, immutable_columns, strict, operation_id, fence, audit, on_duplicate, "
-                            "returning, mode, on_error.");
+                            "Options are touch_columns, touch_unchanged, immutable_columns, strict, operation_id, fence, audit, "
+                            "on_duplicate, returning, mode, on_error.");
         }
     }
     if (auto it = t.by_name.find("created_at"); it != t.by_name.end()) o.immutable.push_back(it->second);
@@ -140,6 +140,13 @@ static Options parse_options(const Target &t, Jsonb *options) {
     for (int c : o.touch)
         if (t.columns[c].generated)
             throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("option touch_columns: column {} is generated", quoted(t.columns[c].name)));
+    // touch_unchanged sets the touch columns: without any it would silently do nothing.
+    if (o.touch_unchanged && o.touch.empty())
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option touch_unchanged needs touch_columns", "It sets the touch columns of unchanged rows.",
+                    "Name the columns to set in the option touch_columns, e.g. [\"last_seen_at\"].");
+    if (o.touch_unchanged && o.mode == Mode::insert)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "option touch_unchanged does not go with mode 'insert'",
+                    "mode 'insert' leaves existing rows alone.", "Use mode 'upsert' or 'update' to touch existing rows.");
     return o;
 }
 

@@ -23,6 +23,9 @@
 //   Classify            after a batch that found every row, the next batch of the shape is first
 //                       classified without writing (Probe-and-insert's lookup alone); the differing
 //                       ones go to Lock-compare-update, those not found to Probe-and-insert.
+//   Touch-unchanged     option touch_unchanged: the unchanged rows locked in key order, compared
+//                       again, and their touch columns set (those that differ by now go to
+//                       Lock-compare-update).
 // Elements whose row vanished or appeared between the statements (a concurrent delete or insert) go
 // round again, a bounded number of times. Keys are inserted and locked in one fixed order (the key's
 // order; bytewise for collatable types), so concurrent batches over overlapping keys never deadlock.
@@ -97,6 +100,8 @@ struct Statements {
     // The returning columns of the stored rows of the elements $2 lists (option returning); only in
     // the Statements kept under a returning signature (returning_for).
     Kept returning;
+    // Touch-unchanged over the elements $2 lists; only with the option touch_unchanged.
+    Kept touch_unchanged;
     Start start = Start::probe;
 
     // Frees every kept plan. Never while one of them is executing.
@@ -149,6 +154,7 @@ struct Options {
     bool skip_errors = false;    // on_error 'skip'
     std::vector<int> returning;  // column indexes, in the order given
     bool has_returning = false;
+    bool touch_unchanged = false;  // unchanged rows get their touch columns set too
 };
 
 struct Element {

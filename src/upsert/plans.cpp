@@ -9,8 +9,8 @@
 namespace conveyor::upsert {
 
 static std::string shape_signature(const std::vector<int> &key, const Options &o, const std::vector<int> &present) {
-    return fmt::format("k{}|t{}|i{}|p{}", fmt::join(key, ","), fmt::join(o.touch, ","), fmt::join(o.immutable, ","),
-                       fmt::join(present, ","));
+    return fmt::format("k{}|t{}|i{}|p{}|u{}", fmt::join(key, ","), fmt::join(o.touch, ","), fmt::join(o.immutable, ","),
+                       fmt::join(present, ","), o.touch_unchanged ? 1 : 0);
 }
 
 // "differs" for one column between the target row t and the input s.
@@ -163,6 +163,27 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
             fmt::arg("keys_e", fmt::join(key_s, ", ")), fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified),
             fmt::arg("join_t", fmt::join(key_join_t, " AND ")), fmt::arg("sets", fmt::join(sets, ", ")),
             fmt::arg("join_b", fmt::join(key_join_b, " AND ")));
+    // Touch-unchanged (option touch_unchanged). The elements found unchanged, in key order, each row
+    //    locked in turn and compared again against its latest version; the rows still equal get
+    //    their touch columns set to now() and nothing else (UPDATE on the touch columns is all it
+    //    needs). Returns each locked element's position, whether it now differs (a concurrent change:
+    //    to Lock-compare-update) and whether it was touched (row-level security or a BEFORE UPDATE
+    //    trigger may keep it from it).
+    if (o.touch_unchanged) {
+        std::vector<std::string> touch_sets;
+        for (int c : o.touch) touch_sets.push_back(fmt::format("{} = pg_catalog.now()", t.columns[c].ident));
+        p->touch_unchanged.sql = fmt::format(
+            "WITH e AS ({from}), "
+            "b AS MATERIALIZED (SELECT s.{ord}, {b_cols}, {differs} AS conveyor_differs"
+            "  FROM (SELECT * FROM e s ORDER BY {keys_e}) s"
+            "  CROSS JOIN LATERAL (SELECT {key_t}{probe_cols} FROM {t} t WHERE {join_t} FOR UPDATE) t), "
+            "u AS (UPDATE {t} t SET {sets} FROM b WHERE NOT b.conveyor_differs AND {join_b} RETURNING b.{ord}) "
+            "SELECT b.{ord}, b.conveyor_differs, u.{ord} IS NOT NULL FROM b LEFT JOIN u ON u.{ord} OPERATOR(pg_catalog.=) b.{ord}",
+            fmt::arg("from", from_some), fmt::arg("ord", ord), fmt::arg("b_cols", fmt::join(b_cols, ", ")),
+            fmt::arg("differs", any_differs), fmt::arg("key_t", fmt::join(key_t, ", ")), fmt::arg("keys_e", fmt::join(key_s, ", ")),
+            fmt::arg("probe_cols", probe_cols), fmt::arg("t", t.qualified), fmt::arg("join_t", fmt::join(key_join_t, " AND ")),
+            fmt::arg("sets", fmt::join(touch_sets, ", ")), fmt::arg("join_b", fmt::join(key_join_b, " AND ")));
+    }
     // Insert-first. When the previous batch was all new: insert every element in key order, and
     //    nothing else (no lookup, no classification). If some were not inserted (their keys exist),
     //    Map-inserted-keys tells which were from the keys it returns, and the others take the way
@@ -202,6 +223,7 @@ Statements &statements_for(Target &t, const std::vector<int> &key, const Options
     p->classify.keep(types);
     p->probe_some.keep(types);
     if (!p->lock_compare_update.sql.empty()) p->lock_compare_update.keep({JSONBOID, INT4ARRAYOID, BOOLOID});
+    if (!p->touch_unchanged.sql.empty()) p->touch_unchanged.keep({JSONBOID, INT4ARRAYOID});
     return *t.plans.emplace(sig, std::move(p)).first->second;
 }
 

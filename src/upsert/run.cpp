@@ -179,7 +179,7 @@ static void update_only(Call &call, Statements &p, std::vector<int32> pending) {
 }
 
 // Upserts the elements `ords` (all of one shape) until each has an outcome.
-static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
+static void write_shape(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
     Statements &p = statements_for(*call.t, call.key, call.opt, shape);
     std::vector<int32> pending(ords.begin(), ords.end());
     if (call.opt.mode == Mode::update) return update_only(call, p, std::move(pending));
@@ -246,6 +246,46 @@ static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> 
         for (size_t o : ords) ins += call.out[o].action == Action::inserted;
         p.start = ins == ords.size() ? Start::insert_first : ins == 0 ? Start::classify : Start::probe;
     }
+}
+
+// Option touch_unchanged: sets the touch columns of the rows of `ords` found unchanged, and nothing
+// else; they stay unchanged. A row changed meanwhile goes through Lock-compare-update instead; one
+// deleted meanwhile is left alone (unchanged when it was looked up, as without the option); one that
+// row-level security keeps the caller from updating is 42501, as for a changed row.
+static void touch_unchanged(Call &call, Statements &p, const std::vector<size_t> &ords) {
+    std::vector<int32> same;
+    for (size_t n : ords)
+        if (call.out[n].action == Action::unchanged) same.push_back((int32)n);
+    if (same.empty()) return;
+    auto r = p.touch_unchanged.run(Params().datum(0, PointerGetDatum(call.rows)).int4_array(1, same));
+    // Rows not locked (hidden by a policy, or deleted meanwhile) are not in r.
+    std::vector<bool> touched(call.out.size(), false);
+    std::vector<int32> differ;
+    for (uint64 j = 0; j < r.size(); ++j) {
+        int32 n = *r.int4(j, 0);
+        if (*r.boolean(j, 1)) {
+            call.out[n].action = Action::none;
+            differ.push_back(n);
+        } else {
+            touched[n] = *r.boolean(j, 2);
+        }
+    }
+    if (!differ.empty()) lock_compare_update(call, p, differ);
+    if (!call.rls) return;
+    for (int32 n : same)
+        if (!touched[n] && call.out[n].action == Action::unchanged)
+            throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                        fmt::format("{}: row-level security does not let you update the row of {} with key ({})", at(n),
+                                    call.t->display, key_text(call, n)),
+                        "Option touch_unchanged updates the touch columns of unchanged rows.",
+                        "Only rows your policies let you see and update can be upserted.");
+}
+
+// Upserts the elements `ords` (all of one shape) until each has an outcome; then, with the option
+// touch_unchanged, touches the unchanged ones.
+static void run_shape(Call &call, const Shape &shape, const std::vector<size_t> &ords) {
+    write_shape(call, shape, ords);
+    if (call.opt.touch_unchanged) touch_unchanged(call, statements_for(*call.t, call.key, call.opt, shape), ords);
 }
 
 void run_all(Call &call) {

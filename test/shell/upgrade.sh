@@ -214,6 +214,8 @@ ready 1|expired" "$V: maintain() reaps the expired lease (the job is ready again
     is "$(q "$DB" "SELECT used FROM conveyor.quota_consume('fill_hourly', 1)")" 8 "$V: a quota's window goes on counting"
     is "$(q "$DB" "SELECT delta FROM conveyor.snapshot('fill_stats', 'UC1', '{\"subscribers\": 15}', '2026-03-03 10:00+00')")" '{"subscribers": 3}' \
        "$V: the next snapshot's delta is taken against the series kept through the update"
+    is "$(q "$DB" "SELECT is_new_period || ' ' || delta FROM conveyor.snapshot('fill_stats', 'UC1', '{\"subscribers\": 15}', '2026-03-04 10:00+00', skip_unchanged => true)")" \
+       'false {"subscribers": 0}' "$V: snapshot's new skip_unchanged skips an equal capture of a series kept through the update"
     is "$(q "$DB" "SELECT string_agg(action, ',') FROM conveyor.upsert('fill_channels', '[{\"channel_id\": \"UC2\", \"title\": \"Two!\"}]', '{channel_id}', '{\"audit\": true}')")
 $(q "$DB" "SELECT max(change_id) FROM conveyor.change_log")" "updated
 4" "$V: upserts go on, and the audit trail continues its numbering"

@@ -36,10 +36,10 @@ BEGIN
         'uploads_playlist_id', channel_data #>> '{contentDetails,relatedPlaylists,uploads}',
         -- statistics change all the time and belong to capture_channel_stats; the etag follows them
         'raw', channel_data - 'statistics' - 'etag');
+    -- the refresh time moves on every successful refresh, changed or not (touch_unchanged)
     SELECT u.action, u.changed INTO r
-    FROM conveyor.upsert('youtube.channels', jsonb_build_array(row_data), '{channel_id}', '{"audit": true}') AS u;
-    -- the refresh time moves on every successful refresh, changed or not
-    UPDATE youtube.channels c SET last_refreshed_at = now() WHERE c.channel_id = id AND r.action <> 'inserted';
+    FROM conveyor.upsert('youtube.channels', jsonb_build_array(row_data), '{channel_id}',
+                         '{"audit": true, "touch_columns": ["last_refreshed_at"], "touch_unchanged": true}') AS u;
     channel_id := id;
     was_created := r.action = 'inserted';
     was_updated := r.action = 'updated';
@@ -208,7 +208,8 @@ BEGIN
 END $$;
 
 -- Hourly periods (Pacific) in conveyor's snapshots, series 'youtube.video_stats': several captures a day;
--- a capture equal to its hour's stored one writes nothing. Changes are in views.
+-- a capture equal to the video's latest stored one (its hour's or an earlier hour's) writes nothing
+-- (skip_unchanged). Changes are in views.
 CREATE FUNCTION youtube.capture_video_stats(video_stats_array jsonb[])
 RETURNS TABLE(video_id text, stats_id uuid, hourly_change integer, daily_change integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -264,7 +265,7 @@ BEGIN
                                         'captured_at', captures -> s.ord -> 'captured_at', 'metrics', captures -> s.ord -> 'metrics',
                                         'hourly', s.delta -> 'views', 'daily', s.delta_day -> 'views') ORDER BY s.ord)
     INTO results
-    FROM conveyor.snapshot_batch('youtube.video_stats', captures, 'hour', 'America/Los_Angeles') AS s;
+    FROM conveyor.snapshot_batch('youtube.video_stats', captures, 'hour', 'America/Los_Angeles', skip_unchanged => true) AS s;
 
     -- the summary follows each video's latest capture of the batch, if newer than the stored one
     UPDATE youtube.videos x

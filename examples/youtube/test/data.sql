@@ -1,6 +1,6 @@
 -- Data RPCs: upsert_channel, upsert_videos, capture_channel_stats, capture_video_stats.
 BEGIN;
-SELECT plan(31);
+SELECT plan(36);
 
 CREATE TEMP TABLE ch AS SELECT '{"id": "UCaaaaaaaaaaaaaaaaaaaaaa", "etag": "e1",
     "snippet": {"title": "Lo-Fi Beats", "publishedAt": "2015-01-02T00:00:00Z", "country": "US"},
@@ -18,6 +18,8 @@ UPDATE youtube.channels SET created_at = '2020-01-01', last_refreshed_at = '2020
 SELECT results_eq($$SELECT * FROM youtube.upsert_channel((SELECT d || '{"etag": "e2", "statistics": {"viewCount": "200"}}' FROM ch))$$,
                   $$VALUES ('UCaaaaaaaaaaaaaaaaaaaaaa'::text, false, false)$$, 'upsert_channel: new statistics and etag alone are no change');
 SELECT is((SELECT last_refreshed_at FROM youtube.channels), now(), 'upsert_channel: last_refreshed_at moves though nothing changed');
+SELECT is((SELECT count(*)::int FROM conveyor.change_log WHERE target = 'youtube.channels' AND action = 'updated'), 0,
+          'upsert_channel: ... and it is no change (no change_log row; conveyor.upsert''s touch_unchanged)');
 SELECT results_eq($$SELECT * FROM youtube.upsert_channel(jsonb_set((SELECT d FROM ch), '{snippet,title}', '"Lo-Fi Beats 24/7"'))$$,
                   $$VALUES ('UCaaaaaaaaaaaaaaaaaaaaaa'::text, false, true)$$, 'upsert_channel: a new title is an update');
 SELECT is((SELECT created_at FROM youtube.channels), '2020-01-01'::timestamptz, 'upsert_channel: created_at kept');
@@ -85,6 +87,19 @@ SELECT is((SELECT sum(captures) FROM conveyor.snapshot_series('youtube.video_sta
 SELECT results_eq($$SELECT view_count, is_viral, viral_since FROM youtube.videos WHERE video_id = 'vid_0000002'$$,
                   $$VALUES (90000::bigint, true, '2024-05-02 11:05:00+00'::timestamptz)$$,
                   'capture_video_stats: 88,400 views in a day is viral (at least 50,000)');
+SELECT snapshot_id AS last_stats FROM conveyor.snapshot_series('youtube.video_stats', 'vid_0000002') ORDER BY period_start DESC LIMIT 1 \gset
+SELECT results_eq($$SELECT stats_id::text, hourly_change, daily_change FROM youtube.capture_video_stats(ARRAY[
+        '{"id": "vid_0000002", "statistics": {"viewCount": "90000"}, "capturedAt": "2024-05-02T12:05:00Z"}'::jsonb])$$,
+                  format($$VALUES (%L, 0, 88400)$$, :'last_stats'),
+                  'capture_video_stats: an hour later with equal metrics: the stored snapshot, hourly_change 0, daily_change over 24 hours');
+SELECT is((SELECT count(*)::int FROM conveyor.snapshot_series('youtube.video_stats', 'vid_0000002')), 3,
+          'capture_video_stats: ... and no new snapshot row (unchanged metrics are not stored again)');
+SELECT results_eq($$SELECT hourly_change, stats_captured_at FROM youtube.videos WHERE video_id = 'vid_0000002'$$,
+                  $$VALUES (0::bigint, '2024-05-02 12:05:00+00'::timestamptz)$$,
+                  'capture_video_stats: the video''s summary follows the capture');
+SELECT results_eq($$SELECT hourly_change FROM youtube.capture_video_stats(ARRAY[
+        '{"id": "vid_0000002", "statistics": {"viewCount": "90700"}, "capturedAt": "2024-05-02T14:05:00Z"}'::jsonb])$$,
+                  $$VALUES (700)$$, 'capture_video_stats: the next change is against the latest stored capture');
 SELECT throws_ok($$SELECT * FROM youtube.capture_video_stats(ARRAY['{"id": "vid_0000009", "statistics": {"viewCount": "1"}}'::jsonb])$$,
                  '23503', NULL, 'capture_video_stats: an unknown video');
 SELECT * FROM finish();

@@ -23,5 +23,7 @@ SELECT * FROM conveyor.snapshot_batch('reg_ch', '[{"entity_id": "UC1", "metrics"
 SELECT * FROM conveyor.snapshot_batch('reg_ch',
     (SELECT jsonb_agg(jsonb_build_object('entity_id', 'e' || g, 'metrics', jsonb_build_object('n', g))) FROM generate_series(1, 10001) g));
 SELECT * FROM conveyor.snapshot_series('reg_ch', NULL);
+SELECT * FROM conveyor.snapshot('reg_ch', 'UC1', '{"subscribers": 1}', now(), 'day', 'UTC', NULL);
+SELECT * FROM conveyor.snapshot_batch('reg_ch', '[]', 'day', 'UTC', NULL);
 -- the series is as it was
 SELECT period_start, metrics, delta, captures FROM conveyor.snapshot_series('reg_ch', 'UC1');

@@ -39,4 +39,8 @@ SELECT * FROM conveyor.upsert_counts('reg_tracks', '[{"isrc": "A1", "plays": 7},
                                                      {"isrc": "A1", "plays": 8}]', '{isrc}',
                                      '{"on_error": "skip", "mode": "update", "on_duplicate": "first"}');
 SELECT track_id, isrc, title, plays, added_on FROM reg_tracks ORDER BY isrc;
+-- touch_unchanged: a boolean, with touch_columns, not with mode 'insert'
+SELECT * FROM conveyor.upsert('reg_tracks', '[]', '{isrc}', '{"touch_unchanged": "true", "touch_columns": ["added_on"]}');
+SELECT * FROM conveyor.upsert('reg_tracks', '[]', '{isrc}', '{"touch_unchanged": true}');
+SELECT * FROM conveyor.upsert('reg_tracks', '[]', '{isrc}', '{"touch_unchanged": true, "touch_columns": ["added_on"], "mode": "insert"}');
 DROP TABLE reg_tracks;
