@@ -359,3 +359,15 @@ CREATE FUNCTION conveyor.audit_record(function_name text, arguments jsonb, resul
 COMMENT ON FUNCTION conveyor.audit_record(text,jsonb,jsonb) IS 'Records a call of an application''s own function in the audit log, with the caller context conveyor computes.';
 REVOKE ALL ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_worker;
+
+-- ===================================================================================================
+-- Entity states written directly
+-- ===================================================================================================
+
+CREATE FUNCTION conveyor.entity_set(entity_type text, entity_id text, state text, error text DEFAULT NULL,
+                                    metadata jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_entity_set';
+COMMENT ON FUNCTION conveyor.entity_set(text,text,text,text,jsonb) IS 'Puts an entity in any state, creating it when missing; returns the state it replaced, NULL for a new entity.';
+REVOKE ALL ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) TO conveyor_admin;
