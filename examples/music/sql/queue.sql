@@ -155,7 +155,8 @@ BEGIN
 END $$;
 
 -- pgmq.delete: the message is done. A message being processed is acknowledged (completed); one waiting
--- to be read again is cancelled. False when the queue has no such message (already deleted).
+-- to be read again is cancelled. False when the queue has no such message (already deleted). A message
+-- whose timeout lapses meanwhile (another reader reaps it) is looked at again.
 CREATE FUNCTION music.pg_delete_message(queue_name TEXT, message_id TEXT) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -163,15 +164,21 @@ DECLARE
     s text;
 BEGIN
     IF j IS NULL THEN RETURN false; END IF;
-    s := conveyor.get_job(j) ->> 'status';
-    IF s = 'running' THEN
-        PERFORM conveyor.ack(j, true);
-    ELSIF s = 'pending' THEN
-        PERFORM conveyor.cancel(j, 'deleted while waiting');
-    ELSE
-        RETURN false;
-    END IF;
-    RETURN true;
+    FOR attempt IN 1..3 LOOP
+        s := conveyor.get_job(j) ->> 'status';
+        BEGIN
+            IF s = 'running' THEN
+                PERFORM conveyor.ack(j, true);
+            ELSIF s = 'pending' THEN
+                PERFORM conveyor.cancel(j, 'deleted while waiting');
+            ELSE
+                RETURN false;
+            END IF;
+            RETURN true;
+        EXCEPTION WHEN object_not_in_prerequisite_state THEN
+            IF attempt = 3 THEN RAISE; END IF;
+        END;
+    END LOOP;
 END $$;
 
 -- Returns a message being processed to the queue, visible at once, without counting the read.

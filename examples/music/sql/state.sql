@@ -176,7 +176,7 @@ BEGIN
 END $$;
 
 -- Takes over a lease whose holder stopped heartbeating (or a free one); the entity is then IN_PROGRESS
--- under the new worker. False while another worker's lease is live.
+-- under the new worker, one attempt more. False while another worker's lease is live.
 CREATE FUNCTION music.claim_stale_lock(p_entity_type TEXT, p_entity_id TEXT, p_new_worker_id TEXT,
                                        p_correlation_id TEXT DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -194,9 +194,11 @@ BEGIN
                              p_correlation_id) IS NULL THEN
         RETURN false;
     END IF;
-    IF coalesce(conveyor.entity_state(p_entity_type, p_entity_id) ->> 'state', '') <> 'COMPLETED' THEN
-        PERFORM conveyor.entity_set(p_entity_type, p_entity_id, 'IN_PROGRESS',
-                                    metadata => jsonb_build_object('claimed_by', p_new_worker_id, 'correlation_id', p_correlation_id));
+    -- the claim is a new attempt at the entity: back to PENDING, then acquired as entity_acquire counts it
+    IF coalesce(conveyor.entity_state(p_entity_type, p_entity_id) ->> 'state', '') NOT IN ('COMPLETED', 'DEAD') THEN
+        PERFORM conveyor.entity_set(p_entity_type, p_entity_id, 'PENDING',
+                                    metadata => jsonb_build_object('claimed_by', p_new_worker_id));
+        PERFORM conveyor.entity_acquire(p_entity_type, p_entity_id, 1800, p_correlation_id);
     END IF;
     RETURN true;
 END $$;
