@@ -116,7 +116,8 @@ BEGIN
         SELECT m.msg_id INTO id FROM music.messages m WHERE m.job_id = e.job_id;
         RETURN id;
     END IF;
-    INSERT INTO music.messages (job_id, queue_name) VALUES (e.job_id, queue_name) RETURNING msg_id INTO id;
+    INSERT INTO music.messages (job_id, queue_name, enqueued_at) VALUES (e.job_id, queue_name, conveyor.uuid_v7_time(e.job_id))
+    RETURNING msg_id INTO id;
     RETURN id;
 END $$;
 
@@ -148,6 +149,9 @@ BEGIN
         IF visibility_timeout = 0 THEN
             PERFORM conveyor.requeue(j.job_id);
         END IF;
+        -- a job enqueued by conveyor itself (a scheduled tick) gets its number when first read
+        INSERT INTO music.messages (job_id, queue_name, enqueued_at)
+        VALUES (j.job_id, pg_dequeue.queue_name, conveyor.uuid_v7_time(j.job_id)) ON CONFLICT (job_id) DO NOTHING;
         RETURN QUERY SELECT m.msg_id, j.job_id, j.attempt,
                             m.enqueued_at, CASE WHEN visibility_timeout = 0 THEN now() ELSE j.lease_until END, j.payload
                      FROM music.messages m WHERE m.job_id = j.job_id;
