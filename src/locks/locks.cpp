@@ -418,20 +418,17 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_entity_set) {
     auto error = arg_text(fcinfo, 3);
     Jsonb *metadata = optional_object(fcinfo, 4, "metadata");
     spi::Connection spi;
-    // The old row is read under its lock before the upsert writes (the WHERE makes the CTE run first;
-    // read after, the row this statement updated would be skipped), so the previous state returned is
-    // the one this call replaced even when callers race.
+    // The previous state is the one the upsert replaced: ON CONFLICT DO UPDATE sees the latest committed
+    // row (after waiting for a racing writer), records its state in metadata.set.previous_state, and
+    // RETURNING reads it back; a snapshot read before the upsert could miss a racing insert.
     static Statement stmt(
-        "WITH old AS (SELECT state FROM conveyor.entities WHERE entity_type = $1 AND entity_id = $2 FOR UPDATE), "
-        "up AS ("
-        " INSERT INTO conveyor.entities AS e (entity_type, entity_id, state, attempts, timeout_seconds,"
+        "INSERT INTO conveyor.entities AS e (entity_type, entity_id, state, attempts, timeout_seconds,"
         "    last_processed_at, last_error, metadata, created_at, updated_at)"
-        " SELECT $1, $2, $3, CASE WHEN $3 = 'IN_PROGRESS' THEN 1 ELSE 0 END, 1800, pg_catalog.clock_timestamp(),"
+        " VALUES ($1, $2, $3, CASE WHEN $3 = 'IN_PROGRESS' THEN 1 ELSE 0 END, 1800, pg_catalog.clock_timestamp(),"
         "         CASE WHEN $3 IN ('FAILED', 'DEAD') THEN $4 END, COALESCE($5, '{}'::jsonb)"
         "           || pg_catalog.jsonb_build_object('set', pg_catalog.jsonb_build_object('state', $3::text,"
         "                'previous_state', NULL, 'at', pg_catalog.clock_timestamp(), 'by', session_user)),"
-        "         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp()"
-        "  WHERE (SELECT count(*) FROM old) >= 0"
+        "         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp())"
         " ON CONFLICT (entity_type, entity_id) DO UPDATE SET"
         "  state = $3,"
         "  attempts = e.attempts + CASE WHEN $3 = 'IN_PROGRESS' AND e.state <> 'IN_PROGRESS' THEN 1 ELSE 0 END,"
@@ -441,8 +438,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_entity_set) {
         "    || pg_catalog.jsonb_build_object('set', pg_catalog.jsonb_build_object('state', $3::text,"
         "         'previous_state', e.state, 'at', pg_catalog.clock_timestamp(), 'by', session_user)),"
         "  updated_at = pg_catalog.clock_timestamp()"
-        " RETURNING true) "
-        "SELECT (SELECT state FROM old) FROM up",
+        " RETURNING e.metadata -> 'set' ->> 'previous_state'",
         {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID});
     Params p;
     p.text(0, type).text(1, id).text(2, state).text(3, error);
