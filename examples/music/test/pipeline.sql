@@ -1,7 +1,7 @@
 -- Discovery starters, atomic processors with operation ids, track batches, search; monitoring and
 -- maintenance; schedule_pipeline_jobs where pg_cron is not; roles and RLS.
 BEGIN;
-SELECT plan(49);
+SELECT plan(56);
 
 -- starters: dedup keys stand in for the Redis keys
 SELECT is(music.start_artist_discovery('Daft Punk'), music.start_artist_discovery(' daft punk '),
@@ -111,6 +111,24 @@ SELECT results_eq($$SELECT * FROM music.maintenance_clear_stale_entities(60)$$,
 UPDATE music.monitoring_events SET created_at = now() - interval '31 days' WHERE event_type = 'queue_monitor';
 SELECT is(music.purge_old_monitoring_events(30), 6, 'purge_old_monitoring_events(30): the six checks of 31 days ago');
 SELECT is(music.purge_old_monitoring_events(0), 0, 'purge_old_monitoring_events(0): nothing older than now');
+
+SELECT results_eq($$SELECT entity_type, state, count FROM music.get_processing_stats()$$, $$VALUES ('track'::text, 'PENDING'::text, 1::bigint)$$,
+                  'get_processing_stats');
+SELECT music.acquire_processing_lock('track', 't1');
+UPDATE conveyor.entities SET last_processed_at = last_processed_at - interval '3 hours' WHERE entity_id = 't1';
+SELECT results_eq($$SELECT entity_id, previous_state FROM music.reset_entity_processing_state('track', 120)$$,
+                  $$VALUES ('t1'::text, 'IN_PROGRESS'::text)$$, 'reset_entity_processing_state: stuck over 2 hours');
+SELECT music.acquire_processing_lock('track', 't1');
+INSERT INTO music.processing_locks (entity_type, entity_id, worker_id) VALUES ('track', 't1', 'w5');
+UPDATE conveyor.locks SET heartbeat_at = heartbeat_at - interval '2 hours' WHERE key = 'track:t1';
+UPDATE conveyor.entities SET last_processed_at = last_processed_at - interval '2 hours' WHERE entity_id = 't1';
+SELECT is(music.cleanup_stale_entities(60) - 'messages_reset', '{"locks_deleted": 1, "states_reset": 1}',
+          'cleanup_stale_entities: the stale lease and the stuck entity');
+SELECT results_eq($$SELECT queue_name, pending FROM music.get_queue_monitoring_data() WHERE queue_name = 'artist_discovery'$$,
+                  $$VALUES ('artist_discovery'::text, 2::bigint)$$, 'get_queue_monitoring_data');
+SELECT is(music.pg_try_advisory_lock('import'), true, 'pg_try_advisory_lock');
+SELECT is(music.pg_advisory_unlock('import'), true, 'pg_advisory_unlock');
+SELECT is(music.pg_advisory_lock_exists('import'), false, '... released');
 
 -- pg_cron is not usable in this database: said clearly, nothing scheduled
 SELECT throws_ok($$SELECT * FROM music.schedule_pipeline_jobs()$$, '55000', NULL, 'schedule_pipeline_jobs where pg_cron is not');

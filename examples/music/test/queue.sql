@@ -1,7 +1,7 @@
 -- Queue RPCs: pgmq's calls over conveyor's queues; uuid and numeric message ids; visibility timeouts;
 -- stuck messages; the dead-letter queue; per-queue validation.
 BEGIN;
-SELECT plan(50);
+SELECT plan(61);
 
 -- validate_queue_message: seed 001's rules per queue
 SELECT is(music.validate_queue_message('album_discovery', '{"artistId": "a1"}'), '{"valid": true}', 'album_discovery: artistId present');
@@ -100,5 +100,26 @@ SELECT results_eq($$SELECT registered, in_conveyor, dead, messages_numbered FROM
 SELECT is(music.cross_schema_queue_op('get', 'album_discovery', :'m1', '{}') -> 'message' ->> 'status', 'completed', 'cross_schema_queue_op get');
 SELECT throws_ok($$SELECT music.cross_schema_queue_op('purge', 'album_discovery', '1', '{}')$$, '22023', NULL,
                  'cross_schema_queue_op: unknown operation');
+-- register_queue: a new queue, paused while inactive; the registry row updated on a second call
+SELECT ok(music.register_queue('test_queue', 'Test', 'for tests', false) > 0, 'register_queue creates a queue');
+SELECT results_eq($$SELECT q.paused, q.options ->> 'backoff_base_seconds', q.options ->> 'lease_seconds' FROM conveyor.list_queues() q
+                    WHERE q.queue = 'test_queue'$$, $$VALUES (true, '0'::text, '60'::text)$$,
+                  'a conveyor queue, paused (inactive), backoff 0, lease 60 s');
+SELECT music.pg_enqueue('test_queue', '{"x": 1}') AS m5 \gset
+SELECT is((SELECT count(*)::int FROM music.pg_dequeue('test_queue', 5, 30)), 0, 'an inactive queue hands out nothing');
+SELECT is(music.register_queue('test_queue', 'Test 2', NULL, true), (SELECT id FROM music.queue_registry WHERE queue_name = 'test_queue'),
+          'register_queue again: the same registry row');
+SELECT results_eq($$SELECT display_name, active FROM music.queue_registry WHERE queue_name = 'test_queue'$$,
+                  $$VALUES ('Test 2'::text, true)$$, '... updated');
+SELECT throws_ok($$SELECT music.register_queue('Bad Name', NULL, NULL, true)$$, '22023', NULL, 'register_queue: a bad name');
+-- cross_schema_queue_op: release, delete, dead_letter
+SELECT job_id AS j5 FROM music.messages WHERE msg_id = :m5 \gset
+SELECT is((SELECT count(*)::int FROM music.pg_dequeue('test_queue', 5, 30)), 1, 'active: read');
+SELECT is(music.cross_schema_queue_op('release', 'test_queue', :'m5', '{}') ->> 'success', 'true', 'cross_schema_queue_op release');
+SELECT is(music.cross_schema_queue_op('dead_letter', 'test_queue', :'j5', '{"reason": "bad", "dlq_name": "test_dlq"}') ->> 'success', 'true',
+          'cross_schema_queue_op dead_letter');
+SELECT is((SELECT queue_name FROM music.dlq_messages WHERE original_msg_id = :m5), 'test_dlq', '... listed in dlq_messages');
+SELECT music.pg_enqueue('test_queue', '{"x": 2}') AS m6 \gset
+SELECT is(music.cross_schema_queue_op('delete', 'test_queue', :'m6', '{}') ->> 'success', 'true', 'cross_schema_queue_op delete');
 SELECT * FROM finish();
 ROLLBACK;
