@@ -372,6 +372,7 @@ GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_
 
 -- ===================================================================================================
 -- Snapshots: skip_unchanged
+-- ============================================================================================
 -- ===================================================================================================
 
 -- A new last parameter: drop the 0.2 signatures and create the new ones.
@@ -391,3 +392,14 @@ REVOKE ALL ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, t
 REVOKE ALL ON FUNCTION conveyor.snapshot_batch(text, jsonb, text, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text, boolean),
     conveyor.snapshot_batch(text, jsonb, text, text, boolean) TO conveyor_worker;
+=======
+-- Entity states written directly
+-- ===================================================================================================
+
+CREATE FUNCTION conveyor.entity_set(entity_type text, entity_id text, state text, error text DEFAULT NULL,
+                                    metadata jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_entity_set';
+COMMENT ON FUNCTION conveyor.entity_set(text,text,text,text,jsonb) IS 'Puts an entity in any state, creating it when missing; returns the state it replaced, NULL for a new entity.';
+REVOKE ALL ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) TO conveyor_admin;

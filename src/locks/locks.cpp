@@ -16,6 +16,8 @@
 // Time is the server's clock when each statement runs, clock_timestamp(), not the transaction's
 // start: a lease's age is right inside long transactions and procedures, and a statement that waited
 // for a row lock judges staleness when it resumes.
+#include <algorithm>
+
 #include "core/args.hpp"
 #include "core/message.hpp"
 #include "core/spi.hpp"
@@ -239,7 +241,8 @@ static spi::Rows clean_up_stale(std::optional<int32> stale) {
 }
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_locks_cleanup) {
-    auto stale = optional_int(fcinfo, 0, "stale_seconds", 1, max_seconds);
+    // 0 deletes every lease without a heartbeat since this statement began: thresholds of 0 are legal.
+    auto stale = optional_int(fcinfo, 0, "stale_seconds", 0, max_seconds);
     ResultSet out(fcinfo);
     spi::Connection spi;
     spi::emit(out, clean_up_stale(stale));
@@ -258,12 +261,12 @@ int64 maintain_locks() {
 // ---------------------------------------------------------------------------------------------------
 // Entity processing states
 
-static const char *timeout_hint = "Timeouts are from 1 second to 30 days.";
+static const char *timeout_hint = "Timeouts are from 0 seconds (any earlier acquisition has timed out) to 30 days.";
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_entity_acquire) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
     std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
-    int32 timeout = required_int(fcinfo, 2, "timeout_seconds", 1, max_seconds, timeout_hint);
+    int32 timeout = required_int(fcinfo, 2, "timeout_seconds", 0, max_seconds, timeout_hint);
     auto correlation_id = arg_text(fcinfo, 3);
     auto max_attempts = optional_int(fcinfo, 4, "max_attempts", 1, 1000);
     spi::Connection spi;
@@ -389,7 +392,7 @@ static spi::Rows reset_stuck(const std::optional<std::string> &type, int32 stuck
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_entity_reset) {
     auto type = optional_key(fcinfo, 0, "entity_type");
-    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 1, max_seconds);
+    int32 stuck = required_int(fcinfo, 1, "stuck_seconds", 0, max_seconds);
     ResultSet out(fcinfo);
     spi::Connection spi;
     spi::emit(out, reset_stuck(type, stuck));
@@ -398,6 +401,54 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_entity_reset) {
 }
 
 int64 reset_stuck_entities(int32 stuck_seconds) { return (int64)reset_stuck(std::nullopt, stuck_seconds).size(); }
+
+// Puts an entity in any state, creating it when missing: for pipelines and operators that write states
+// directly (a stuck entity sent back to PENDING, a state table kept by hand). Moving into IN_PROGRESS
+// counts an attempt; staying IN_PROGRESS only restarts its clock (last_processed_at), like a
+// heartbeat. Returns the previous state, NULL for a new entity.
+static const char *entity_states[] = {"PENDING", "IN_PROGRESS", "COMPLETED", "FAILED", "DEAD"};
+
+CONVEYOR_AUDITED_FUNCTION(conveyor_entity_set) {
+    std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);
+    std::string id = required_name(fcinfo, 1, "entity_id", max_name_bytes);
+    std::string state = required_text(fcinfo, 2, "state");
+    if (std::find(std::begin(entity_states), std::end(entity_states), state) == std::end(entity_states))
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("invalid entity state {}", quoted(state)), "",
+                    "state is one of PENDING, IN_PROGRESS, COMPLETED, FAILED, DEAD.");
+    auto error = arg_text(fcinfo, 3);
+    Jsonb *metadata = optional_object(fcinfo, 4, "metadata");
+    spi::Connection spi;
+    // The previous state is the one the upsert replaced: ON CONFLICT DO UPDATE sees the latest committed
+    // row (after waiting for a racing writer), records its state in metadata.set.previous_state, and
+    // RETURNING reads it back; a snapshot read before the upsert could miss a racing insert.
+    static Statement stmt(
+        "INSERT INTO conveyor.entities AS e (entity_type, entity_id, state, attempts, timeout_seconds,"
+        "    last_processed_at, last_error, metadata, created_at, updated_at)"
+        " VALUES ($1, $2, $3, CASE WHEN $3 = 'IN_PROGRESS' THEN 1 ELSE 0 END, 1800, pg_catalog.clock_timestamp(),"
+        "         CASE WHEN $3 IN ('FAILED', 'DEAD') THEN $4 END, COALESCE($5, '{}'::jsonb)"
+        "           || pg_catalog.jsonb_build_object('set', pg_catalog.jsonb_build_object('state', $3::text,"
+        "                'previous_state', NULL, 'at', pg_catalog.clock_timestamp(), 'by', session_user)),"
+        "         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp())"
+        " ON CONFLICT (entity_type, entity_id) DO UPDATE SET"
+        "  state = $3,"
+        "  attempts = e.attempts + CASE WHEN $3 = 'IN_PROGRESS' AND e.state <> 'IN_PROGRESS' THEN 1 ELSE 0 END,"
+        "  last_processed_at = CASE WHEN $3 = 'IN_PROGRESS' THEN pg_catalog.clock_timestamp() ELSE e.last_processed_at END,"
+        "  last_error = CASE WHEN $3 = 'COMPLETED' THEN NULL ELSE COALESCE($4, e.last_error) END,"
+        "  metadata = e.metadata || COALESCE($5, '{}'::jsonb)"
+        "    || pg_catalog.jsonb_build_object('set', pg_catalog.jsonb_build_object('state', $3::text,"
+        "         'previous_state', e.state, 'at', pg_catalog.clock_timestamp(), 'by', session_user)),"
+        "  updated_at = pg_catalog.clock_timestamp()"
+        " RETURNING e.metadata -> 'set' ->> 'previous_state'",
+        {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID});
+    Params p;
+    p.text(0, type).text(1, id).text(2, state).text(3, error);
+    jsonb_param(p, 4, metadata);
+    auto rows = stmt.run(p);
+    auto previous = rows.text(0, 0);
+    spi.finish();
+    if (!previous) PG_RETURN_NULL();
+    PG_RETURN_TEXT_P(pg_guard([&] { return cstring_to_text_with_len(previous->data(), (int)previous->size()); }));
+}
 
 CONVEYOR_FUNCTION(conveyor_entity_state) {
     std::string type = required_name(fcinfo, 0, "entity_type", max_name_bytes);

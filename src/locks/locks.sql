@@ -45,6 +45,7 @@ CREATE INDEX lock_events_key ON conveyor.lock_events (key, at);
 --                                           -> DEAD (entity_fail with dead, or attempts used up)
 --   IN_PROGRESS older than its timeout -> IN_PROGRESS again (entity_acquire, a recovery)
 --   IN_PROGRESS older than stuck_seconds -> PENDING (entity_reset)
+--   any -> any (entity_set: states written directly by a pipeline or an operator)
 CREATE TABLE conveyor.entities (
     entity_type       text NOT NULL,
     entity_id         text NOT NULL,
@@ -130,6 +131,11 @@ CREATE FUNCTION conveyor.entity_reset(entity_type text DEFAULT NULL, stuck_secon
     RETURNS TABLE(entity_type text, entity_id text, previous_state text)
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_reset';
 COMMENT ON FUNCTION conveyor.entity_reset(text,integer) IS 'Returns entities stuck IN_PROGRESS longer than stuck_seconds to PENDING, and lists them.';
+CREATE FUNCTION conveyor.entity_set(entity_type text, entity_id text, state text, error text DEFAULT NULL,
+                                    metadata jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_set';
+COMMENT ON FUNCTION conveyor.entity_set(text,text,text,text,jsonb) IS 'Puts an entity in any state, creating it when missing; returns the state it replaced, NULL for a new entity.';
 CREATE FUNCTION conveyor.entity_state(entity_type text, entity_id text) RETURNS jsonb
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_entity_state';
 COMMENT ON FUNCTION conveyor.entity_state(text,text) IS 'Returns an entity''s state, attempts, timeout, last error and metadata as JSON; NULL when unknown.';
@@ -200,4 +206,4 @@ GRANT EXECUTE ON FUNCTION
     conveyor.advisory_unlock(text), conveyor.advisory_unlock_all(text), conveyor.advisory_lock_held(text),
     conveyor.try_advisory_xact_lock(text), conveyor.advisory_xact_lock(text, int)
     TO conveyor_worker;
-GRANT EXECUTE ON FUNCTION conveyor.lock_force_release(text) TO conveyor_admin;
+GRANT EXECUTE ON FUNCTION conveyor.lock_force_release(text), conveyor.entity_set(text, text, text, text, jsonb) TO conveyor_admin;

@@ -150,10 +150,10 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_requeue_stuck) {
     std::string queue_name = required_text(fcinfo, 0, "queue");
     require(fcinfo, 1, "older_than");
     Interval *older = pg_guard([&] { return PG_GETARG_INTERVAL_P(1); });
-    if (older->month != 0 || older->day < 0 || older->time < 0 || (older->day == 0 && older->time == 0) ||
-        older->day > 3650)
+    // 0 is legal: every job running since before this transaction began.
+    if (older->month != 0 || older->day < 0 || older->time < 0 || older->day > 3650)
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
-                    fmt::format("older_than must be a positive interval of days, hours, minutes or seconds, up to 3650 days"),
+                    fmt::format("older_than must be an interval of 0 or more days, hours, minutes or seconds, up to 3650 days"),
                     "", "Pass e.g. interval '30 minutes'.");
     TimestampTz cutoff = GetCurrentTransactionStartTimestamp() - (older->day * USECS_PER_DAY + older->time);
     ResultSet out(fcinfo);

@@ -1,7 +1,7 @@
 -- Entity processing states: the state machine of entity_acquire, entity_complete, entity_fail,
 -- entity_reset, and entity_state, entity_stats, entity_inconsistencies.
 BEGIN;
-SELECT plan(61);
+SELECT plan(86);
 
 SELECT has_function('conveyor', 'entity_acquire', ARRAY['text', 'text', 'integer', 'text', 'integer'], 'entity_acquire exists');
 SELECT has_function('conveyor', 'entity_complete', ARRAY['text', 'text', 'jsonb'], 'entity_complete exists');
@@ -137,6 +137,43 @@ SELECT results_eq(
               ('old', 'IN_PROGRESS', 'tap_x:old', 'in_progress_timed_out'),
               ('stale', 'IN_PROGRESS', 'tap_x:stale', 'in_progress_without_live_lease') $$,
     'entity_inconsistencies: a live lease on a finished entity, a timed-out IN_PROGRESS, an IN_PROGRESS whose lease is stale');
+
+-- ---- thresholds of 0: any earlier acquisition has timed out ---------------------------------------------
+SELECT is(conveyor.entity_acquire('tap_zero', 'z1', 0), true, 'timeout 0: acquired');
+SELECT is(conveyor.entity_acquire('tap_zero', 'z1', 0), true, 'timeout 0: acquired again at once (a recovery)');
+SELECT is((pg_temp.st('tap_zero', 'z1')->>'attempts')::int, 2, 'timeout 0: the recovery counts an attempt');
+SELECT results_eq($$ SELECT entity_id, previous_state FROM conveyor.entity_reset('tap_zero', 0) $$,
+                  $$ VALUES ('z1'::text, 'IN_PROGRESS'::text) $$, 'entity_reset with 0 seconds resets what is IN_PROGRESS now');
+SELECT conveyor.lock_acquire('tap_zero:z1', 'w0', 600) \gset
+SELECT results_eq($$ SELECT key, owner FROM conveyor.locks_cleanup(0) WHERE key LIKE 'tap_zero:%' $$,
+                  $$ VALUES ('tap_zero:z1'::text, 'w0'::text) $$, 'locks_cleanup(0) deletes a lease heartbeated before the call');
+
+-- ---- entity_set: any state, directly ---------------------------------------------------------------------
+SELECT has_function('conveyor', 'entity_set', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'entity_set exists');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'PENDING'), NULL, 'entity_set creates a missing entity and returns NULL');
+SELECT is(pg_temp.st('tap_set', 's1')->>'state', 'PENDING', '... in the state given');
+SELECT is((pg_temp.st('tap_set', 's1')->>'attempts')::int, 0, '... with no attempt');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'IN_PROGRESS'), 'PENDING', 'entity_set returns the state it replaced');
+SELECT is((pg_temp.st('tap_set', 's1')->>'attempts')::int, 1, 'moving into IN_PROGRESS counts an attempt');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'IN_PROGRESS'), 'IN_PROGRESS', 'IN_PROGRESS again');
+SELECT is((pg_temp.st('tap_set', 's1')->>'attempts')::int, 1, '... only restarts the clock');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'FAILED', 'HTTP 500', '{"step": "albums"}'), 'IN_PROGRESS', 'to FAILED');
+SELECT results_eq($$ SELECT s->>'last_error', s->'metadata'->>'step', s->'metadata'->'set'->>'previous_state'
+                     FROM pg_temp.st('tap_set', 's1') s $$,
+                  $$ VALUES ('HTTP 500'::text, 'albums'::text, 'IN_PROGRESS'::text) $$,
+                  'the error, the metadata merged and metadata.set recorded');
+SELECT is(conveyor.entity_acquire('tap_set', 's1', 60), true, 'entity_acquire retries an entity entity_set made FAILED');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'COMPLETED'), 'IN_PROGRESS', 'to COMPLETED');
+SELECT is(pg_temp.st('tap_set', 's1')->>'last_error', NULL, 'COMPLETED clears last_error');
+SELECT is(conveyor.entity_set('tap_set', 's1', 'PENDING'), 'COMPLETED', 'a COMPLETED entity sent back to PENDING');
+SELECT is(conveyor.entity_acquire('tap_set', 's1', 60), true, '... is acquired again');
+SELECT throws_ok($$ SELECT conveyor.entity_set('tap_set', 's1', 'DONE') $$, '22023', 'invalid entity state "DONE"', 'an unknown state');
+SELECT throws_ok($$ SELECT conveyor.entity_set('tap_set', 's1', NULL) $$, '22004', NULL, 'a NULL state');
+SELECT throws_ok($$ SELECT conveyor.entity_set('tap_set', '', 'PENDING') $$, '22023', NULL, 'an empty id');
+SELECT throws_ok($$ SELECT conveyor.entity_set('tap_set', 's1', 'PENDING', NULL, '[1]') $$, '22023', NULL, 'metadata not an object');
+SET LOCAL ROLE conveyor_worker;
+SELECT throws_ok($$ SELECT conveyor.entity_set('tap_set', 's1', 'PENDING') $$, '42501', NULL, 'entity_set is for conveyor_admin');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -41,7 +41,7 @@ SELECT conveyor.lock_heartbeat('held', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.lock_force_release('');
 \echo :LAST_ERROR_SQLSTATE
-SELECT * FROM conveyor.locks_cleanup(0);
+SELECT * FROM conveyor.locks_cleanup(-1);
 \echo :LAST_ERROR_SQLSTATE
 -- Not the holder: a documented false, and nothing changes.
 SELECT conveyor.lock_heartbeat('held', 'w2') AS heartbeat_by_other,
@@ -55,7 +55,7 @@ SELECT conveyor.entity_acquire(NULL, 'a1');
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.entity_acquire('artist', '');
 \echo :LAST_ERROR_SQLSTATE
-SELECT conveyor.entity_acquire('artist', 'a2', 0);
+SELECT conveyor.entity_acquire('artist', 'a2', -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.entity_acquire('artist', 'a2', 60, max_attempts => 0);
 \echo :LAST_ERROR_SQLSTATE
@@ -71,7 +71,7 @@ SELECT conveyor.entity_fail('artist', 'a1', 'boom', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT conveyor.entity_complete('artist', 'a1', '["done"]');
 \echo :LAST_ERROR_SQLSTATE
-SELECT * FROM conveyor.entity_reset('artist', 0);
+SELECT * FROM conveyor.entity_reset('artist', -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM conveyor.entity_reset('', 60);
 \echo :LAST_ERROR_SQLSTATE

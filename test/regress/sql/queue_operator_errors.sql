@@ -27,7 +27,7 @@ SELECT conveyor.requeue(:'pending_id') AS requeued_pending;
 -- requeue_stuck
 SELECT * FROM conveyor.requeue_stuck('ops_nope', '1 hour');
 SELECT * FROM conveyor.requeue_stuck('ops', '-1 hour');
-SELECT * FROM conveyor.requeue_stuck('ops', '0 seconds');
+SELECT * FROM conveyor.requeue_stuck('ops', '1 day -1 hour');
 SELECT * FROM conveyor.requeue_stuck('ops', '2 months');
 SELECT * FROM conveyor.requeue_stuck('ops', '3651 days');
 SELECT * FROM conveyor.requeue_stuck('ops', NULL);
