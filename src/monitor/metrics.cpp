@@ -33,9 +33,16 @@ static double finite_value(double v, const std::string &what) {
     return v;
 }
 
+// A tag set is part of the rollups' primary key with the metric's name (at most max_key_bytes): both
+// must fit one btree entry (2704 bytes), so a tag set is refused above max_key_bytes as stored.
 static void check_tags(Jsonb *tags, const std::string &what) {
     if (!tags) return;
     jsonb_object_fields(tags, what);  // 22023 unless an object
+    size_t size = VARSIZE_ANY_EXHDR(tags);
+    if (size > max_key_bytes)
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE,
+                    fmt::format("{} must be at most {} bytes as stored, not {}", what, max_key_bytes, size), "",
+                    "Tags name a series (api, queue, status), not the details of one point.");
 }
 
 static std::string period_argument(FunctionCallInfo fcinfo, int i) {

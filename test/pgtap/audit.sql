@@ -37,6 +37,7 @@ SELECT count(*) AS stuck FROM conveyor.requeue_stuck('tap_au', '1 hour') \gset
 SELECT conveyor.resolve_dead(:'j2', 'not dead: false, but recorded');
 SELECT conveyor.reap('tap_au');
 SELECT conveyor.lock_force_release('tap_au_lock');
+SELECT conveyor.entity_set('tap_au_entity', 'e1', 'PENDING');
 SELECT conveyor.account_create('tap_au_acct', 100, 'USD');
 SELECT conveyor.account_update('tap_au_acct', budget => 250);
 SELECT conveyor.quota_define('tap_au_quota', 1000, 'day');

@@ -1,6 +1,6 @@
 -- The monitor: settings, the event log, worker issues, metrics and their rollups, health().
 BEGIN;
-SELECT plan(78);
+SELECT plan(82);
 
 -- ---- settings ------------------------------------------------------------------------------------
 SELECT is((SELECT count(*)::int FROM conveyor.settings() WHERE value = default_value AND description <> ''), (SELECT count(*)::int FROM conveyor.settings()),
@@ -119,6 +119,11 @@ SELECT throws_ok($$SELECT conveyor.record_metrics('[{"name": "x", "value": 1}, {
 SELECT throws_ok($$SELECT conveyor.record_metrics('[{"name": "x", "value": 1, "unit": "ms"}]')$$, '22023', NULL, 'an unknown field: 22023');
 SELECT throws_ok($$SELECT conveyor.record_metric('x', 'NaN')$$, '22023', NULL, 'NaN: 22023');
 SELECT throws_ok($$SELECT conveyor.record_metric('x', 1, '[1]')$$, '22023', NULL, 'tags must be an object');
+-- A tag set with the longest name must fit the rollups' key: refused at input, before any rollup.
+SELECT throws_ok($$SELECT conveyor.record_metric(repeat('m', 1024), 1, jsonb_build_object('t', repeat('x', 2000)))$$, '22023',
+                 NULL, 'tags over 1024 bytes: 22023 at input');
+SELECT throws_ok($$SELECT conveyor.record_metrics(jsonb_build_array(jsonb_build_object('name', 'x', 'value', 1,
+                   'tags', jsonb_build_object('t', repeat('x', 2000)))))$$, '22023', NULL, '... in a batch too');
 SELECT is((SELECT count(*)::int FROM conveyor.metric_points WHERE metric = 'x'), 0, 'refused points are not written');
 SELECT is((conveyor.aggregate_metrics('hour')->>'written')::int >= 2, true, 'aggregate_metrics writes the hourly buckets');
 SELECT is((SELECT jsonb_build_array(min, max, avg, sum, count, p50, p95, round(p99::numeric, 6)) FROM conveyor.metrics('tap.api_ms', now(), now() + interval '1 hour',
@@ -135,6 +140,9 @@ SELECT is((conveyor.aggregate_metrics('day')->>'written')::int, 2, 'rolling up d
 SELECT is((SELECT count FROM conveyor.metrics('tap.api_ms', now(), now() + interval '1 day', 'day', '{"api": "yt"}')), 5::bigint,
     'the daily bucket counts every point of the day');
 SELECT throws_ok($$SELECT conveyor.aggregate_metrics('week')$$, '22023', NULL, 'an unknown period: 22023');
+SELECT lives_ok($$SELECT conveyor.record_metric(repeat('m', 1024), 1, jsonb_build_object('t', repeat('x', 1000)))$$,
+                'the longest name with tags of 1 KB is recorded');
+SELECT is((conveyor.aggregate_metrics('hour')->>'written')::int, 1, '... and fits the rollups'' key');
 
 -- ---- health --------------------------------------------------------------------------------------
 -- Only this test's objects matter here; open issues above (tap_w1 has a critical one) decide workers.

@@ -185,6 +185,7 @@ SELECT conveyor.entity_state('video', 'v1') AS v1_entity \gset
 SELECT conveyor.entity_stats();
 SELECT conveyor.entity_inconsistencies();
 SELECT conveyor.entity_reset('video', 1);
+SELECT conveyor.entity_set('video', 'v3', 'PENDING');
 
 -- advisory locks
 SELECT conveyor.advisory_key('tap-sp');
