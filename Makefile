@@ -10,7 +10,7 @@ OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*/*.cpp) $(wildcard src/*.cpp)
 # One SQL source per module, in dependency order; the versioned install script is built from them.
 SQL_SOURCES = src/core/core.sql src/queue/queue.sql src/idempotency/idempotency.sql src/locks/locks.sql \
 	src/costs/costs.sql src/upsert/upsert.sql src/snapshot/snapshot.sql src/monitor/monitor.sql \
-	src/monitor/schedule.sql src/core/privileges.sql
+	src/monitor/schedule.sql src/retention/retention.sql src/core/privileges.sql
 DATA_built = conveyor--$(EXTVERSION).sql
 # The released install scripts and the hand-written upgrade scripts (conveyor--a--b.sql) live in sql/,
 # frozen: never rebuilt, never edited once released (test/shell/upgrade.sh walks every path from them).

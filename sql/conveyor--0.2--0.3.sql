@@ -372,7 +372,8 @@ GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_
 
 -- ===================================================================================================
 -- Snapshots: skip_unchanged
--- ============================================================================================
+-- =====================================================================================
+-- ===================================================================================================
 -- ===================================================================================================
 
 -- A new last parameter: drop the 0.2 signatures and create the new ones.
@@ -403,3 +404,40 @@ CREATE FUNCTION conveyor.entity_set(entity_type text, entity_id text, state text
 COMMENT ON FUNCTION conveyor.entity_set(text,text,text,text,jsonb) IS 'Puts an entity in any state, creating it when missing; returns the state it replaced, NULL for a new entity.';
 REVOKE ALL ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) TO conveyor_admin;
+=======
+-- Retention: applications' own tables purged by conveyor.maintain()
+-- ===================================================================================================
+
+CREATE TABLE conveyor.retention_rules (
+    target       regclass PRIMARY KEY,
+    time_column  text NOT NULL,
+    keep         interval NOT NULL,
+    batch        integer NOT NULL CHECK (batch > 0),
+    table_owner  text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    created_by   text NOT NULL,
+    last_run_at  timestamptz,
+    last_deleted bigint,
+    last_error   text
+);
+SELECT pg_catalog.pg_extension_config_dump('conveyor.retention_rules', '');
+GRANT SELECT ON conveyor.retention_rules TO conveyor_admin;
+
+CREATE FUNCTION conveyor.retention_define(target regclass, time_column text, keep interval, batch integer DEFAULT 10000)
+    RETURNS boolean
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_retention_define';
+COMMENT ON FUNCTION conveyor.retention_define(regclass,text,interval,integer) IS 'Has maintain() delete a table''s rows older than keep, batch rows per run; true if new, false if replaced.';
+CREATE FUNCTION conveyor.retention_drop(target regclass) RETURNS boolean
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_retention_drop';
+COMMENT ON FUNCTION conveyor.retention_drop(regclass) IS 'Removes a table''s retention rule; false if it had none.';
+CREATE FUNCTION conveyor.retention_rules()
+    RETURNS TABLE(target regclass, time_column text, keep interval, batch integer, table_owner text,
+                  current_owner text, created_at timestamptz, created_by text, last_run_at timestamptz,
+                  last_deleted bigint, last_error text)
+    LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp AS 'MODULE_PATHNAME', 'conveyor_retention_rules';
+COMMENT ON FUNCTION conveyor.retention_rules() IS 'Lists the retention rules with their table''s owner, the last run and the rows it deleted.';
+REVOKE ALL ON FUNCTION conveyor.retention_define(regclass, text, interval, integer), conveyor.retention_drop(regclass),
+    conveyor.retention_rules() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.retention_rules() TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.retention_define(regclass, text, interval, integer),
+    conveyor.retention_drop(regclass) TO conveyor_admin;

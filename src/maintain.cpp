@@ -16,6 +16,7 @@
 #include "locks/locks.hpp"
 #include "monitor/monitor.hpp"
 #include "queue/queue.hpp"
+#include "retention/retention.hpp"
 
 namespace conveyor {
 
@@ -74,6 +75,8 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_maintain) {
     r.step("lock_events_purged", [] { return locks::maintain_locks(); });
     r.step("idempotency_keys_purged", [] { return in_batches(10000, idempotency::purge_expired); });
     r.step("rate_limits_purged", [] { return costs::purge_rate_limits(); });
+    // Applications' own tables (retention rules), each as its owner; only old rows, rarely contended.
+    r.step("retention_rows_deleted", [] { return retention::apply_rules(); });
     // Repairs: rows workers use, locked until this transaction commits, which is soon.
     r.step("leases_expired", [] { return queue::expire_leases(); });
     r.step("groups_repaired", [] { return queue::repair_groups(); });

@@ -164,9 +164,7 @@ CREATE TABLE video.config (
 );
 INSERT INTO video.config VALUES
     ('create_job_per_minute', 60),         -- create_job calls per client IP per minute
-    ('stalled_after_seconds', 600),        -- an active job unchanged this long is 'stalled' (active_jobs)
-    ('retention_url_access_days', 30),     -- apply_retention(): url_access_logs older than this
-    ('retention_finished_job_days', 90);   -- apply_retention(): finished jobs (and all their rows) older than this
+    ('stalled_after_seconds', 600);        -- an active job unchanged this long is 'stalled' (active_jobs)
 
 ------------------------------------------------------------------------------------------------------
 -- Who is calling, and from where
@@ -243,3 +241,11 @@ SELECT conveyor.create_queue('video', '{
 \ir sql/views.sql
 \ir sql/service.sql
 \ir sql/grants.sql
+
+-- Retention of the service's own rows, applied by conveyor.maintain() as these tables' owner (the role
+-- running this script): URL access logs after 30 days; finished jobs 90 days after they finished, with
+-- their elements, timeline, storage operations and access logs (ON DELETE CASCADE); storage operations
+-- without a job after 90 days. Each maintain() run deletes at most 10000 rows per table.
+SELECT conveyor.retention_define('video.url_access_logs', 'accessed_at', interval '30 days');
+SELECT conveyor.retention_define('video.jobs', 'completed_at', interval '90 days');
+SELECT conveyor.retention_define('video.storage_operations', 'created_at', interval '90 days');

@@ -19,6 +19,9 @@ CREATE FUNCTION pg_temp.calls(f text) RETURNS bigint LANGUAGE sql AS $$
 GRANT SELECT ON conveyor.audit_log TO tap_au_op, tap_au_worker;
 SELECT is((SELECT count(*) FROM conveyor.audit_log), 0::bigint, 'the log starts empty');
 
+CREATE TABLE tap_au_kept (at timestamptz);
+ALTER TABLE tap_au_kept OWNER TO tap_au_op;   -- retention rules are defined by the table's owner
+
 -- ---- admin actions, each called once by a member of conveyor_admin ----
 SET ROLE tap_au_op;
 SELECT conveyor.create_queue('tap_au', '{"max_attempts": 3}');
@@ -43,6 +46,8 @@ SELECT conveyor.account_update('tap_au_acct', budget => 250);
 SELECT conveyor.quota_define('tap_au_quota', 1000, 'day');
 SELECT conveyor.set_setting('retention.audit_days', '30');
 SELECT conveyor.drop_queue('tap_au', true);
+SELECT conveyor.retention_define('tap_au_kept', 'at', '1 day');
+SELECT conveyor.retention_drop('tap_au_kept');
 -- Upkeep and readers granted to admins only: not recorded.
 SELECT conveyor.maintain() IS NOT NULL AS maintained;
 SELECT conveyor.aggregate_metrics('hour') IS NOT NULL AS aggregated;

@@ -6,13 +6,13 @@ SELECT plan(16);
 SELECT conveyor.maintain() AS first \gset
 SELECT is((SELECT array_agg(s->>'step' ORDER BY o) FROM jsonb_array_elements(:'first'::jsonb -> 'steps') WITH ORDINALITY AS e(s, o)),
     ARRAY['metric_buckets_rolled_up', 'own_metrics_recorded', 'monitor_rows_purged', 'counter_rows_folded', 'job_stats_folded', 'job_stats_purged', 'lock_events_purged',
-          'idempotency_keys_purged', 'rate_limits_purged', 'leases_expired', 'groups_repaired', 'stale_locks_cleaned',
+          'idempotency_keys_purged', 'rate_limits_purged', 'retention_rows_deleted', 'leases_expired', 'groups_repaired', 'stale_locks_cleaned',
           'stuck_entities_reset', 'reservations_expired', 'partitions_dropped'],
     'maintain() reports its steps in the order they ran: bookkeeping, repairs, then partitions');
 SELECT is((SELECT count(*)::int FROM jsonb_array_elements(:'first'::jsonb -> 'steps') s
-           WHERE jsonb_typeof(s->'count') = 'number' AND (s->>'ms')::numeric >= 0), 15, 'each step has a count and its milliseconds');
+           WHERE jsonb_typeof(s->'count') = 'number' AND (s->>'ms')::numeric >= 0), 16, 'each step has a count and its milliseconds');
 SELECT is((SELECT count(*)::int FROM jsonb_array_elements(:'first'::jsonb -> 'steps') s WHERE (:'first'::jsonb ->> (s->>'step'))::int = (s->>'count')::int),
-    15, 'each count is also at the top level, as 0.1 reported it');
+    16, 'each count is also at the top level, as 0.1 reported it');
 SELECT is((SELECT count(*)::int FROM conveyor.events(event_type => 'maintenance_run')), 1, 'each run is an event');
 
 -- Stale leases are cleaned; live ones stay.

@@ -4,7 +4,7 @@
 -- a probe shows that the same look-alikes do catch the caller's own SQL. (upsert_hostile.sql covers
 -- search_path planted from inside an upsert by triggers, DEFAULTs and CHECKs.)
 BEGIN;
-SELECT plan(9);
+SELECT plan(10);
 
 CREATE ROLE tap_sp_mallory LOGIN IN ROLE conveyor_admin;   -- admin: the workload includes admin functions
 SELECT format('GRANT CREATE ON DATABASE %I TO tap_sp_mallory', current_database()) \gexec
@@ -252,6 +252,14 @@ SELECT conveyor.health() AS health \gset
 SELECT conveyor.audit_record('tap_sp.app_call', '{"x": 1}', '{"y": 2}') AS audited \gset
 SELECT conveyor.audit('2000-01-01Z', NULL, 'set_setting');
 
+-- retention: a rule on the caller's own table, applied by maintain() (called above too), then dropped
+CREATE TABLE evil.kept (id int, at timestamptz);
+INSERT INTO evil.kept VALUES (1, '2000-01-01Z'), (2, '2999-01-01Z');
+SELECT conveyor.retention_define('evil.kept', 'at', '1 day', 10) AS retention_new \gset
+SELECT conveyor.maintain() AS retention_report \gset
+SELECT * FROM conveyor.retention_rules();
+SELECT conveyor.retention_drop('evil.kept') AS retention_dropped \gset
+
 -- ---- the probe: the same look-alikes catch the caller's own SQL ---------------------------------------
 
 \o
@@ -284,6 +292,7 @@ SELECT is(ARRAY[:'upsert_again', :'counted_inserted', :'counted_updated'], ARRAY
 SELECT is(:'snap_delta'::jsonb, '{"views": 15}', 'snapshots');
 SELECT is(ARRAY[:'setting', :'resolved', (:'health'::jsonb->>'overall_status' IS NOT NULL)::text], ARRAY['5', 't', 'true'], 'monitor');
 SELECT is(ARRAY[:'charged', :'quota_allowed'], ARRAY['1.500000', 't'], 'costs');
+SELECT is(ARRAY[:'retention_new', :'retention_report'::jsonb ->> 'retention_rows_deleted', :'retention_dropped'], ARRAY['t', '1', 't'], 'retention');
 
 SELECT * FROM finish();
 ROLLBACK;

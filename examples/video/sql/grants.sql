@@ -28,4 +28,3 @@ GRANT EXECUTE ON FUNCTION
     video.get_processing_metrics(timestamptz, timestamptz),
     video.health_check()
 TO video_service;
-GRANT EXECUTE ON FUNCTION video.apply_retention() TO video_admin;

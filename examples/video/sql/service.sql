@@ -1,6 +1,6 @@
 -- The service's reads (repositories and analytics) and upkeep. The reads run as the caller
 -- (SECURITY INVOKER): row-level security gives a client its own IP's jobs only, the service and the
--- admin every job. health_check and apply_retention write, and run as their owner.
+-- admin every job. health_check writes, and runs as its owner.
 
 -- A job with its elements, timeline (in time order), storage operations and URL access count.
 CREATE FUNCTION video.get_job_with_details(p_job_id uuid) RETURNS jsonb
@@ -210,34 +210,4 @@ BEGIN
                                          'server_version', current_setting('server_version'),
                                          'conveyor', v_conveyor ->> 'overall_status'),
         'read_operations', v_read, 'write_operations', v_write, 'real_time', v_realtime));
-END $$;
-
--- Retention of the service's own rows (conveyor.maintain() keeps conveyor's tables bounded, not these):
--- URL access logs older than retention_url_access_days, and finished jobs older than
--- retention_finished_job_days with all their rows. Schedule it daily next to conveyor.maintain().
-CREATE FUNCTION video.apply_retention() RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_logs bigint;
-    v_jobs bigint;
-    v_ops bigint;
-    v_result jsonb;
-BEGIN
-    IF video.scope() <> 'admin' THEN
-        RAISE EXCEPTION 'apply_retention is for video_admin' USING ERRCODE = '42501';
-    END IF;
-    DELETE FROM video.url_access_logs
-    WHERE accessed_at < now() - make_interval(days => (SELECT value FROM video.config WHERE key = 'retention_url_access_days')::integer);
-    GET DIAGNOSTICS v_logs = ROW_COUNT;
-    DELETE FROM video.jobs
-    WHERE status IN ('completed', 'failed', 'cancelled')
-      AND completed_at < now() - make_interval(days => (SELECT value FROM video.config WHERE key = 'retention_finished_job_days')::integer);
-    GET DIAGNOSTICS v_jobs = ROW_COUNT;
-    DELETE FROM video.storage_operations
-    WHERE job_id IS NULL
-      AND created_at < now() - make_interval(days => (SELECT value FROM video.config WHERE key = 'retention_finished_job_days')::integer);
-    GET DIAGNOSTICS v_ops = ROW_COUNT;
-    v_result := jsonb_build_object('url_access_logs_deleted', v_logs, 'jobs_deleted', v_jobs, 'storage_operations_deleted', v_ops);
-    PERFORM conveyor.audit_record('video.apply_retention', '{}', v_result);
-    RETURN v_result;
 END $$;

@@ -1,9 +1,9 @@
 -- Roles, RLS by client IP, SECURITY DEFINER, grants, security events, the client rate limit.
 BEGIN;
-SELECT plan(35);
+SELECT plan(38);
 
 SELECT is(array_agg(p.proname::text ORDER BY p.proname),
-          '{add_job_element,apply_retention,complete_processing_step,create_job,health_check,log_storage_operation,log_url_access,start_processing_step,update_element_status,update_job_progress,update_job_status}',
+          '{add_job_element,complete_processing_step,create_job,health_check,log_storage_operation,log_url_access,start_processing_step,update_element_status,update_job_progress,update_job_status}',
           'the writing functions are SECURITY DEFINER with search_path pinned')
 FROM pg_proc p WHERE p.pronamespace = 'video'::regnamespace AND p.prosecdef AND p.proconfig = '{"search_path=pg_catalog, pg_temp"}';
 SELECT is(count(*), 0::bigint, 'every function of the schema pins its search_path')
@@ -66,15 +66,27 @@ RESET ROLE;
 SELECT is((SELECT count(*) FROM conveyor.audit(function => 'video.security_event') WHERE arguments ->> 'event' = 'rate_limited'
            AND arguments ->> 'client_ip' = '198.18.0.1'), 1::bigint, 'security event: the refusal, with the IP');
 
--- the service sees every job; only the admin applies retention
+-- the service sees every job, and so does the admin
 SET LOCAL ROLE video_service;
 SELECT is((SELECT count(*) FROM video.jobs), 5::bigint, 'service: every job, whatever its IP');
-SELECT throws_ok($$SELECT video.apply_retention()$$, '42501', NULL, 'service: no retention');
 RESET ROLE;
 SET LOCAL ROLE video_admin;
 SELECT is((SELECT count(*) FROM video.job_summary), 5::bigint, 'admin: every job');
-SELECT is(video.apply_retention(), '{"jobs_deleted": 0, "url_access_logs_deleted": 0, "storage_operations_deleted": 0}', 'admin: applies retention');
 RESET ROLE;
+
+-- retention: conveyor.maintain() purges the old rows by the rules install.sql defined, as the tables' owner
+SELECT is((SELECT array_agg(target::text || ' ' || time_column || ' ' || keep ORDER BY target::text) FROM conveyor.retention_rules()),
+          ARRAY['video.jobs completed_at 90 days', 'video.storage_operations created_at 90 days', 'video.url_access_logs accessed_at 30 days'],
+          'install.sql defined the retention rules');
+INSERT INTO video.jobs (status, output_format, width, height, completed_at)
+VALUES ('completed', 'mp4', 640, 480, now() - interval '91 days') RETURNING id AS old_job \gset
+INSERT INTO video.url_access_logs (url, status_code, accessed_at) VALUES ('https://example.com/old', 200, now() - interval '31 days');
+INSERT INTO video.url_access_logs (url, status_code, accessed_at) VALUES ('https://example.com/new', 200, now() - interval '29 days');
+SELECT is((conveyor.maintain() ->> 'retention_rows_deleted')::int, 2, 'maintain() deletes the old finished job and the old access log');
+SELECT is((SELECT count(*) FROM video.jobs WHERE id = :'old_job'), 0::bigint, 'the job finished 91 days ago is gone');
+SELECT is((SELECT array_agg(url) FROM video.url_access_logs WHERE url LIKE 'https://example.com/%'), ARRAY['https://example.com/new'],
+          'the access log of 31 days ago is gone, the one of 29 days stays');
+SELECT is((SELECT count(*) FROM video.jobs), 5::bigint, 'the recent jobs stay');
 
 SELECT * FROM finish();
 ROLLBACK;
