@@ -6,18 +6,42 @@ pgbouncer in transaction pooling mode, where consecutive transactions may land o
 """
 from __future__ import annotations
 
+import datetime
+import decimal
 import logging
 import random
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, TypeVar, Union
 
 import psycopg
+from psycopg.adapt import PyFormat
 
 log = logging.getLogger("conveyor_client")
 
 T = TypeVar("T")
+
+# psycopg registers the dumpers of some standard types by name ("uuid.UUID") and, the first time a
+# value of such a type is sent, replaces the name by the class in its global adapters map, which
+# every connection shares, without a lock: two threads sending their first UUID at once can both
+# find the name and one then fails with KeyError('uuid.UUID') (seen as a worker's failed ack under
+# load, leaving the job leased until its lease ran out). Resolved once here, at import, before any
+# thread sends anything.
+BY_NAME_TYPES = (uuid.UUID, datetime.date, datetime.datetime, datetime.time, datetime.timedelta, decimal.Decimal)
+
+
+def resolve_dumpers_by_name() -> None:
+    for cls in BY_NAME_TYPES:
+        for fmt in PyFormat:
+            try:
+                psycopg.adapters.get_dumper(cls, fmt)
+            except psycopg.ProgrammingError:  # no dumper for that format
+                pass
+
+
+resolve_dumpers_by_name()
 
 # Serialization failure, deadlock, lock not available: conveyor never swallows them, callers retry.
 RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
