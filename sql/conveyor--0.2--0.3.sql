@@ -372,8 +372,6 @@ GRANT EXECUTE ON FUNCTION conveyor.audit_record(text, jsonb, jsonb) TO conveyor_
 
 -- ===================================================================================================
 -- Snapshots: skip_unchanged
--- =====================================================================================
--- ===================================================================================================
 -- ===================================================================================================
 
 -- A new last parameter: drop the 0.2 signatures and create the new ones.
@@ -393,7 +391,8 @@ REVOKE ALL ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, t
 REVOKE ALL ON FUNCTION conveyor.snapshot_batch(text, jsonb, text, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.snapshot(text, text, jsonb, timestamptz, text, text, boolean),
     conveyor.snapshot_batch(text, jsonb, text, text, boolean) TO conveyor_worker;
-=======
+
+-- ===================================================================================================
 -- Entity states written directly
 -- ===================================================================================================
 
@@ -404,7 +403,8 @@ CREATE FUNCTION conveyor.entity_set(entity_type text, entity_id text, state text
 COMMENT ON FUNCTION conveyor.entity_set(text,text,text,text,jsonb) IS 'Puts an entity in any state, creating it when missing; returns the state it replaced, NULL for a new entity.';
 REVOKE ALL ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.entity_set(text, text, text, text, jsonb) TO conveyor_admin;
-=======
+
+-- ===================================================================================================
 -- Retention: applications' own tables purged by conveyor.maintain()
 -- ===================================================================================================
 
