@@ -180,18 +180,22 @@ static std::string role_name(Oid role) {
     return name ? name : fmt::format("{}", role);
 }
 
-static void insert_row(const std::string &session_name, const std::string &calling_name, const std::string &function,
-                       const std::string &arguments, const std::string &result) {
+// One row of the log; returns its audit_id. A NULL result is an application's call without one.
+static int64 insert_row(const std::string &session_name, const std::string &calling_name, const std::string &function,
+                        const std::string &arguments, const std::optional<std::string> &result) {
     spi::Connection spi;
     audit_partitions.ensure_current();
     static Statement insert(
         "INSERT INTO conveyor.audit_log (audit_id, at, session_user_name, current_user_name, client_addr,"
         " application_name, function_name, arguments, result)"
         " VALUES (pg_catalog.nextval('conveyor.audit_id_seq'), pg_catalog.clock_timestamp(), $1, $2,"
-        " pg_catalog.inet_client_addr(), pg_catalog.current_setting('application_name'), $3, $4::jsonb, $5::jsonb)",
+        " pg_catalog.inet_client_addr(), pg_catalog.current_setting('application_name'), $3, $4::jsonb, $5::jsonb)"
+        " RETURNING audit_id",
         {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
-    insert.run(Params().text(0, session_name).text(1, calling_name).text(2, function).text(3, arguments).text(4, result));
+    int64 id = *insert.run(Params().text(0, session_name).text(1, calling_name).text(2, function).text(3, arguments)
+                               .text(4, result)).int8(0, 0);
     spi.finish();
+    return id;
 }
 
 static void record_call(const AuditedFunction &f, FunctionCallInfo fcinfo, Datum result, Oid session_role, Oid calling_role) {
@@ -259,18 +263,7 @@ CONVEYOR_FUNCTION(conveyor_audit_record) {
     if (!PG_ARGISNULL(2)) result_doc = json_value(PG_GETARG_DATUM(2), JSONBOID, false);
     if (XactReadOnly) PG_RETURN_NULL();
     std::string session_name = role_name(GetSessionUserId()), calling_name = role_name(GetOuterUserId());
-    spi::Connection spi;
-    audit_partitions.ensure_current();
-    static Statement insert(
-        "INSERT INTO conveyor.audit_log (audit_id, at, session_user_name, current_user_name, client_addr,"
-        " application_name, function_name, arguments, result)"
-        " VALUES (pg_catalog.nextval('conveyor.audit_id_seq'), pg_catalog.clock_timestamp(), $1, $2,"
-        " pg_catalog.inet_client_addr(), pg_catalog.current_setting('application_name'), $3, $4::jsonb, $5::jsonb)"
-        " RETURNING audit_id",
-        {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
-    int64 id = insert.run(Params().text(0, session_name).text(1, calling_name).text(2, function).text(3, arguments_doc)
-                              .text(4, result_doc)).int8(0, 0).value();
-    spi.finish();
+    int64 id = insert_row(session_name, calling_name, function, arguments_doc, result_doc);
     PG_RETURN_INT64(id);
 }
 

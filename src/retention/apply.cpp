@@ -12,6 +12,7 @@
 #include "core/args.hpp"
 #include "core/message.hpp"
 #include "core/partitions.hpp"
+#include "core/owner.hpp"
 #include "core/spi.hpp"
 #include "core/subxact.hpp"
 #include "monitor/monitor.hpp"
@@ -41,23 +42,6 @@ struct Rule {
     int32 batch = 0;
     std::string table_owner;
     TimestampTz created_at = 0;
-};
-
-// The table's owner, restricted, for the lifetime of the object; it lives above every guard, and the
-// (sub)transaction's abort restores the same identity should the destructor not run first.
-class TableOwnerScope {
-  public:
-    explicit TableOwnerScope(Oid owner) {
-        GetUserIdAndSecContext(&saved_user_, &saved_context_);
-        SetUserIdAndSecContext(owner, saved_context_ | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-    }
-    ~TableOwnerScope() { SetUserIdAndSecContext(saved_user_, saved_context_); }
-    TableOwnerScope(const TableOwnerScope &) = delete;
-    TableOwnerScope &operator=(const TableOwnerScope &) = delete;
-
-  private:
-    Oid saved_user_ = InvalidOid;
-    int saved_context_ = 0;
 };
 
 } // namespace
@@ -97,7 +81,7 @@ static int64 delete_as_owner(const Target &t, const Interval &keep, int32 batch)
     Oid types[2] = {INTERVALOID, INT8OID};
     Datum values[2] = {IntervalPGetDatum(&keep_copy), Int64GetDatum(batch)};
     int64 deleted = 0;
-    TableOwnerScope owner(t.owner);
+    RoleScope owner(t.owner);  // the table's owner, restricted
     int level = push_setting("search_path", "pg_catalog, pg_temp");
     try {
         pg_guard([&] {
