@@ -14,7 +14,8 @@ CREATE SCHEMA soak;
 -- (another): 1% abandoned (never acknowledged: their 20 s leases run out and maintain() takes them
 -- back), 5% failed, the rest acknowledged together; one job in ten also takes a lease on its channel
 -- and an entity through acquire/complete (or fail). 40001, 40P01 and 55P03 are retried, as callers
--- must; any other error ends the worker, and bench/soak.sh counts it.
+-- must; any other error ends the worker, and bench/soak.sh counts it. Each call ends with a notice of
+-- what it did, with the time its dequeue calls took (what a backlog or bloat makes dequeue cost).
 CREATE PROCEDURE soak.work(worker text, queue text, seconds int)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -27,11 +28,19 @@ DECLARE
     token bigint;
     retries int := 0;
     settled bigint := 0;
+    dequeues bigint := 0;
+    dequeued bigint := 0;
+    dequeue_ms float8 := 0;
+    t0 timestamptz;
 BEGIN
     WHILE clock_timestamp() < deadline LOOP
         BEGIN
+            t0 := clock_timestamp();
             SELECT array_agg(d.job_id), array_agg(d.payload) INTO ids, payloads
             FROM conveyor.dequeue(queue, worker, 20) d;
+            dequeue_ms := dequeue_ms + 1000 * extract(epoch FROM clock_timestamp() - t0);
+            dequeues := dequeues + 1;
+            dequeued := dequeued + COALESCE(cardinality(ids), 0);
         EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
             retries := retries + 1;
             ids := NULL;
@@ -74,7 +83,8 @@ BEGIN
         END;
         COMMIT;
     END LOOP;
-    RAISE NOTICE 'worker % settled % jobs, retried % transactions', worker, settled, retries;
+    RAISE NOTICE 'worker % settled % jobs, retried % transactions, dequeued % jobs in % calls taking % ms',
+        worker, settled, retries, dequeued, dequeues, round(dequeue_ms::numeric, 1);
 END $$;
 
 -- The calendar: a day passes every minute. Makes the partition of a past day `day` for conveyor's
