@@ -30,7 +30,7 @@ killer=$!
 wait_sessions_bounded "$DB" $((CAP + 30)) "the producer and the workers"
 touch "$TMP/out/stop"
 wait "$killer"
-[ -s "$TMP/killer.log" ] && sed 's/^/#   killer: /' "$TMP/killer.log"
+is "$(cat "$TMP/killer.log")" "" "the killer ended without an error"
 
 kills9=$(grep -c '^KILL' "$TMP/out/kills")
 terms=$(grep -c '^TERM' "$TMP/out/kills")

@@ -185,6 +185,10 @@ for f in glob.glob(sys.argv[1] + "/stats-*.json"):
          "$(fault_stat fenced_refused) refused, $(q "$db" "SELECT count(*) FROM conveyor.lock_events WHERE event = 'takeover'") takeovers"
     note "charges: $(q "$db" "SELECT count(*) FROM charge_attempted") attempted, $FAULT_CHARGES confirmed," \
          "$(fault_stat charge_retries_after_error) retried after a lost connection; ledger rows: $(q "$db" "SELECT count(*) FROM conveyor.ledger")"
+    note "connections lost, by first message line: $("$FAULT_PY" -c 'import json, glob, sys, collections
+c = collections.Counter()
+for f in glob.glob(sys.argv[1] + "/stats-*.json"): c.update(json.load(open(f)).get("lost_kinds", {}))
+print("; ".join("%s x%d" % kv for kv in c.most_common(6)))' "$TMP/out")"
     note "connections: $FAULT_RECONNECTS reconnects ($(($(fault_stat commit_answers_lost) + $(fault_stat charge_answers_lost))) of them after a simulated lost answer), $(fault_stat failed_connects) refused connection tries," \
          "$(fault_stat retries) retries after 40001/40P01/55000; elapsed $((FAULT_ELAPSED_MS / 1000)).$((FAULT_ELAPSED_MS % 1000 / 100)) s"
 }

@@ -72,6 +72,7 @@ class Session:
         self.dsn, self.app, self.deadline, self.stats, self.pooled = dsn, app, deadline, stats, pooled
         self.conn = None
         self.generation = 0  # one more for every connection made
+        self.streak, self.last_loss = 0, 0.0  # losses in a row, each within a second of the last
 
     def get(self):
         if self.conn is not None and not self.conn.closed and not self.conn.broken:
@@ -103,6 +104,15 @@ class Session:
         """True when exc ended the connection (the caller starts over on a new one)."""
         if self.conn is None or self.conn.closed or self.conn.broken or isinstance(exc, psycopg.OperationalError):
             self.stats.add("connection_errors")
+            # The first few kinds of message, for the notes; then a pause, so that a pooler that
+            # accepts clients while its server is away is not asked again in a tight loop.
+            kinds = self.stats.setdefault("lost_kinds", {})
+            kind = str(exc).strip().split("\n")[0][:80]
+            if kind in kinds or len(kinds) < 8:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            self.streak = self.streak + 1 if now() - self.last_loss < 1 else 0
+            self.last_loss = now()
+            time.sleep(min(0.02 * 2 ** self.streak, 0.5))
             try:
                 if self.conn is not None:
                     self.conn.close()
