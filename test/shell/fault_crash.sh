@@ -48,6 +48,5 @@ is "$recoveries" "$CRASHES" "each start after a crash ran crash recovery (counte
 
 fault_checks "$DB"
 note "fault_crash: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through $crashes" \
-     "immediate shutdowns and restarts, $FAULT_RECONNECTS reconnects: none lost, none duplicated; $FAULT_WRITES fenced writes" \
-     "in token order; $FAULT_CHARGES confirmed charges each in the ledger once; $((FAULT_ELAPSED_MS / 1000)) s"
+     "immediate shutdowns and restarts, $FAULT_RECONNECTS reconnects: $(fault_verdict); $((FAULT_ELAPSED_MS / 1000)) s"
 finish

@@ -42,7 +42,6 @@ note "kills: $(awk '{print $1, $3}' "$TMP/out/kills" | sort | uniq -c | awk '{pr
 
 fault_checks "$DB"
 note "fault_kill: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through $kills9 kill -9 and" \
-     "$terms pg_terminate_backend, $restarts server resets, $FAULT_RECONNECTS reconnects: none lost, none duplicated;" \
-     "$FAULT_WRITES fenced writes in token order; $FAULT_CHARGES confirmed charges each in the ledger once;" \
+     "$terms pg_terminate_backend, $restarts server resets, $FAULT_RECONNECTS reconnects: $(fault_verdict);" \
      "$((FAULT_ELAPSED_MS / 1000)) s"
 finish

@@ -59,6 +59,5 @@ note "kills: $(awk '{print $1, $3}' "$TMP/out/kills" | sort | uniq -c | awk '{pr
 fault_checks "$DB"
 note "fault_pooler: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through pgbouncer" \
      "(transaction mode, pool of $POOL_SIZE) stopped and started $restarts times, $kills9 kill -9 and $terms pg_terminate_backend" \
-     "behind it, $FAULT_RECONNECTS reconnects: none lost, none duplicated; $FAULT_WRITES fenced writes in token order;" \
-     "$FAULT_CHARGES confirmed charges each in the ledger once; $((FAULT_ELAPSED_MS / 1000)) s"
+     "behind it, $FAULT_RECONNECTS reconnects: $(fault_verdict); $((FAULT_ELAPSED_MS / 1000)) s"
 finish

@@ -192,3 +192,12 @@ print("; ".join("%s x%d" % kv for kv in c.most_common(6)))' "$TMP/out")"
     note "connections: $FAULT_RECONNECTS reconnects ($(($(fault_stat commit_answers_lost) + $(fault_stat charge_answers_lost))) of them after a simulated lost answer), $(fault_stat failed_connects) refused connection tries," \
          "$(fault_stat retries) retries after 40001/40P01/55000; elapsed $((FAULT_ELAPSED_MS / 1000)).$((FAULT_ELAPSED_MS % 1000 / 100)) s"
 }
+
+# The verdict for the summary line: what the checks proved, or how many failed.
+fault_verdict() {
+    if [ "$TESTS_FAILED" -eq 0 ]; then
+        echo "none lost, none duplicated; $FAULT_WRITES fenced writes in token order; $FAULT_CHARGES confirmed charges each in the ledger once"
+    else
+        echo "$TESTS_FAILED checks FAILED"
+    fi
+}
