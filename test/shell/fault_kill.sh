@@ -18,7 +18,7 @@ JOBS=20000
 WORKERS=6
 KILL9=12
 TERM=4
-CAP=${CONVEYOR_FAULT_CAP:-170}   # the processes' deadline in seconds; the run normally takes far less
+CAP=${CONVEYOR_FAULT_CAP:-170}   # the processes' deadline in seconds; a run takes about 115 s
 use_scratch fault-kill
 trap 'touch "$TMP/out/stop" 2>/dev/null; scratch_cleanup' EXIT
 
