@@ -135,7 +135,7 @@ wait_sessions_bounded() {
 
 # pgbouncer in transaction pooling mode in front of database $1, pool size $2, listening on port
 # $BPORT with its socket, config, log and pid file in $TMP (which the postgres user must be able to
-# write). stop_pgbouncer ends it; call it from the test's exit trap.
+# write). stop_pgbouncer ends it; call it from the test's exit trap. PGBOUNCER_EXTRA: more settings lines.
 start_pgbouncer() {  # start_pgbouncer DB POOL_SIZE [USER...]: $PGUSER and the other login roles named
     command -v pgbouncer >/dev/null || bail "pgbouncer is not installed (scripts/common.sh installs the Debian package)"
     cat >"$TMP/pgbouncer.ini" <<INI
@@ -154,6 +154,7 @@ max_client_conn = 100
 server_lifetime = 3600
 logfile = $TMP/pgbouncer.log
 pidfile = $TMP/pgbouncer.pid
+${PGBOUNCER_EXTRA:-}
 INI
     local user
     for user in "$PGUSER" "${@:3}"; do echo "\"$user\" \"\""; done >"$TMP/userlist.txt"
