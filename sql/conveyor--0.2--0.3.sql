@@ -448,4 +448,4 @@ GRANT EXECUTE ON FUNCTION conveyor.retention_define(regclass, text, interval, in
 
 -- The function is unchanged but for what its C body reports; its new thresholds are settings defined
 -- in the library (health.horizon_*), so no row is needed here.
-COMMENT ON FUNCTION conveyor.health() IS 'One document: queue, lock, entity, worker, cost and xmin horizon health, each healthy, warning or critical, and the worst of them.';
+COMMENT ON FUNCTION conveyor.health() IS 'One document: the health of queues, locks, entities, workers, costs and the xmin horizon, and the worst of them.';
