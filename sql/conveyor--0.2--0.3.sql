@@ -441,3 +441,11 @@ REVOKE ALL ON FUNCTION conveyor.retention_define(regclass, text, interval, integ
 GRANT EXECUTE ON FUNCTION conveyor.retention_rules() TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION conveyor.retention_define(regclass, text, interval, integer),
     conveyor.retention_drop(regclass) TO conveyor_admin;
+
+-- ===================================================================================================
+-- Health: the xmin horizon (what holds back cleanup of conveyor's tables) is a section of health()
+-- ===================================================================================================
+
+-- The function is unchanged but for what its C body reports; its new thresholds are settings defined
+-- in the library (health.horizon_*), so no row is needed here.
+COMMENT ON FUNCTION conveyor.health() IS 'One document: the health of queues, locks, entities, workers, costs and the xmin horizon, and the worst of them.';

@@ -1,9 +1,12 @@
-// conveyor.health(): one document with the health of queues, locks, entities, workers and costs.
+// conveyor.health(): one document with the health of queues, locks, entities, workers and costs, and
+// of the xmin horizon their cleanup waits on.
 //
 // Each figure comes from an index or a small table, never from counting a large one: queue figures
 // from queue_metrics (counter rows and the hot jobs table), leases from conveyor.locks, entity figures
 // from partial indexes with counts capped at count_cap, issues from the open-issue index, costs from
-// the accounts and quotas. Thresholds are settings (health.*).
+// the accounts and quotas, the horizon from the server's views of sessions, replication slots and
+// prepared transactions (one entry per connection, slot or prepared transaction). Thresholds are
+// settings (health.*).
 #include "core/args.hpp"
 #include "monitor/internal.hpp"
 
@@ -24,6 +27,79 @@ static Status by_thresholds(double value, double warn, double crit) {
 static Status worst(Status a, Status b) { return a > b ? a : b; }
 
 static std::string number_or_null(const std::optional<std::string> &v) { return v ? *v : "null"; }
+
+struct Section {
+    Status status;
+    std::string json;
+};
+
+// What holds back the xmin horizon of this database's tables: a snapshot or transaction id that a
+// session, a replication slot (its xmin, as a standby's hot_standby_feedback sets it) or a prepared
+// transaction still holds. While one is held, no row version deleted or updated after it can be
+// removed and index entries pointing at such versions cannot be marked dead: every claimed job leaves
+// one at the head of jobs_ready that each dequeue walks (bench/README.md, the soak with xmin pinned).
+// Sessions of other databases do not hold back this database's tables and are left out, as are
+// autovacuum (its snapshots are brief, and VACUUM's do not hold back others), parallel workers (their
+// leader is listed) and the calling session. health() runs as conveyor's owner, a superuser, so it
+// sees every role's sessions; a holder is named by pid, role, application name, backend type, state
+// and ages, never by its query or client address.
+static Section horizon_section() {
+    static Statement holders(
+        "WITH holders AS ("
+        "  SELECT pg_catalog.jsonb_build_object('kind', 'backend', 'pid', a.pid, 'role', a.usename,"
+        "           'application_name', a.application_name, 'backend_type', a.backend_type, 'state', a.state,"
+        "           'transaction_seconds', pg_catalog.round(v.seconds, 3), 'xmin_age', v.xmin_age) AS holder,"
+        "         v.seconds, v.xmin_age"
+        "  FROM pg_catalog.pg_stat_activity a"
+        "  CROSS JOIN LATERAL (SELECT EXTRACT(epoch FROM pg_catalog.clock_timestamp() - a.xact_start) AS seconds,"
+        "                             GREATEST(pg_catalog.age(a.backend_xmin), pg_catalog.age(a.backend_xid)) AS xmin_age) v"
+        "  WHERE (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)"
+        "    AND a.pid <> pg_catalog.pg_backend_pid() AND a.leader_pid IS NULL"
+        "    AND a.backend_type NOT IN ('autovacuum worker', 'autovacuum launcher')"
+        "    AND (a.datname = pg_catalog.current_database() OR a.datid IS NULL)"
+        "  UNION ALL"
+        "  SELECT pg_catalog.jsonb_build_object('kind', 'replication_slot', 'slot_name', s.slot_name,"
+        "           'slot_type', s.slot_type, 'active', s.active, 'active_pid', s.active_pid,"
+        "           'xmin_age', pg_catalog.age(s.xmin)),"
+        "         NULL, pg_catalog.age(s.xmin)"
+        "  FROM pg_catalog.pg_replication_slots s"
+        "  WHERE s.xmin IS NOT NULL"
+        "    AND (s.database IS NULL OR s.database = pg_catalog.current_database())"
+        "  UNION ALL"
+        "  SELECT pg_catalog.jsonb_build_object('kind', 'prepared_transaction', 'gid', p.gid, 'role', p.owner,"
+        "           'transaction_seconds', pg_catalog.round(EXTRACT(epoch FROM"
+        "              pg_catalog.clock_timestamp() - p.prepared), 3),"
+        "           'xmin_age', pg_catalog.age(p.transaction)),"
+        "         EXTRACT(epoch FROM pg_catalog.clock_timestamp() - p.prepared),"
+        "         pg_catalog.age(p.transaction)"
+        "  FROM pg_catalog.pg_prepared_xacts p"
+        "  WHERE p.database = pg_catalog.current_database())"
+        " SELECT (SELECT count(*) FROM holders),"
+        "        (SELECT max(xmin_age) FROM holders)::int8,"
+        "        (SELECT max(seconds) FROM holders)::float8::text,"
+        "        (SELECT holder FROM holders ORDER BY xmin_age DESC LIMIT 1)::text,"
+        "        (SELECT holder FROM holders WHERE seconds IS NOT NULL ORDER BY seconds DESC LIMIT 1)::text",
+        {});
+    auto row = holders.run();
+    int64 count = row.int8(0, 0).value_or(0);
+    std::optional<int64> xmin_age = row.int8(0, 1);
+    std::optional<std::string> seconds = row.text(0, 2);
+    // With no holder there is nothing to hold against the thresholds (which may be 0).
+    Status status = healthy;
+    if (xmin_age)
+        status = by_thresholds((double)*xmin_age, setting_int("health.horizon_xmin_age_warning"),
+                               setting_int("health.horizon_xmin_age_critical"));
+    if (seconds)
+        status = worst(status, by_thresholds(std::stod(*seconds), setting_int("health.horizon_transaction_warning_seconds"),
+                                             setting_int("health.horizon_transaction_critical_seconds")));
+    std::string json = fmt::format(
+        "{{\"status\": \"{}\", \"holders\": {}, \"oldest_xmin_age\": {}, \"longest_transaction_seconds\": {},"
+        " \"oldest_xmin\": {}, \"longest_transaction\": {}}}",
+        status_name(status), count, xmin_age ? fmt::format("{}", *xmin_age) : "null",
+        seconds ? fmt::format("{:.3f}", std::stod(*seconds)) : "null", number_or_null(row.text(0, 3)),
+        number_or_null(row.text(0, 4)));
+    return {status, json};
+}
 
 CONVEYOR_FUNCTION(conveyor_health) {
     (void)fcinfo;
@@ -98,7 +174,9 @@ CONVEYOR_FUNCTION(conveyor_health) {
                                           setting_int("health.open_issues_critical"));
     if (crit > 0) workers_status = critical;
     Status costs_status = over > 0 || exhausted > 0 ? critical : near > 0 || at_risk > 0 ? warning : healthy;
-    Status overall = worst(worst(queues_status, locks_status), worst(entities_status, worst(workers_status, costs_status)));
+    Section horizon = horizon_section();
+    Status overall = worst(worst(worst(queues_status, locks_status), worst(entities_status, worst(workers_status, costs_status))),
+                           horizon.status);
 
     std::string doc = fmt::format(
         "{{\"at\": {}, \"overall_status\": \"{}\","
@@ -109,12 +187,12 @@ CONVEYOR_FUNCTION(conveyor_health) {
         " \"workers\": {{\"status\": \"{}\", \"open_issues\": {}, \"by_severity\": {{\"info\": {}, \"warning\": {},"
         " \"error\": {}, \"critical\": {}}}, \"workers_with_issues\": {}}},"
         " \"costs\": {{\"status\": \"{}\", \"accounts_near_budget\": {}, \"accounts_over_budget\": {},"
-        " \"quotas_at_risk\": {}, \"quotas_exhausted\": {}}}}}",
+        " \"quotas_at_risk\": {}, \"quotas_exhausted\": {}}}, \"horizon\": {}}}",
         json_quoted(timestamptz_text(GetCurrentTimestamp())), status_name(overall), status_name(queues_status),
         total_pending, total_running, total_expired, total_dead, queue_items, status_name(locks_status), held, stale,
         status_name(entities_status), stuck, failed, dead, count_cap, status_name(workers_status),
         info + warn + error + crit, info, warn, error, crit, workers, status_name(costs_status), near, over, at_risk,
-        exhausted);
+        exhausted, horizon.json);
     const char *s = doc.c_str();
     Datum built = pg_guard([&] { return DirectFunctionCall1(jsonb_in, CStringGetDatum(s)); });
     Datum result = spi::keep(built, false, -1);

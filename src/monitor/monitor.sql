@@ -159,7 +159,7 @@ COMMENT ON FUNCTION conveyor.metrics(text,timestamp with time zone,timestamp wit
 -- ---- health ---------------------------------------------------------------------------------------
 CREATE FUNCTION conveyor.health() RETURNS jsonb
     LANGUAGE C STABLE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_health';
-COMMENT ON FUNCTION conveyor.health() IS 'One document: queue, lock, entity, worker and cost health, each healthy, warning or critical, and the worst of them.';
+COMMENT ON FUNCTION conveyor.health() IS 'One document: the health of queues, locks, entities, workers, costs and the xmin horizon, and the worst of them.';
 
 -- ===================================================================================================
 -- Audit: who called which admin action (and, when audit.worker_calls is on, which worker call), with

@@ -52,6 +52,19 @@ static const SettingDefinition definitions[] = {
      "An entity IN_PROGRESS without progress for this long counts as stuck."},
     {"health.expired_leases_critical", "10", Kind::integer, 1, 1e12, "Running jobs past their lease that make queue health critical."},
     {"health.expired_leases_warning", "1", Kind::integer, 1, 1e12, "Running jobs past their lease that make queue health a warning."},
+    // The horizon: how long the oldest transaction that holds a snapshot may stay open (a forgotten
+    // session is the usual cause; it harms nothing until claims arrive, so time catches it on a quiet
+    // database), and how many transactions may have begun since the oldest xmin (what the damage
+    // follows: each claim is one, and 20,000 claims under a held snapshot made a dequeue about 20
+    // times slower in bench/README.md's measurement). 0 makes any holder count.
+    {"health.horizon_transaction_critical_seconds", "1800", Kind::integer, 0, 365 * day_seconds,
+     "Age of the oldest transaction or prepared transaction holding back the xmin horizon that makes horizon health critical."},
+    {"health.horizon_transaction_warning_seconds", "300", Kind::integer, 0, 365 * day_seconds,
+     "Age of the oldest transaction or prepared transaction holding back the xmin horizon that makes horizon health a warning."},
+    {"health.horizon_xmin_age_critical", "100000", Kind::integer, 0, 2e9,
+     "Age in transactions of the oldest xmin held by a session, replication slot or prepared transaction that makes horizon health critical."},
+    {"health.horizon_xmin_age_warning", "20000", Kind::integer, 0, 2e9,
+     "Age in transactions of the oldest xmin held by a session, replication slot or prepared transaction that makes horizon health a warning."},
     {"health.open_issues_critical", "5", Kind::integer, 1, 1e12,
      "Open worker issues that make worker health critical (one open critical issue always does)."},
     {"health.open_issues_warning", "1", Kind::integer, 1, 1e12,

@@ -1,6 +1,6 @@
 -- The monitor: settings, the event log, worker issues, metrics and their rollups, health().
 BEGIN;
-SELECT plan(82);
+SELECT plan(93);
 
 -- ---- settings ------------------------------------------------------------------------------------
 SELECT is((SELECT count(*)::int FROM conveyor.settings() WHERE value = default_value AND description <> ''), (SELECT count(*)::int FROM conveyor.settings()),
@@ -153,5 +153,35 @@ SELECT is(conveyor.health()->'workers'->>'status', 'healthy', 'no open issues: h
 SELECT is(conveyor.health()->'costs'->>'quotas_exhausted', '1', 'the exhausted quota shows in cost health');
 SELECT is(conveyor.health()->'costs'->>'status', 'critical', 'an exhausted quota is critical');
 
+-- The horizon: its thresholds are settings that take 0 (any holder counts) but nothing negative,
+-- fractional or past their bound.
+SELECT is((SELECT array_agg(key || '=' || default_value ORDER BY key) FROM conveyor.settings() WHERE key LIKE 'health.horizon%'),
+    ARRAY['health.horizon_transaction_critical_seconds=1800', 'health.horizon_transaction_warning_seconds=300',
+          'health.horizon_xmin_age_critical=100000', 'health.horizon_xmin_age_warning=20000'],
+    'the horizon thresholds and their defaults');
+SELECT lives_ok($$SELECT conveyor.set_setting('health.horizon_transaction_warning_seconds', '0'),
+                         conveyor.set_setting('health.horizon_xmin_age_warning', '0')$$, 'horizon thresholds take 0');
+SELECT throws_ok($$SELECT conveyor.set_setting('health.horizon_transaction_critical_seconds', '-1')$$, '22023', NULL,
+                 'a negative horizon age: 22023');
+SELECT throws_ok($$SELECT conveyor.set_setting('health.horizon_transaction_critical_seconds', '31536001')$$, '22023', NULL,
+                 'a horizon age past a year: 22023');
+SELECT throws_ok($$SELECT conveyor.set_setting('health.horizon_xmin_age_critical', '2000000001')$$, '22023', NULL,
+                 'an xmin age past 2e9 transactions: 22023');
+SELECT throws_ok($$SELECT conveyor.set_setting('health.horizon_xmin_age_warning', '0.5')$$, '22023', NULL,
+                 'a fractional xmin age: 22023');
+SELECT is((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(conveyor.health()) k),
+    ARRAY['at', 'costs', 'entities', 'horizon', 'locks', 'overall_status', 'queues', 'workers'], 'health() has the horizon section');
+SELECT is((SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(conveyor.health()->'horizon') k),
+    ARRAY['holders', 'longest_transaction', 'longest_transaction_seconds', 'oldest_xmin', 'oldest_xmin_age', 'status'],
+    'the horizon section''s keys');
+-- This session holds a snapshot and an xid, but health() leaves its own caller out; no other session
+-- of this database holds one (pgTAP files run one at a time), so even at thresholds 0 it is healthy.
+SELECT ok(pg_current_xact_id() IS NOT NULL AND (SELECT backend_xmin FROM pg_stat_activity WHERE pid = pg_backend_pid()) IS NOT NULL,
+    'this session holds an xid and a snapshot');
+SELECT is(conveyor.health()->'horizon',
+    '{"status": "healthy", "holders": 0, "oldest_xmin": null, "oldest_xmin_age": null, "longest_transaction": null,
+      "longest_transaction_seconds": null}'::jsonb,
+    'no holder but the caller: healthy at thresholds 0, with null figures');
+SELECT is(conveyor.health()->>'overall_status', 'critical', 'overall is still the worst section (costs)');
 SELECT * FROM finish();
 ROLLBACK;

@@ -4,7 +4,8 @@
 # only a member of conveyor_reader. After a known state is set up, /metrics must carry conveyor's
 # series with the right values: queue depth by state, recent completions and failures, expired leases,
 # held and stale leases, spend against budget, quota use and exhaustion, and, where conveyor.health()
-# and worker_issue_stats() are installed, open worker issues by severity and the health gauges.
+# and worker_issue_stats() are installed, open worker issues by severity and the health gauges, with
+# the figures of the xmin horizon (here held by a prepared transaction).
 source "$(dirname "$0")/lib/tap.bash"
 
 DB=conveyor_shell_exporter
@@ -21,7 +22,8 @@ stop_exporter() {
         EXPORTER_PID=
     fi
 }
-trap 'stop_exporter; scratch_cleanup; psql -X -q -d postgres -c "DROP ROLE IF EXISTS $ROLE" >/dev/null 2>&1' EXIT
+# The prepared transaction goes before the database can be dropped.
+trap 'stop_exporter; psql -X -q -d "$DB" -c "ROLLBACK PREPARED '"'"'conveyor_exporter_horizon'"'"'" >/dev/null 2>&1; scratch_cleanup; psql -X -q -d postgres -c "DROP ROLE IF EXISTS $ROLE" >/dev/null 2>&1' EXIT
 
 [ -x "$EXPORTER" ] || bail "$EXPORTER is missing (scripts/common.sh installs prometheus-postgres-exporter)"
 [ -f "$QUERIES" ] || bail "$QUERIES is missing: make install puts it there"
@@ -59,6 +61,10 @@ SQL
 q "$DB" "SELECT conveyor.report_issue('w1', 'timeout', 'error', 'upstream timed out')" \
             "SELECT conveyor.report_issue('w2', 'parse', 'error', 'bad page')" \
             "SELECT conveyor.report_issue('w2', 'slow', 'warning', 'slow responses')" >/dev/null || bail "could not report issues"
+# The xmin horizon: a prepared transaction holds it, three transactions old at least.
+q "$DB" "BEGIN" "SELECT pg_current_xact_id()" "PREPARE TRANSACTION 'conveyor_exporter_horizon'" \
+        "SELECT pg_current_xact_id()" "SELECT pg_current_xact_id()" "SELECT pg_current_xact_id()" >/dev/null ||
+    bail "could not prepare a transaction"
 sleep 1.2  # the lease of q3's job and the lease 'stale' lapse
 
 # ---- the exporter -----------------------------------------------------------------------------------
@@ -90,6 +96,8 @@ metric() {
 }
 # same A B: numerically equal (Prometheus prints 1.7963424e+09 for 1796342400).
 same() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && b != "" && a + 0 == b + 0) }'; }
+# at_least A B: A is a number and A >= B.
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a ~ /^[0-9.e+-]+$/ && a + 0 >= b + 0) }'; }
 
 is "$(metric pg_up)" 1 "the exporter reaches the database over its unix socket"
 is "$(metric conveyor_queue_jobs 'queue="q1"' 'state="pending"')" 3 "q1: 3 pending"
@@ -130,7 +138,7 @@ is "$(metric conveyor_health_status 'section="overall"')" \
 sections=$(q "$DB" "SET ROLE $ROLE" "SELECT e.key || ' ' || $gauge FROM jsonb_each(conveyor.health()) e,
                     LATERAL (SELECT e.value ->> 'status' AS status) s
                     WHERE jsonb_typeof(e.value) = 'object' AND e.value ? 'status' ORDER BY e.key")
-is "$(echo "$sections" | cut -d' ' -f1 | tr '\n' ' ')" "costs entities locks queues workers " "health() has the five sections"
+is "$(echo "$sections" | cut -d' ' -f1 | tr '\n' ' ')" "costs entities horizon locks queues workers " "health() has the six sections"
 while read -r section value; do
     is "$(metric conveyor_health_status "section=\"$section\"")" "$value" "the health gauge of section $section is health()'s"
 done <<<"$sections"
@@ -141,6 +149,16 @@ is "$(metric conveyor_health_queue_status 'queue="q3"')" \
    "$(q "$DB" "SELECT $gauge FROM jsonb_array_elements(conveyor.health() -> 'queues' -> 'queues') q,
                LATERAL (SELECT q ->> 'status' AS status) s WHERE q ->> 'queue' = 'q3'")" \
    "queue q3's health gauge is health()'s"
+# The horizon's figures: the prepared transaction holds it, at least 3 transactions and 1 s old (a query
+# the exporter runs at the same time on another connection may hold it too, and autovacuum's
+# transactions may age it further between the scrape and health() here).
+check "the xmin horizon has a holder" at_least "$(metric conveyor_health_horizon_holders)" 1
+xmin_age=$(metric conveyor_health_horizon_oldest_xmin_age)
+check "its xmin age is 3 transactions or more ($xmin_age)" at_least "$xmin_age" 3
+seconds=$(metric conveyor_health_horizon_longest_transaction_seconds)
+check "it was prepared 1 s ago or more ($seconds s)" at_least "$seconds" 1
+is "$(q "$DB" "SET ROLE $ROLE" "SELECT conveyor.health() -> 'horizon' -> 'oldest_xmin' ->> 'gid'")" conveyor_exporter_horizon \
+   "health() names it to the exporter's role"
 is "$(metric pg_exporter_last_scrape_error)" 0 "every query of the file ran without error"
 grep -q "Error running query" "$TMP/exporter.log" && grep "Error running query" "$TMP/exporter.log" | sort -u | sed 's/^/#   /'
 

@@ -109,7 +109,7 @@ def cmd_status(conn: psycopg.Connection, args: argparse.Namespace) -> None:
     if args.json:
         print(to_json({"queues": queues, "health": health}))
         return
-    sections = [k for k in ("queues", "locks", "entities", "workers", "costs") if isinstance(health.get(k), dict)]
+    sections = [k for k in ("queues", "locks", "entities", "workers", "costs", "horizon") if isinstance(health.get(k), dict)]
     print(f"health: {health.get('overall_status')}  (" +
           ", ".join(f"{k} {health[k].get('status')}" for k in sections) + ")")
     print()
