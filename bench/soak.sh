@@ -272,7 +272,8 @@ soak_run pinned
 PINNED_GROWTH=()
 before=${#FAILS[@]}
 checks pinned
-for ((i = before; i < ${#FAILS[@]}; i++)); do
+after=${#FAILS[@]}   # fixed before the loop: unset shrinks ${#FAILS[@]} while the indices stay
+for ((i = before; i < after; i++)); do
     case ${FAILS[$i]} in *" grew from "*) PINNED_GROWTH+=("${FAILS[$i]}"); unset 'FAILS[i]' ;; esac
 done
 FAILS=("${FAILS[@]}")
