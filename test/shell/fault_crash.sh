@@ -21,7 +21,7 @@ DATA=${CONVEYOR_PGDATA:-$(q postgres "SHOW data_directory")}
 use_scratch fault-crash
 
 server_start() {
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DATA" -l "$(server_log)" -t 120 -w start >>"$TMP/pg_ctl.out" 2>&1
+    start_server "$DATA" >>"$TMP/pg_ctl.out" 2>&1
 }
 # Whatever happens, the cluster is up again for the tests that follow.
 trap 'q postgres "SELECT 1" >/dev/null 2>&1 || server_start; scratch_cleanup' EXIT

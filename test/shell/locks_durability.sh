@@ -55,7 +55,7 @@ before=$(q "$SRC" "SELECT conveyor.lock_acquire('artist:4', 'w4', 3600)")
 check "a token issued just before the crash ($before)" test -n "$before"
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >"$TMP/stop.out" 2>&1
 is "$?" 0 "immediate shutdown (a crash)"
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DATA" -l "$(dirname "$DATA")/server.log" -t 120 -w start >"$TMP/start.out" 2>&1
+start_server "$DATA" >"$TMP/start.out" 2>&1
 is "$?" 0 "the server restarts and recovers"
 for _ in $(seq 1 50); do q postgres "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
 is "$(q "$SRC" "SELECT owner FROM conveyor.locks WHERE key = 'artist:4' AND token = $before")" "w4" \

@@ -71,6 +71,13 @@ restart_server() {
         -m fast -t 300 -w restart >/dev/null
 }
 
+# start_server DATA: start a stopped cluster (after a crash a test made), with the same server binary
+# or wrapper scripts/common.sh started it with (CONVEYOR_POSTGRES: the sanitizer's or valgrind's).
+start_server() {
+    runuser -u postgres -- "${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}/pg_ctl" -D "$1" -l "$(dirname "$1")/server.log" \
+        ${CONVEYOR_POSTGRES:+-p "$CONVEYOR_POSTGRES"} -t 300 -w start
+}
+
 # Databases this test created; dropped on exit (WITH (FORCE): a stuck worker cannot keep them alive).
 TEST_DBS=()
 create_db() {  # create_db NAME: a fresh database with conveyor installed
