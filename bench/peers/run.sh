@@ -16,7 +16,7 @@
 #   PEERS_CLIENTS    clients (producers or workers) per measurement (default 4)
 #   PEERS_NODE_DIR   where npm installs the Node peers (default /tmp/conveyor-peers)
 #   PEERS_BACKLOG    ready jobs at the start of a claim run of one job (default 150000), and
-#   PEERS_BACKLOG_BATCH  of batches of 100 (default 1000000): at least 1.5 times the most consumed before
+#   PEERS_BACKLOG_BATCH  of batches of 100 (default 1000000); a system that ran dry gets 3 times more
 #   PEERS_SYSTEMS    columns to measure (default "raw pgmq graphile pgq conv fast boss nraw")
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT / CONVEYOR_PGBIN   which scratch cluster
 source "$(dirname "$0")/../../scripts/common.sh"
@@ -227,13 +227,12 @@ pgb_txns() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/
 pgb_fail() { log "pgbench failed ($1):"; cat "$WORK/pgbench.out" >&2; exit 1; }
 
 # The backlog each claim run starts from is the same for every system (pg-boss's fetch sorts the
-# queue's whole ready backlog, so its rate depends on it): PEERS_BACKLOG / PEERS_BACKLOG_BATCH, raised
-# before a repetition to 1.5 times the most that any system consumed in the one before (3 times the
-# backlog when a run ran dry).
-declare -A BACKLOG=([claim]=${PEERS_BACKLOG:-150000} [claim_many]=${PEERS_BACKLOG_BATCH:-1000000}) MOST BACKLOGS
+# queue's whole ready backlog, so its rate depends on it): PEERS_BACKLOG / PEERS_BACKLOG_BATCH. Only
+# a system whose run ran dry starts its next repetitions from three times as many (and says so).
+declare -A BASE=([claim]=${PEERS_BACKLOG:-150000} [claim_many]=${PEERS_BACKLOG_BATCH:-1000000}) BACKLOG RAISED
 
 measure() {  # SYSTEM OP
-    local sys=$1 op=$2 key="$1.$2" used q per=1 clients=$C before=0 after rc=0 rate out jobs secs drained=0 n
+    local sys=$1 op=$2 key="$1.$2" q per=1 clients=$C before=0 after rc=0 rate out jobs secs drained=0 n
     q=$(queue_of "$sys" "$op")
     case $op in *batch|claim_many) per=100 ;; esac
     # PgQ: one consumer; its batches are not shared between sessions (competing consumers would each
@@ -241,7 +240,7 @@ measure() {  # SYSTEM OP
     [ "$sys" = pgq ] && [[ $op == claim* ]] && clients=1
     reset_all
     if [[ $op == claim* ]]; then
-        prefill "$sys" "$q" "${BACKLOG[$op]}" "$per"
+        prefill "$sys" "$q" "${BACKLOG[$key]:-${BASE[$op]}}" "$per"
     fi
     settle
     [[ $op == claim* ]] && before=$(ready_count "$sys" "$q")
@@ -269,10 +268,11 @@ measure() {  # SYSTEM OP
     if [[ $op == claim* ]]; then
         [ "$after" -gt 0 ] || drained=1
         [ "$(leased_count "$sys" "$q")" -eq 0 ] || { log "$key: jobs left claimed after the run"; exit 1; }
-        # A run that ran dry counts double: the next backlog is then three times this one.
-        used=$(( (before - after) * (1 + drained) ))
-        [ "$used" -le "${MOST[$op]:-0}" ] || MOST[$op]=$used
         [ "$drained" = 1 ] && DRAINED[$key]=1
+        if [ "$drained" = 1 ] && [ "$rep" -lt "$REPS" ]; then
+            BACKLOG[$key]=$((before * 3))
+            RAISED[$key]="${RAISED[$key]:-}${RAISED[$key]:+, }${BACKLOG[$key]} from repetition $((rep + 1))"
+        fi
     fi
     record "$key" "$rate" "$([ "$drained" = 1 ] && echo "(backlog $before ran dry)")"
 }
@@ -293,12 +293,7 @@ measure_select1() {  # SYSTEM: the ceiling, one SELECT 1 per transaction
 OPS="enqueue claim enqueue_batch claim_many"
 log "measuring: $REPS repetitions of $SECS s, $C clients, synchronous_commit = off; systems: $SYSTEMS"
 for rep in $(seq 1 "$REPS"); do
-    for op in claim claim_many; do
-        most=$(calc "${MOST[$op]:-0} * 1.5")
-        [ "$most" -le "${BACKLOG[$op]}" ] || BACKLOG[$op]=$most
-        BACKLOGS[$op]="${BACKLOGS[$op]:-}${BACKLOGS[$op]:+, }${BACKLOG[$op]}"
-    done
-    log "repetition $rep of $REPS (claims start from ${BACKLOG[claim]} and ${BACKLOG[claim_many]} ready jobs)"
+    log "repetition $rep of $REPS"
     for sys in raw nraw; do measure_select1 "$sys"; done
     for op in $OPS; do
         for sys in $SYSTEMS; do
@@ -347,7 +342,7 @@ for sys in $SYSTEMS; do
     else line1+=$(cell ""); line2+=$(cell ""); fi
 done
 printf '%s\n%s\n' "$line1" "$line2"
-echo "   backlog at the start of each claim run, every system alike, by repetition: one job ${BACKLOGS[claim]};" \
-     "batches ${BACKLOGS[claim_many]}"
+echo "   claim runs start from ${BASE[claim]} ready jobs (one job) and ${BASE[claim_many]} (batches), every system alike$( [ ${#RAISED[@]} -gt 0 ] && echo ", except:")"
+for key in "${!RAISED[@]}"; do echo "     ${LABEL[${key%%.*}]}, ${OPLABEL[${key#*.}]}: ${RAISED[$key]} (it ran dry)"; done
 echo "   conveyor fast = queues with {\"event_trail\": \"failures\", \"notify\": false}"
 [ -z "$PGMQ_MISSING" ] || echo "   pgmq: not installable here (no registry this machine reaches ships its SQL; see docs/benchmarks.md)"
