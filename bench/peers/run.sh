@@ -247,7 +247,7 @@ measure() {  # SYSTEM OP
     if [ "$sys" = boss ] || [ "$sys" = nraw ]; then
         out=$(node "$HERE/node_driver.mjs" "$MODULES" "$([ "$sys" = boss ] && echo pgboss || echo raw)" "$op" "$SECS" "$clients") \
             || { log "$key: the Node driver failed"; exit 1; }
-        read -r jobs secs drained <<< "$out"
+        read -r jobs secs _ <<< "$out"
         if [[ $op == claim* ]]; then
             after=$(ready_count "$sys" "$q")
             jobs=$((before - after))
