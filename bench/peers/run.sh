@@ -15,8 +15,8 @@
 #   PEERS_REPS       repetitions of every measurement (default 3)
 #   PEERS_CLIENTS    clients (producers or workers) per measurement (default 4)
 #   PEERS_NODE_DIR   where npm installs the Node peers (default /tmp/conveyor-peers)
-#   PEERS_BACKLOG    ready jobs at the start of a claim run of one job (default 150000), and
-#   PEERS_BACKLOG_BATCH  of batches of 100 (default 1000000); a system that ran dry gets 3 times more
+#   PEERS_BACKLOG    ready jobs at the start of a claim run of one job (default 100000), and
+#   PEERS_BACKLOG_BATCH  of batches of 100 (default 800000); a system that ran dry gets 3 times more
 #   PEERS_SYSTEMS    columns to measure (default "raw pgmq graphile pgq conv fast boss nraw")
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT / CONVEYOR_PGBIN   which scratch cluster
 source "$(dirname "$0")/../../scripts/common.sh"
@@ -229,7 +229,7 @@ pgb_fail() { log "pgbench failed ($1):"; cat "$WORK/pgbench.out" >&2; exit 1; }
 # The backlog each claim run starts from is the same for every system (pg-boss's fetch sorts the
 # queue's whole ready backlog, so its rate depends on it): PEERS_BACKLOG / PEERS_BACKLOG_BATCH. Only
 # a system whose run ran dry starts its next repetitions from three times as many (and says so).
-declare -A BASE=([claim]=${PEERS_BACKLOG:-150000} [claim_many]=${PEERS_BACKLOG_BATCH:-1000000}) BACKLOG RAISED
+declare -A BASE=([claim]=${PEERS_BACKLOG:-100000} [claim_many]=${PEERS_BACKLOG_BATCH:-800000}) BACKLOG RAISED
 
 measure() {  # SYSTEM OP
     local sys=$1 op=$2 key="$1.$2" q per=1 clients=$C before=0 after rc=0 rate out jobs secs drained=0 n
