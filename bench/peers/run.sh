@@ -78,9 +78,9 @@ install_peers() {
     fi
 }
 
-install_peers
-setup_all
+setup_all            # packages (Node among them), conveyor built and installed, a fresh cluster
 cleanup_on_exit "$WORK"
+install_peers
 
 export PGDATABASE=peers_bench
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
