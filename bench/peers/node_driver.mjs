@@ -11,7 +11,7 @@ const [modules, system, op, seconds = "10", clients = "4", count = "0"] = proces
 const require = createRequire(join(modules, "noop.js"));
 const pg = require("pg");
 const PgBoss = require("pg-boss");
-const QUEUE = `peers_${op === "prefill" ? (Number(count) > 0 ? process.env.PEERS_QUEUE : "") : op}`;
+const QUEUE = `peers_${op}`;   // pg-boss: one queue per operation (a prefill names its queue in PEERS_QUEUE)
 const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT), user: process.env.PGUSER, database: process.env.PGDATABASE };
 const payload = (n) => ({ channel_id: `UC${n}`, n });
 const rand = () => 1 + Math.floor(Math.random() * 1000000);
