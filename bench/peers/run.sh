@@ -336,7 +336,10 @@ for op in enqueue claim enqueue_batch claim_many; do
         fm=""; read -r fm _ _ <<< "$(stats "$(floor_of "$sys").$op")" || true
         line1+=$(cell "$m${DRAINED[$sys.$op]:+*}")
         line2+=$(cell "[$lo-$hi]")
-        if [ -n "$fm" ] && [ "$fm" != 0 ]; then line3+=$(cell "$(calc "$m / $fm" 2)x"); else line3+=$(cell "-"); fi
+        if [ -n "$fm" ] && [ "$fm" != 0 ]; then
+            # Three decimals below 0.1x, so that a small ratio does not print as 0.00x.
+            line3+=$(cell "$(calc "$m / $fm" "$(awk -v a="$m" -v b="$fm" 'BEGIN { print (a / b < 0.1 ? 3 : 2) }')")x")
+        else line3+=$(cell "-"); fi
     done
     printf '%s\n%s\n%s\n' "$line1" "$line2" "$line3"
 done
