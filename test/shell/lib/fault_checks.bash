@@ -26,6 +26,7 @@ fault_setup() {
 fault_start() {
     local dsn=$1 jobs=$2 batch=$3 workers=$4 deadline=$5 i
     FAULT_JOBS=$jobs
+    FAULT_BATCH=$batch
     FAULT_WORKERS=$workers
     "$FAULT_PY" "$FAULT_WORKLOAD" producer "$dsn" "$TMP/out" "$jobs" "$batch" "$deadline" >"$TMP/producer.log" 2>&1 &
     PIDS+=($!)
@@ -46,6 +47,22 @@ fault_log_count() {
     tail -c +$((FAULT_LOG_OFFSET + 1)) "$(server_log)" | grep -c -- "$1" || true
 }
 
+# fault_load_confirmed DB: what the processes logged, into tables of database DB: the charges the workers
+# attempted and those they saw confirmed, the acks and the producer's batches they saw confirmed (each
+# confirmed commit with the client's time and, with FAULT_WAL_POSITION=1, a WAL position at or past its
+# commit record; NULL when unknown).
+fault_load_confirmed() {
+    local db=$1
+    q "$db" "CREATE TABLE charge_attempted (key text, account text, amount numeric)" \
+            "CREATE TABLE charge_confirmed (key text, account text, amount numeric, entry_id uuid, confirmed_at float8, lsn pg_lsn)" \
+            "CREATE TABLE ack_confirmed (job_id uuid, attempt int, success boolean, worker text, confirmed_at float8, lsn pg_lsn)" \
+            "CREATE TABLE batch_confirmed (batch int, confirmed_at float8, lsn pg_lsn)" >/dev/null
+    cat "$TMP"/out/charges-*.attempted 2>/dev/null | psql -X -q -d "$db" -c "\\copy charge_attempted FROM STDIN" >/dev/null
+    cat "$TMP"/out/charges-*.confirmed 2>/dev/null | psql -X -q -d "$db" -c "\\copy charge_confirmed FROM STDIN" >/dev/null
+    cat "$TMP"/out/acks-*.confirmed 2>/dev/null | psql -X -q -d "$db" -c "\\copy ack_confirmed FROM STDIN" >/dev/null
+    cat "$TMP"/out/batches.confirmed 2>/dev/null | psql -X -q -d "$db" -c "\\copy batch_confirmed FROM STDIN" >/dev/null
+}
+
 # fault_checks DB: every assertion, then the figures.
 fault_checks() {
     local db=$1 jobs=$FAULT_JOBS i rc
@@ -64,11 +81,8 @@ fault_checks() {
 for f in glob.glob(sys.argv[1] + "/stats-*.json"):
     for u in json.load(open(f)).get("unexpected", []): print("#   " + u)' "$TMP/out"
 
-    q "$db" "CREATE TABLE charge_attempted (key text, account text, amount numeric)" \
-            "CREATE TABLE charge_confirmed (key text, account text, amount numeric, entry_id uuid)" \
-            "CREATE TABLE outages (t_down float8, t_up float8)" >/dev/null
-    cat "$TMP"/out/charges-*.attempted 2>/dev/null | psql -X -q -d "$db" -c "\\copy charge_attempted FROM STDIN" >/dev/null
-    cat "$TMP"/out/charges-*.confirmed 2>/dev/null | psql -X -q -d "$db" -c "\\copy charge_confirmed FROM STDIN" >/dev/null
+    fault_load_confirmed "$db"
+    q "$db" "CREATE TABLE outages (t_down float8, t_up float8)" >/dev/null
     tr ' ' '\t' <"$TMP/out/outages" | psql -X -q -d "$db" -c "\\copy outages FROM STDIN" >/dev/null
     q "$db" "CREATE INDEX ON effects (job_id)" "CREATE INDEX ON failures (job_id)" "ANALYZE" >/dev/null
 
@@ -76,6 +90,9 @@ for f in glob.glob(sys.argv[1] + "/stats-*.json"):
     is "$(q "$db" "SELECT count(*), count(DISTINCT job_id), count(*) FILTER (WHERE was_duplicate), min(n), max(n) FROM enqueued")" \
        "$jobs|$jobs|0|0|$((jobs - 1))" "the producer enqueued each of its $jobs jobs once (retried batches were not enqueued twice)"
     is "$(q "$db" "SELECT count(*) FROM producer_done")" 1 "the producer finished"
+    is "$(q "$db" "SELECT count(DISTINCT batch), count(*) FILTER (WHERE NOT EXISTS (SELECT FROM enqueued e WHERE e.batch = c.batch))
+                   FROM batch_confirmed c")" "$(((jobs + FAULT_BATCH - 1) / FAULT_BATCH))|0" \
+       "the producer saw each of its batches confirmed, and every batch it saw confirmed is in the database"
     check "the producer lost commit answers and found those batches committed on retry ($(fault_stat batches_found_committed) of $(fault_stat commit_answers_lost))" \
         test "$(fault_stat batches_found_committed)" -ge 1 -a "$(fault_stat batches_found_committed)" -ge "$(fault_stat commit_answers_lost)"
 
@@ -103,6 +120,14 @@ for f in glob.glob(sys.argv[1] + "/stats-*.json"):
     is "$(q "$db" "SELECT count(*) FROM effects f WHERE NOT EXISTS (
                        SELECT FROM conveyor.job_history h WHERE h.job_id = f.job_id AND h.status = 'completed')")" 0 \
        "no effect of a job that did not complete (a dead job's, a refused ack's)"
+    is "$(q "$db" "SELECT count(*) FROM ack_confirmed a WHERE CASE WHEN a.success
+                       THEN NOT EXISTS (SELECT FROM conveyor.job_history h WHERE h.job_id = a.job_id AND h.status = 'completed'
+                                          AND h.attempt = a.attempt AND h.worker_id = a.worker)
+                         OR NOT EXISTS (SELECT FROM effects f WHERE f.job_id = a.job_id AND f.attempt = a.attempt AND f.worker = a.worker)
+                       ELSE NOT EXISTS (SELECT FROM failures x WHERE x.job_id = a.job_id AND x.attempt = a.attempt AND x.worker = a.worker) END")" 0 \
+       "every ack a worker saw confirmed ($(q "$db" "SELECT count(*) FROM ack_confirmed")) holds: a success completed its job by that attempt, with its effect; a failure left its row"
+    is "$(q "$db" "SELECT count(*) FROM (SELECT job_id FROM ack_confirmed WHERE success GROUP BY 1 HAVING count(*) > 1) d")" 0 \
+       "no job was acked with success twice"
     is "$(q "$db" "SELECT count(*) FROM failures x JOIN conveyor.job_history h USING (job_id)
                    WHERE NOT (h.payload ->> 'fail')::boolean OR x.attempt > h.attempt")" 0 \
        "failed acks were made only for jobs that always fail, on attempts the queue handed out"

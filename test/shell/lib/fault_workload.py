@@ -11,7 +11,11 @@ Subcommands:
 
 Every process reconnects after a connection error (short backoff, until its deadline) and goes on.
 Whatever a process saw that the database cannot know is written to OUT (a directory): the charge keys a
-worker attempted and the ones it got an answer for, its counts, and the killer's kills.
+worker attempted and the ones it got an answer for, the acks and the producer's batches whose commit it
+saw confirmed, its counts, and the killer's kills. Each confirmed commit is logged with the client's
+clock when the answer came and, with FAULT_WAL_POSITION=1, the server's WAL insert position asked for
+right after it (a bound on the commit record's end; \\N when the connection went first): a failover
+test compares them with what a standby had replayed.
 """
 import json
 import os
@@ -58,6 +62,27 @@ CREATE TABLE lease_events (key text NOT NULL, seq bigint NOT NULL, kind text NOT
 
 def now():
     return time.time()
+
+
+WAL_POSITION = os.environ.get("FAULT_WAL_POSITION") == "1"
+
+
+def confirmed_position(conn):
+    """After a commit the client saw confirmed: its time and, with FAULT_WAL_POSITION=1, the server's
+    WAL insert position (at or past the end of that commit's record), as two tab-separated fields."""
+    at = "%.6f" % now()
+    if not WAL_POSITION:
+        return at + "\t\\N"
+    try:
+        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+        conn.commit()
+        return "%s\t%s" % (at, lsn)
+    except Exception:  # noqa: BLE001 - the connection went: the position stays unknown
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001
+            pass
+        return at + "\t\\N"
 
 
 class Stats(dict):
@@ -166,6 +191,7 @@ def producer(dsn, out, jobs, batch, deadline, pooled):
     rng = random.Random(2)
     sess = Session(dsn, "fault_producer", deadline, stats, pooled)
     nbatches = (jobs + batch - 1) // batch
+    confirmed = open(os.path.join(out, "batches.confirmed"), "a", buffering=1)
 
     for b in range(nbatches):
         elements = [{"payload": {"n": n, "fail": n % 10 == 7},
@@ -200,6 +226,8 @@ def producer(dsn, out, jobs, batch, deadline, pooled):
                     stats.add("commit_answers_lost")
                     sess.lost(psycopg.OperationalError("answer lost"))
                     continue
+                # Committed now, or found committed by this transaction's look.
+                confirmed.write("%d\t%s\n" % (b, confirmed_position(conn)))
                 break
             except RETRYABLE:
                 stats.add("retries")
@@ -226,6 +254,7 @@ def worker(dsn, out, name, deadline, pooled):
     sess = Session(dsn, "fault_" + name, deadline, stats, pooled)
     attempted = open(os.path.join(out, "charges-%s.attempted" % name), "a", buffering=1)
     confirmed = open(os.path.join(out, "charges-%s.confirmed" % name), "a", buffering=1)
+    acked = open(os.path.join(out, "acks-%s.confirmed" % name), "a", buffering=1)
     unexpected = []
     charge_seq = 0
 
@@ -265,6 +294,8 @@ def worker(dsn, out, name, deadline, pooled):
             if ok:
                 conn.commit()
                 stats.add("acks")
+                acked.write("%s\t%d\t%s\t%s\t%s\n" % (job_id, attempt, "f" if fails else "t", name,
+                                                        confirmed_position(conn)))
             else:
                 conn.rollback()  # the lease was lost: nothing of this attempt may stay
                 stats.add("acks_refused")
@@ -321,7 +352,7 @@ def worker(dsn, out, name, deadline, pooled):
                     stats.add("charge_answers_lost")
                     sess.lost(psycopg.OperationalError("answer lost"))
                     continue
-                confirmed.write("%s\t%s\t%s\t%s\n" % (key, account, amount, entry))
+                confirmed.write("%s\t%s\t%s\t%s\t%s\n" % (key, account, amount, entry, confirmed_position(conn)))
                 stats.add("charges")
                 return
             except (errors.ObjectNotInPrerequisiteState, *RETRYABLE):
