@@ -328,5 +328,5 @@ async_round 2 1 keep 3
 async_round 1 2 stall 4
 note "fault_failover: synchronous: $( [ "$sync_failed" -eq 0 ] && echo "none lost" || echo "$sync_failed checks FAILED" );" \
      "asynchronous: $ASYNC_SUMMARY; $( [ "$TESTS_FAILED" -eq "$sync_failed" ] &&
-         echo "each lost commit lay past the standby's replay" || echo "$((TESTS_FAILED - sync_failed)) checks FAILED" )"
+         echo "each lost commit lay past the standby's replay" || echo "$((TESTS_FAILED - sync_failed)) checks FAILED" ); $SECONDS s"
 finish
