@@ -195,7 +195,7 @@ probe_refused=0
 probe_wrong=0
 probe_new=
 for _ in $(seq 1 120); do
-    row=$(q "$DB" "SELECT (SELECT heartbeat_at + make_interval(secs => ttl_seconds) <= clock_timestamp() FROM conveyor.locks
+    row=$(q "$DB" "SELECT (SELECT heartbeat_at + make_interval(secs => ttl_seconds) < clock_timestamp() FROM conveyor.locks
                            WHERE key = 'failover:probe' AND token = $probe_token), conveyor.lock_acquire('failover:probe', 'probe-after', 5)")
     expired_before=${row%%|*}
     probe_new=${row#*|}
