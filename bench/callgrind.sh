@@ -17,7 +17,9 @@
 # CONVEYOR_PORT, CONVEYOR_PGBIN as for the test suite (a cluster of its own: it is replaced);
 # CG_SMALL, CG_LARGE (cycles of one job; default 100 and 300; batch cycles run a tenth of them);
 # CG_TOP=N also lists the N functions with the largest inclusive counts per job;
-# CG_ONLY=TEXT measures only the workloads whose label contains TEXT; CG_KEEP=1 keeps the callgrind files (in $(dirname CONVEYOR_PGDATA)/callgrind).
+# CG_SETUP=SQL runs after the set-up (an experiment: drop an index to see what it costs);
+# CG_ONLY=TEXT measures only the workloads whose label contains TEXT; CG_KEEP=1 keeps the callgrind
+# files (in $(dirname CONVEYOR_PGDATA)/callgrind).
 set -euo pipefail
 source "$(dirname "$0")/../scripts/common.sh"
 
@@ -44,6 +46,8 @@ SELECT conveyor.create_queue('fast', '{"event_trail": "failures", "notify": fals
 CREATE SCHEMA raw;
 CREATE TABLE raw.jobs (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
 SQL
+# An experiment's own change to the schema (e.g. an index dropped, to measure what it costs).
+[ -z "${CG_SETUP:-}" ] || sql -c "$CG_SETUP" >/dev/null
 
 fill() {  # SYSTEM JOBS
     case $1 in
