@@ -459,11 +459,13 @@ COMMENT ON FUNCTION conveyor.health() IS 'One document: the health of queues, lo
 -- partitions are made without it (src/queue/partitions.cpp); existing ones lose it here.
 DO $drop_index$
 DECLARE
-    part name;
+    idx name;
 BEGIN
-    FOR part IN SELECT c.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-                WHERE i.inhparent = 'conveyor.job_history'::pg_catalog.regclass ORDER BY 1 LOOP
-        EXECUTE pg_catalog.format('DROP INDEX IF EXISTS conveyor.%I', part || '_unfinished');
+    FOR idx IN SELECT x.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_catalog.pg_index ix ON ix.indrelid = c.oid JOIN pg_catalog.pg_class x ON x.oid = ix.indexrelid
+               WHERE i.inhparent = 'conveyor.job_history'::pg_catalog.regclass
+                 AND x.relname OPERATOR(pg_catalog.=) (c.relname || '_unfinished')::name ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format('DROP INDEX conveyor.%I', idx);
     END LOOP;
 END
 $drop_index$;
