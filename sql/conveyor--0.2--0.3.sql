@@ -449,3 +449,23 @@ GRANT EXECUTE ON FUNCTION conveyor.retention_define(regclass, text, interval, in
 -- The function is unchanged but for what its C body reports; its new thresholds are settings defined
 -- in the library (health.horizon_*), so no row is needed here.
 COMMENT ON FUNCTION conveyor.health() IS 'One document: the health of queues, locks, entities, workers, costs and the xmin horizon, and the worst of them.';
+
+-- ===================================================================================================
+-- Queue: one index fewer on every history partition
+-- ===================================================================================================
+
+-- (queue_id, status) WHERE status <> 'completed' served no reader (dead_jobs, list_jobs and
+-- maintain() read the partitions' other indexes) and cost every finishing job its upkeep. New
+-- partitions are made without it (src/queue/partitions.cpp); existing ones lose it here.
+DO $drop_index$
+DECLARE
+    idx name;
+BEGIN
+    FOR idx IN SELECT x.relname FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_catalog.pg_index ix ON ix.indrelid = c.oid JOIN pg_catalog.pg_class x ON x.oid = ix.indexrelid
+               WHERE i.inhparent = 'conveyor.job_history'::pg_catalog.regclass
+                 AND x.relname OPERATOR(pg_catalog.=) (c.relname || '_unfinished')::name ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format('DROP INDEX conveyor.%I', idx);
+    END LOOP;
+END
+$drop_index$;

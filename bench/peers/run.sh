@@ -18,6 +18,7 @@
 #   PEERS_BACKLOG    ready jobs at the start of a claim run of one job (default 100000), and
 #   PEERS_BACKLOG_BATCH  of batches of 100 (default 800000); a system that ran dry gets 3 times more
 #   PEERS_SYSTEMS    columns to measure (default "raw pgmq graphile pgq conv fast boss nraw")
+#   PEERS_OPS        rows to measure (default "enqueue claim enqueue_batch claim_many")
 #   CONVEYOR_PGDATA / CONVEYOR_SOCKDIR / CONVEYOR_PORT / CONVEYOR_PGBIN   which scratch cluster
 source "$(dirname "$0")/../../scripts/common.sh"
 
@@ -295,7 +296,7 @@ measure_select1() {  # SYSTEM: the ceiling, one SELECT 1 per transaction
     record "$1.select1" "$rate"
 }
 
-OPS="enqueue claim enqueue_batch claim_many"
+OPS=${PEERS_OPS:-"enqueue claim enqueue_batch claim_many"}
 log "measuring: $REPS repetitions of $SECS s, $C clients, synchronous_commit = off; systems: $SYSTEMS"
 for rep in $(seq 1 "$REPS"); do
     log "repetition $rep of $REPS"
@@ -326,7 +327,7 @@ printf '%-26s' "operation"; for sys in $SYSTEMS; do cell "${LABEL[$sys]}"; done;
 printf '%s\n' "$(printf -- '-%.0s' $(seq 1 $((26 + W * 8))))"
 declare -A OPLABEL=([enqueue]="single enqueue" [claim]="claim + ack, one job" [enqueue_batch]="enqueue, batches of 100"
     [claim_many]="claim + ack, batches of 100")
-for op in enqueue claim enqueue_batch claim_many; do
+for op in $OPS; do
     line1=$(printf '%-26s' "${OPLABEL[$op]}"); line2=$(printf '%-26s' ""); line3=$(printf '%-26s' "")
     for sys in $SYSTEMS; do
         if [ "$sys" = pgmq ] && [ -n "$PGMQ_MISSING" ]; then

@@ -7,13 +7,16 @@
 
 namespace conveyor::queue {
 
-// "dead": conveyor.dead_jobs pages through a queue's dead jobs newest first on it. "xid": maintain()
-// finds the jobs finished since its last job_stats fold by it. The last four serve list_jobs: each
-// filter of it (queue, status other than completed, group, job type) reads its index in job id order,
-// newest first, and stops at the limit.
+// Every index here costs each finishing job its upkeep (opened by the statement that inserts it, its
+// predicate checked when partial), so each has a reader that needs it. "job_id": get_job and every
+// lookup by id. "xid": maintain() finds the jobs finished since its last job_stats fold by it. "dead":
+// conveyor.dead_jobs pages through a queue's dead jobs newest first on it (and maintain() counts a
+// dropped partition's dead jobs by queue). The last four serve list_jobs: each filter of it (queue,
+// status other than completed, group, job type) reads its index in job id order, newest first, and
+// stops at the limit. A completed job without group or type enters three of them.
 static DailyPartitions history_table = [] {
     DailyPartitions t{"job_history",
-                      {{"job_id", "(job_id)"}, {"unfinished", "(queue_id, status) WHERE status <> 'completed'"},
+                      {{"job_id", "(job_id)"},
                        {"xid", "(xid)"},
                        {"dead", "(queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead'"},
                        {"queue_listing", "(queue_id, job_id)"},

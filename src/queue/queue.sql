@@ -116,8 +116,8 @@ CREATE TABLE conveyor.job_history (
     step         text
 ) PARTITION BY RANGE (purge_at);
 -- Each partition carries its own indexes, created with it (not inherited from here) so that pg_dump
--- restores partitions without name clashes: (job_id); (queue_id, status) WHERE status <> 'completed';
--- (xid), by which maintain() finds the jobs finished since its last statistics fold;
+-- restores partitions without name clashes, and only those a reader needs (each costs every finished
+-- job its upkeep): (job_id); (xid), by which maintain() finds the jobs finished since its last statistics fold;
 -- (queue_id, finished_at DESC, job_id DESC) WHERE status = 'dead' (dead_jobs' pages); and those
 -- list_jobs reads in job id order per filter ((queue_id, job_id), (status, job_id) WHERE status <>
 -- 'completed', (group_key, job_id), (job_type, job_id)). Dead jobs are purged after their queue's
