@@ -15,7 +15,7 @@ DB=conveyor_shell_fault_crash
 JOBS=20000
 WORKERS=6
 CRASHES=3
-CAP=${CONVEYOR_FAULT_CAP:-170}
+CAP=${CONVEYOR_FAULT_CAP:-420}
 PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
 DATA=${CONVEYOR_PGDATA:-$(q postgres "SHOW data_directory")}
 use_scratch fault-crash

@@ -36,7 +36,7 @@ JOBS=10000
 WORKERS=6
 ASYNC_JOBS=3000
 ASYNC_WORKERS=4
-CAP=${CONVEYOR_FAULT_CAP:-170}
+CAP=${CONVEYOR_FAULT_CAP:-420}
 PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
 # The sockets live in our own directory, so the numbers cannot collide with another cluster's.
 P1=${CONVEYOR_FAILOVER_PORT:-$((PGPORT + 1200))}

@@ -16,7 +16,7 @@ JOBS=12000   # slower through the pooler: kept well inside the deadline
 WORKERS=6
 POOL_SIZE=4
 RESTARTS=2
-CAP=${CONVEYOR_FAULT_CAP:-170}
+CAP=${CONVEYOR_FAULT_CAP:-420}
 BPORT=$((PGPORT + 1100))  # the socket lives in our own directory, so the number cannot collide
 # After a server reset pgbouncer refuses clients for server_login_retry (15 s by default): 1 s here.
 PGBOUNCER_EXTRA="server_login_retry = 1"
