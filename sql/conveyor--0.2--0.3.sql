@@ -469,3 +469,15 @@ BEGIN
     END LOOP;
 END
 $drop_index$;
+
+-- ===================================================================================================
+-- Shards: every new id carries the server's shard number (setting shard.number), read by uuid_shard
+-- ===================================================================================================
+
+-- The setting itself is defined in the library (shard.number, 0 by default), so no row is needed here.
+CREATE FUNCTION conveyor.uuid_shard(id uuid) RETURNS int
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'conveyor_uuid_shard';
+COMMENT ON FUNCTION conveyor.uuid_shard(uuid) IS 'Returns the shard number carried in bytes 9-10 of a version 7 UUID made on a shard (shard.number).';
+REVOKE ALL ON FUNCTION conveyor.uuid_shard(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.uuid_shard(uuid) TO conveyor_reader;

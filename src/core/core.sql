@@ -33,5 +33,12 @@ CREATE FUNCTION conveyor.uuid_v7_time(id uuid) RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'conveyor_uuid_v7_time';
 COMMENT ON FUNCTION conveyor.uuid_v7_time(uuid) IS 'Returns the creation time (millisecond precision) encoded in a version 7 UUID.';
 
+-- The shard number a version 7 id carries in bytes 9 and 10 (setting shard.number of the server that
+-- made it; 0 on a standalone server, whose ids are random there).
+CREATE FUNCTION conveyor.uuid_shard(id uuid) RETURNS int
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'conveyor_uuid_shard';
+COMMENT ON FUNCTION conveyor.uuid_shard(uuid) IS 'Returns the shard number carried in bytes 9-10 of a version 7 UUID made on a shard (shard.number).';
+
 -- ---- roles of the ids ----
-GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid) TO conveyor_reader;
+GRANT EXECUTE ON FUNCTION conveyor.uuid_v7(), conveyor.uuid_v7_time(uuid), conveyor.uuid_shard(uuid) TO conveyor_reader;

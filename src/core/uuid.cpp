@@ -12,8 +12,13 @@ namespace conveyor {
 
 static int64 last_ms = 0;
 static uint16 counter = 0;
+static uint16 (*shard_source)() = nullptr;
 
-static pg_uuid_t uuid_v7_at(int64 ms) {
+void set_shard_source(uint16 (*source)()) { shard_source = source; }
+
+uint16 uuid_shard(const pg_uuid_t &u) { return (uint16)((u.data[9] << 8) | u.data[10]); }
+
+static pg_uuid_t uuid_v7_at(int64 ms, uint16 shard) {
     // Keep ids from this backend strictly increasing: within one millisecond the 12-bit counter
     // advances; if it overflows, or the clock stepped back, borrow the next millisecond.
     if (ms <= last_ms) {
@@ -39,13 +44,17 @@ static pg_uuid_t uuid_v7_at(int64 ms) {
     u.data[7] = (uint8)(counter & 0xFF);
     u.data[8] = (uint8)(0x80 | ((rnd >> 56) & 0x3F));
     for (int i = 9; i < 16; ++i) u.data[i] = (uint8)(rnd >> (8 * (15 - i)));
+    if (shard != 0) {
+        u.data[9] = (uint8)(shard >> 8);
+        u.data[10] = (uint8)shard;
+    }
     return u;
 }
 
 pg_uuid_t uuid_v7() {
     TimestampTz now = GetCurrentTimestamp();  // microseconds since 2000-01-01
     int64 unix_ms = now / 1000 + (int64)(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-    return uuid_v7_at(unix_ms);
+    return uuid_v7_at(unix_ms, shard_source ? shard_source() : 0);
 }
 
 Datum uuid_datum(const pg_uuid_t &u) {
@@ -85,4 +94,12 @@ CONVEYOR_FUNCTION(conveyor_uuid_v7_time) {
     for (int i = 0; i < 6; ++i) ms = (ms << 8) | u->data[i];
     int64 pg_us = ms * 1000 - (int64)(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
     PG_RETURN_TIMESTAMPTZ(pg_us);
+}
+
+CONVEYOR_FUNCTION(conveyor_uuid_shard) {
+    pg_uuid_t *u = DatumGetUUIDP(PG_GETARG_DATUM(0));
+    if ((u->data[6] >> 4) != 7)
+        throw conveyor::Error(ERRCODE_INVALID_PARAMETER_VALUE, "not a version 7 UUID",
+                              fmt::format("its version nibble is {}", u->data[6] >> 4));
+    PG_RETURN_INT32((int32)conveyor::uuid_shard(*u));
 }

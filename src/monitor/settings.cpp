@@ -12,6 +12,7 @@
 #include "core/owner.hpp"
 #include "core/partitions.hpp"
 #include "core/spi.hpp"
+#include "core/uuid.hpp"
 #include "monitor/internal.hpp"
 
 extern "C" {
@@ -86,6 +87,9 @@ static const SettingDefinition definitions[] = {
     {"retention.metric_points_days", "7", Kind::integer, 2, 3650,
      "Days raw metric points are kept (at least 2, so a day's rollup can always be recomputed)."},
     {"retention.resolved_issues_days", "30", Kind::integer, 1, 3650, "Days resolved worker issues are kept."},
+    // Read by the id generator (src/core/uuid.cpp) for every new id: cached below as a number.
+    {"shard.number", "0", Kind::integer, 0, 65535,
+     "This server's shard number, carried in bytes 9-10 of every new id (0: a standalone server). Set once."},
 };
 
 static const SettingDefinition *find_definition(std::string_view key) {
@@ -136,13 +140,20 @@ static void forget_cached_settings(Datum, Oid relid) {
     if (relid == InvalidOid || relid == cache_relid) cache_valid = false;
 }
 
+// shard.number as uuid_v7() wants it: parsed once per cache load (ids are made on the enqueue path).
+static int32 cached_shard = -1;
+static bool cached_shard_valid = false;
+
 static const std::map<std::string, std::string> &stored_settings() {
     pg_guard([] { AcceptInvalidationMessages(); });
     if (cache_valid) return stored_cache;
     static Statement stmt("SELECT key, value FROM conveyor.settings", {});
     Oid relid = conveyor_relid("settings");
     std::map<std::string, std::string> loaded;
-    if (!OidIsValid(relid)) return stored_cache = {};  // at 0.1: every setting at its default
+    if (!OidIsValid(relid)) {  // at 0.1: every setting at its default
+        cached_shard_valid = false;
+        return stored_cache = {};
+    }
     {
         // As the owner: invoker functions (upsert) read settings too, for their caller's audit.
         OwnerScope owner;
@@ -154,6 +165,7 @@ static const std::map<std::string, std::string> &stored_settings() {
     stored_cache = std::move(loaded);
     cache_relid = relid;
     cache_valid = true;
+    cached_shard_valid = false;
     return stored_cache;
 }
 
@@ -169,8 +181,21 @@ int64 setting_int(const char *key) { return (int64)std::stod(setting(key)); }
 double setting_number(const char *key) { return std::stod(setting(key)); }
 bool setting_bool(const char *key) { return setting(key) == "on"; }
 
+// The id generator's shard number: one cache check per id, the setting parsed again only after a
+// change (settings_changed empties the cache in every backend).
+static uint16 shard_number() {
+    const auto &stored = stored_settings();
+    if (!cached_shard_valid) {
+        auto it = stored.find("shard.number");
+        cached_shard = it != stored.end() ? (int32)std::stol(it->second) : 0;
+        cached_shard_valid = true;
+    }
+    return (uint16)cached_shard;
+}
+
 void register_callbacks() {
     pg_guard([] { CacheRegisterRelcacheCallback(forget_cached_settings, (Datum)0); });
+    set_shard_source(shard_number);
     register_audit_callbacks();
 }
 

@@ -161,6 +161,7 @@ SELECT conveyor.maintain();
 SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'day');
 SELECT conveyor.job_stats('tap_sp', '-infinity', 'infinity', 'hour', 'g1');
 SELECT conveyor.uuid_v7_time(conveyor.uuid_v7());
+SELECT conveyor.uuid_shard(conveyor.uuid_v7());
 
 -- idempotency
 SELECT conveyor.idempotency_begin('tap-sp-1', '{"a": 1}');
