@@ -48,6 +48,13 @@ include $(PGXS)
 # PGXS compiles bitcode for the JIT with clang and BITCODE_CXXFLAGS, which lacks PG_CXXFLAGS.
 override BITCODE_CXXFLAGS += -std=c++17 -Wno-register
 
+# The PL/Proxy front (proxy/: the extension conveyor_proxy, SQL only) is installed with conveyor, so
+# any server of a sharded deployment can be its front (docs/deployment.md, "Shards behind PL/Proxy").
+install: install-proxy
+.PHONY: install-proxy
+install-proxy:
+	$(MAKE) -C proxy PG_CONFIG=$(PG_CONFIG) install
+
 # The attributes every entry point shares are written once, here, and named in the sources:
 #   @DEFINER@      SECURITY DEFINER with conveyor's pinned search_path (most functions)
 #   @PINNED@       the pinned search_path alone (SECURITY INVOKER: upsert, the quota helpers)

@@ -15,7 +15,7 @@ export PGPORT=${CONVEYOR_PORT:-55432}
 export PGUSER=postgres
 export PGDATABASE=postgres
 
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron libfmt-dev
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap postgresql-15-cron postgresql-15-plproxy libfmt-dev
           libxxhash-dev libvalijson-dev nlohmann-json3-dev libtap-parser-sourcehandler-pgtap-perl pgbouncer make g++ clang-14 llvm-14 python3
           python3-psycopg python3-pytest python3-pip python3-setuptools python3-venv nodejs
           valgrind prometheus-postgres-exporter curl

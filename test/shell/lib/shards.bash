@@ -1,0 +1,83 @@
+# Shared by the tests and the bench of conveyor_proxy (test/shell/proxy_*.sh, bench/proxy.sh); sourced,
+# never run on its own. Starts extra scratch clusters beside the runner's: conveyor shards and a
+# PL/Proxy front, each its own cluster on its own port and unix socket, as the postgres OS user.
+#
+#   SHARD_BASE   directory for the clusters' data, sockets and logs (default: $TMP)
+#   SHARD_PORTS  "FRONT_PORT SHARD1_PORT SHARD2_PORT ..." (default: CONVEYOR_PROXY_PORTS, else
+#                55620 55621 ...: the front first, then one port per shard)
+
+CV_PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
+SHARD_CLUSTERS=()   # data directories started here, stopped by stop_shard_clusters
+
+# start_scratch_cluster NAME PORT [CONF...]: initdb + start under $SHARD_BASE/NAME; the socket is
+# $SHARD_BASE/NAME/sock. Extra postgresql.conf lines may follow.
+start_scratch_cluster() {
+    local name=$1 port=$2 dir=$SHARD_BASE/$1
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir/sock"
+    chown -R postgres:postgres "$dir"
+    runuser -u postgres -- "$CV_PGBIN/initdb" -D "$dir/data" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null ||
+        return 1
+    {
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir/sock'"
+        echo "port = $port"
+        echo "max_connections = 100"
+        echo "shared_buffers = 64MB"
+        echo "fsync = off"
+        echo "log_min_messages = warning"
+        echo "log_line_prefix = '%m [%p] %d '"
+        local line
+        for line in "$@"; do echo "$line"; done
+    } >> "$dir/data/postgresql.conf"
+    runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -t 120 -w start >/dev/null || return 1
+    SHARD_CLUSTERS+=("$dir/data")
+}
+
+stop_shard_clusters() {
+    local d
+    for d in "${SHARD_CLUSTERS[@]}"; do
+        [ -f "$d/postmaster.pid" ] || continue
+        runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+    done
+    SHARD_CLUSTERS=()
+}
+
+# sq NAME DB SQL...: psql on cluster NAME (unaligned, tuples only, stop at the first error).
+sq() {
+    local name=$1 db=$2
+    shift 2
+    local args=() s
+    for s in "$@"; do args+=(-c "$s"); done
+    psql -X -q -At -v ON_ERROR_STOP=1 -U postgres -h "$SHARD_BASE/$name/sock" -p "$(cluster_port "$name")" -d "$db" "${args[@]}"
+}
+declare -A CLUSTER_PORT=()
+cluster_port() { echo "${CLUSTER_PORT[$1]}"; }
+
+# start_sharded NSHARDS DB: starts clusters shard1..shardN (conveyor installed in DB, shard.number set,
+# track_functions = all) and front (conveyor_proxy in DB, the shards added, hash_shards = N, the
+# directory pointing at itself, user mappings for PUBLIC as postgres). Shards are reached over their
+# unix sockets with trust authentication: a test setup, not a deployment (proxy/README.md).
+start_sharded() {
+    local n=$1 db=$2 ports i
+    read -r -a ports <<< "${SHARD_PORTS:-${CONVEYOR_PROXY_PORTS:-$(seq -s ' ' 55620 $((55620 + n)))}}"
+    [ "${#ports[@]}" -gt "$n" ] || { echo "SHARD_PORTS needs $((n + 1)) ports" >&2; return 1; }
+    CLUSTER_PORT[front]=${ports[0]}
+    for i in $(seq 1 "$n"); do
+        CLUSTER_PORT[shard$i]=${ports[$i]}
+        start_scratch_cluster "shard$i" "${ports[$i]}" "track_functions = all" "max_connections = 60" || return 1
+        sq "shard$i" postgres "CREATE DATABASE $db" >/dev/null || return 1
+        sq "shard$i" "$db" "CREATE EXTENSION conveyor" "SELECT conveyor.set_setting('shard.number', '$i')" >/dev/null || return 1
+    done
+    start_scratch_cluster front "${ports[0]}" "max_connections = 60" || return 1
+    sq front postgres "CREATE DATABASE $db" >/dev/null || return 1
+    sq front "$db" "CREATE EXTENSION conveyor_proxy CASCADE" >/dev/null || return 1
+    for i in $(seq 1 "$n"); do
+        sq front "$db" "SELECT conveyor_proxy.add_shard('host=$SHARD_BASE/shard$i/sock port=${ports[$i]} dbname=$db')" >/dev/null || return 1
+    done
+    sq front "$db" "SELECT conveyor_proxy.set_hash_shards($n)" \
+        "SELECT conveyor_proxy.set_directory('host=$SHARD_BASE/front/sock port=${ports[0]} dbname=$db')" \
+        "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_shards OPTIONS (user 'postgres')" \
+        "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_directory OPTIONS (user 'postgres')" >/dev/null || return 1
+}
