@@ -4,7 +4,7 @@
 #
 #   SHARD_BASE   directory for the clusters' data, sockets and logs (default: $TMP)
 #   SHARD_PORTS  "FRONT_PORT SHARD1_PORT SHARD2_PORT ..." (default: CONVEYOR_PROXY_PORTS, else
-#                55620 55621 ...: the front first, then one port per shard)
+#                55620 to 55629: the front first, then one port per shard, spares for add_shard_cluster)
 
 CV_PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
 SHARD_CLUSTERS=()   # data directories started here, stopped by stop_shard_clusters
@@ -61,8 +61,9 @@ cluster_port() { echo "${CLUSTER_PORT[$1]}"; }
 # unix sockets with trust authentication: a test setup, not a deployment (proxy/README.md).
 start_sharded() {
     local n=$1 db=$2 ports i
-    read -r -a ports <<< "${SHARD_PORTS:-${CONVEYOR_PROXY_PORTS:-$(seq -s ' ' 55620 $((55620 + n)))}}"
+    read -r -a ports <<< "${SHARD_PORTS:-${CONVEYOR_PROXY_PORTS:-$(seq -s ' ' 55620 55629)}}"
     [ "${#ports[@]}" -gt "$n" ] || { echo "SHARD_PORTS needs $((n + 1)) ports" >&2; return 1; }
+    SHARD_PORT_LIST=("${ports[@]}")
     CLUSTER_PORT[front]=${ports[0]}
     for i in $(seq 1 "$n"); do
         CLUSTER_PORT[shard$i]=${ports[$i]}
@@ -72,7 +73,7 @@ start_sharded() {
     done
     start_scratch_cluster front "${ports[0]}" "max_connections = 60" || return 1
     sq front postgres "CREATE DATABASE $db" >/dev/null || return 1
-    sq front "$db" "CREATE EXTENSION conveyor_proxy CASCADE" >/dev/null || return 1
+    sq front "$db" "SET client_min_messages = warning" "CREATE EXTENSION conveyor_proxy CASCADE" >/dev/null || return 1
     for i in $(seq 1 "$n"); do
         sq front "$db" "SELECT conveyor_proxy.add_shard('host=$SHARD_BASE/shard$i/sock port=${ports[$i]} dbname=$db')" >/dev/null || return 1
     done
@@ -80,4 +81,15 @@ start_sharded() {
         "SELECT conveyor_proxy.set_directory('host=$SHARD_BASE/front/sock port=${ports[0]} dbname=$db')" \
         "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_shards OPTIONS (user 'postgres')" \
         "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_directory OPTIONS (user 'postgres')" >/dev/null || return 1
+}
+
+# add_shard_cluster I DB: starts cluster shardI on the I-th spare port, with conveyor in DB and
+# shard.number I, and adds it to the front (conveyor_proxy.add_shard).
+add_shard_cluster() {
+    local i=$1 db=$2
+    CLUSTER_PORT[shard$i]=${SHARD_PORT_LIST[$i]}
+    start_scratch_cluster "shard$i" "${SHARD_PORT_LIST[$i]}" "track_functions = all" "max_connections = 60" || return 1
+    sq "shard$i" postgres "CREATE DATABASE $db" >/dev/null || return 1
+    sq "shard$i" "$db" "CREATE EXTENSION conveyor" "SELECT conveyor.set_setting('shard.number', '$i')" >/dev/null || return 1
+    [ "$(sq front "$db" "SELECT conveyor_proxy.add_shard('host=$SHARD_BASE/shard$i/sock port=${SHARD_PORT_LIST[$i]} dbname=$db')")" = "$i" ]
 }

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# conveyor_proxy's routing, function by function, and its errors: three shard clusters and a front
+# (each its own port and socket). Where each call lands is read on the shards themselves. Then a role
+# with conveyor_worker only, mapped to a role of the same rights on the shards; hostile input; an id
+# that names no shard; a fourth shard added (existing groups stay, new groups go to it); a shard down.
+# Ports: CONVEYOR_PROXY_PORTS="FRONT SHARD1 ... SPARE..." (default 55620 to 55629).
+source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/shards.bash"
+
+DB=conveyor_proxy_routing
+use_scratch proxy-routing
+chmod 755 "$TMP"
+SHARD_BASE=$TMP
+trap 'stop_shard_clusters; scratch_cleanup' EXIT
+
+start_sharded 3 "$DB" || bail "could not start 3 shards and a front"
+export PGHOST=$SHARD_BASE/front/sock PGPORT=$(cluster_port front)
+f() { q "$DB" "$@"; }
+# on_shards SQL: the result of SQL on each shard, "1:result 2:result 3:result".
+on_shards() {
+    local i out=()
+    for i in 1 2 3; do out+=("$i:$(sq shard$i "$DB" "$1" | tr '\n' ',' | sed 's/,$//')"); done
+    echo "${out[*]}"
+}
+# where ID: the shard that holds a job, asked of the shards.
+where() { on_shards "SELECT count(*) FROM conveyor.jobs WHERE job_id = '$1'" | grep -oE '[0-9]:1' | cut -d: -f1; }
+# err SQL: "SQLSTATE message" of the error SQL raises on the front (VERBOSITY sqlstate shows the code).
+err() {
+    psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$DB" -c "$1" 2>&1 >/dev/null |
+        sed -nE 's/^ERROR: +([0-9A-Z]{5}): (.*)$/\1 \2/p' | head -1
+}
+
+f "SELECT conveyor.create_queue('r')" "SELECT conveyor.create_queue('r2')" >/dev/null || bail "could not create the queues"
+is "$(on_shards "SELECT count(*) FROM conveyor.queues WHERE name IN ('r', 'r2')")" "1:2 2:2 3:2" "create_queue reaches every shard"
+f "SELECT conveyor.alter_queue('r', '{\"max_attempts\": 7}')" >/dev/null
+is "$(on_shards "SELECT max_attempts FROM conveyor.queues WHERE name = 'r'")" "1:7 2:7 3:7" "alter_queue reaches every shard"
+is "$(f "SELECT count(*) FROM conveyor.list_queues() WHERE queue IN ('r', 'r2')")" 2 "list_queues lists the queues"
+
+# ---- enqueue -------------------------------------------------------------------------------------------------
+j1=$(f "SELECT job_id FROM conveyor.enqueue('r', '{\"n\": 1}', group_key => 'ga')")
+gshard=$(f "SELECT shard FROM conveyor_proxy.groups WHERE queue = 'r' AND group_key = 'ga'")
+is "$(where "$j1")" "$gshard" "a job with a group key lands on the shard the directory gives its group"
+j2=$(f "SELECT job_id FROM conveyor.enqueue('r', '{\"n\": 2}', group_key => 'ga')")
+is "$(where "$j2")" "$gshard" "the group's next job lands on the same shard"
+# A rolled-back caller: the group's place was recorded on its own connection and stays.
+f "BEGIN" "SELECT count(*) FROM conveyor.enqueue('r', '{}', group_key => 'g-rolled-back')" "ROLLBACK" >/dev/null
+rb=$(f "SELECT shard FROM conveyor_proxy.groups WHERE queue = 'r' AND group_key = 'g-rolled-back'")
+check "a group first seen in a rolled-back transaction keeps its place in the directory (shard $rb)" [ -n "$rb" ]
+j3=$(f "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => 'g-rolled-back')")
+is "$(where "$j3")" "$rb" "and its later jobs go there, beside the job the shard already committed"
+is "$(on_shards "SELECT count(*) FROM conveyor.jobs WHERE group_key = 'g-rolled-back'" | grep -oE '[0-9]:[1-9]' | tr '\n' ' ')" "$rb:2 " \
+   "the group's two jobs share one shard"
+# The same group name in another queue is another group, placed on its own.
+f "SELECT count(*) FROM conveyor.enqueue('r2', '{}', group_key => 'ga')" >/dev/null
+is "$(f "SELECT count(*) FROM conveyor_proxy.groups WHERE group_key = 'ga'")" 2 "a group is placed per queue"
+
+# Dedup keys without a group: every call with the key reaches the same shard, which answers the duplicate.
+d1=$(f "SELECT job_id || ' ' || was_duplicate FROM conveyor.enqueue('r', '{}', dedup_key => 'dk-1')")
+d2=$(f "SELECT job_id || ' ' || was_duplicate FROM conveyor.enqueue('r', '{}', dedup_key => 'dk-1')")
+is "$d2" "${d1% *} true" "a dedup key without a group routes by its hash: the second enqueue is the first's duplicate"
+is "$(where "${d1% *}")" "$(( $(f "SELECT conveyor_proxy.key_partition('r' || E'\\x1f' || 'dk-1')") + 1 ))" \
+   "it lives on the shard key_partition names"
+
+# Jobs with neither key go round robin: 30 of them, 10 on each shard.
+f "SELECT count(*) FROM generate_series(1, 30) n, conveyor.enqueue('r2', jsonb_build_object('spread', n))" >/dev/null
+is "$(on_shards "SELECT count(*) FROM conveyor.jobs WHERE payload ? 'spread'")" "1:10 2:10 3:10" "30 keyless jobs: 10 on each shard"
+
+# ---- enqueue_batch -----------------------------------------------------------------------------------------------
+batch='[{"group_key": "ga", "payload": {"b": 0}}, {"payload": {"b": 1}}, {"dedup_key": "dk-1", "payload": {"b": 2}},
+        {"group_key": "gb", "payload": {"b": 3}}, {"payload": {"b": 4}}, {"dedup_key": "dk-2", "payload": {"b": 5}},
+        {"dedup_key": "dk-2", "payload": {"b": 6}}]'
+f "CREATE TABLE b AS SELECT * FROM conveyor.enqueue_batch('r', '$batch')" >/dev/null || fail "enqueue_batch through the front"
+is "$(f "SELECT string_agg(ord::text, ',' ORDER BY ord) FROM b")" "0,1,2,3,4,5,6" "enqueue_batch returns one row per element, by ord"
+is "$(f "SELECT job_id FROM b WHERE ord = 2")" "${d1% *}" "an element with a known dedup key returns the live job (its shard answered)"
+is "$(f "SELECT (SELECT job_id FROM b WHERE ord = 5) = (SELECT job_id FROM b WHERE ord = 6), (SELECT was_duplicate FROM b WHERE ord = 6)")" "t|t" \
+   "two elements with one dedup key: the second is the first's duplicate"
+is "$(where "$(f "SELECT job_id FROM b WHERE ord = 0")")" "$gshard" "an element with a group key lands on its group's shard"
+for o in 0 1 3 4 5; do
+    jid=$(f "SELECT job_id FROM b WHERE ord = $o")
+    is "$(f "SELECT (conveyor.get_job('$jid') -> 'payload' ->> 'b')")" "$o" "element $o is the job enqueued with its payload (read back by its id)"
+done
+is "$(f "SELECT count(*) FROM conveyor.enqueue_batch('r', '[]')")" 0 "an empty batch enqueues nothing"
+is "$(err "SELECT * FROM conveyor.enqueue_batch('r', '{\"a\": 1}')")" "22023 jobs must be a JSON array" "a batch that is not an array: 22023"
+is "$(err "SELECT * FROM conveyor.enqueue_batch('r', NULL)")" "22004 jobs must not be NULL" "a NULL batch: 22004"
+is "$(err "SELECT * FROM conveyor.enqueue_batch('r', '[1]')")" "22023 every element of jobs must be a JSON object" \
+   "an element that is not an object: 22023"
+
+# ---- consuming ------------------------------------------------------------------------------------------------------
+f "SELECT conveyor.create_queue('c')" >/dev/null
+# One job on shard 3 only (enqueued there directly): every worker of the front finds it.
+c3=$(sq shard3 "$DB" "SELECT job_id FROM conveyor.enqueue('c', '{}')")
+is "$(f "SELECT string_agg(job_id::text, ',') FROM conveyor.dequeue('c', 'w1', 1)")" "$c3" \
+   "dequeue falls through empty shards to the one with a job"
+is "$(f "SELECT count(*) FROM conveyor.dequeue('c', 'w1', 5)")" 0 "and finds none when every shard is empty"
+for i in 1 2 3; do sq shard$i "$DB" "SELECT count(*) FROM generate_series(1, 2) n, conveyor.enqueue('c', jsonb_build_object('n', n))" >/dev/null; done
+is "$(f "SELECT count(*) FROM conveyor.dequeue('c', 'w2', 5)")" 5 "dequeue fills max_count from the shards in turn (2 + 2 + 1)"
+is "$(f "SELECT count(*) FROM conveyor.dequeue('c', 'w2', 5)")" 1 "the next call takes the last one"
+# Rotation: one call per shard start, each from another shard first.
+for i in 1 2 3; do sq shard$i "$DB" "SELECT count(*) FROM generate_series(1, 3) n, conveyor.enqueue('c', jsonb_build_object('n', n))" >/dev/null; done
+firsts=$(for k in 1 2 3; do f "SELECT get_byte(uuid_send(job_id), 10) FROM conveyor.dequeue('c', 'w3', 1)"; done | sort | tr '\n' ' ')
+is "$firsts" "1 2 3 " "three dequeues of one job each start at three different shards"
+# ack_many across shards: one call per shard.
+ids=$(f "SELECT string_agg(job_id::text, ',') FROM conveyor.list_jobs('c', ARRAY['running'], lim => 100)")
+is "$(f "SELECT conveyor.ack_many('{$ids}'::uuid[], true)")" "$(echo "$ids" | tr ',' '\n' | wc -l)" \
+   "ack_many acknowledges running jobs of several shards in one call"
+is "$(f "SELECT conveyor.ack_many('{}'::uuid[], true)")" 0 "ack_many of no ids: 0"
+is "$(on_shards "SELECT count(*) FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id) WHERE q.name = 'c' AND j.state = 'running'")" \
+   "1:0 2:0 3:0" "none of them is running any more on any shard"
+
+# One job per shard: heartbeat, progress, job_log, release, ack, get_job and job_events, each on its shard.
+for i in 1 2 3; do sq shard$i "$DB" "SELECT count(*) FROM conveyor.enqueue('c', '{}')" >/dev/null; done
+leased=$(f "SELECT string_agg(job_id::text, ' ') FROM conveyor.dequeue('c', 'w4', 3)")
+n=0
+for jid in $leased; do
+    s=$(where "$jid")
+    hb=$(f "SELECT conveyor.heartbeat('$jid', 'w4', 60) IS NOT NULL, conveyor.progress('$jid', 'w4', 50, 'half'),
+                   conveyor.job_log('$jid', 'w4', 'note'), conveyor.release('$jid', 'w4')")
+    is "$hb" "t|t|t|t" "heartbeat, progress, job_log and release of a job of shard $s reach it"
+    is "$(f "SELECT conveyor.get_job('$jid') ->> 'status'")" "pending" "get_job reads it back from shard $s (pending again)"
+    is "$(f "SELECT string_agg(event, ',' ORDER BY at) FILTER (WHERE event IN ('step', 'log:note', 'released')) FROM conveyor.job_events('$jid')")" \
+       "$(sq shard$s "$DB" "SELECT string_agg(event, ',' ORDER BY at) FILTER (WHERE event IN ('step', 'log:note', 'released')) FROM conveyor.job_events('$jid')")" \
+       "job_events through the front is the trail shard $s holds"
+    n=$((n + 1))
+done
+is "$n" 3 "three jobs, one per shard, were leased"
+
+# ---- gathering ------------------------------------------------------------------------------------------------------
+is "$(f "SELECT pending FROM conveyor.queue_metrics('r2')")" \
+   "$(( $(on_shards "SELECT pending FROM conveyor.queue_metrics('r2')" | tr ' ' '\n' | cut -d: -f2 | paste -sd+) ))" \
+   "queue_metrics sums the shards' counts"
+is "$(f "SELECT enqueued FROM conveyor.queue_totals('r2')")" 31 "queue_totals sums the shards' totals (31 enqueued in r2)"
+is "$(f "SELECT conveyor.health() ->> 'status', jsonb_array_length(conveyor.health() -> 'shards')")" "healthy|3" \
+   "health: the worst status of the shards, with each shard's document"
+all=$(f "SELECT string_agg(job_id::text, ',' ORDER BY job_id DESC) FROM conveyor.list_jobs('r2', lim => 1000)")
+is "$(echo "$all" | tr ',' '\n' | wc -l)" 31 "list_jobs gathers the jobs of every shard"
+page1=$(f "SELECT string_agg(job_id::text, ',' ORDER BY job_id DESC) FROM conveyor.list_jobs('r2', lim => 10)")
+last=${page1##*,}
+page2=$(f "SELECT string_agg(job_id::text, ',' ORDER BY job_id DESC) FROM conveyor.list_jobs('r2', lim => 10, after => '$last')")
+is "$page1,$page2" "$(echo "$all" | cut -d, -f1-20)" "list_jobs pages by id across shards as on one server"
+
+# ---- keyed state ----------------------------------------------------------------------------------------------------
+tok=$(f "SELECT conveyor.lock_acquire('lease-1', 'o1', 60)")
+ks=$(f "SELECT conveyor_proxy.key_shard('lease-1')")
+is "$(on_shards "SELECT count(*) FROM conveyor.locks WHERE key = 'lease-1'")" \
+   "$(for i in 1 2 3; do printf '%s:%s ' $i $([ $i = "$ks" ] && echo 1 || echo 0); done | sed 's/ $//')" "a lease lives on its key's shard"
+is "$(f "SELECT conveyor.lock_acquire('lease-1', 'o2', 60) IS NULL, conveyor.lock_check('lease-1', $tok), conveyor.lock_release('lease-1', 'o1', $tok)")" \
+   "t|t|t" "every call on the lease reaches the same shard: a second owner is refused, the token checks, release works"
+is "$(f "SELECT acquired FROM conveyor.idempotency_begin('idem-1', '{\"a\": 1}')")" t "idempotency_begin through the front"
+f "SELECT conveyor.idempotency_finish('idem-1', '{\"done\": true}')" >/dev/null
+is "$(f "SELECT state || ' ' || result FROM conveyor.idempotency_begin('idem-1', '{\"a\": 1}')")" 'completed {"done": true}' \
+   "a repeated key finds its finished result on its shard"
+is "$(f "SELECT conveyor.entity_acquire('page', 'p-1'), conveyor.entity_state('page', 'p-1') ->> 'state'")" "t|IN_PROGRESS" \
+   "entity_acquire and entity_state reach the entity's shard"
+
+# ---- a worker role, hostile input and wrong ids ----------------------------------------------------------------------
+# tap_proxy_worker: conveyor_worker on the front, mapped to a role of the same name and rights on each shard.
+for i in 1 2 3; do sq shard$i "$DB" "CREATE ROLE tap_proxy_worker LOGIN IN ROLE conveyor_worker" >/dev/null; done
+f "CREATE ROLE tap_proxy_worker LOGIN IN ROLE conveyor_worker" "CREATE ROLE tap_proxy_mallory LOGIN" \
+  "CREATE USER MAPPING FOR tap_proxy_worker SERVER conveyor_shards OPTIONS (user 'tap_proxy_worker')" \
+  "CREATE USER MAPPING FOR tap_proxy_worker SERVER conveyor_directory OPTIONS (user 'tap_proxy_worker')" \
+  "GRANT USAGE ON FOREIGN SERVER conveyor_shards, conveyor_directory TO conveyor_worker" >/dev/null
+w() { PGUSER=tap_proxy_worker q "$DB" "$@"; }
+m() { PGUSER=tap_proxy_mallory psql -X -q -At -v VERBOSITY=verbose -d "$DB" -c "$1" 2>&1 | sed -nE 's/^ERROR: +([0-9A-Z]{5}):.*/\1/p' | head -1; }
+wj=$(w "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => 'g-worker')")
+check "a conveyor_worker role enqueues through the front (a new group: the directory call runs as it too)" [ -n "$wj" ]
+is "$(sq shard$(where "$wj") "$DB" "SELECT count(*) FROM conveyor.job_events WHERE job_id = '$wj'")" 1 "its job is on its group's shard"
+is "$(PGUSER=tap_proxy_worker psql -X -q -At -d "$DB" -c "SELECT conveyor.create_queue('w-queue')" 2>&1 | grep -c 'permission denied')" 1 \
+   "it may not create queues (conveyor_admin's)"
+is "$(m "SELECT * FROM conveyor.enqueue('r', '{}')")" 42501 "a role without conveyor's roles may not enqueue"
+is "$(m "SELECT conveyor_proxy.assign_group('r', 'g-mallory')")" 42501 "nor write the directory through assign_group"
+is "$(m "INSERT INTO conveyor_proxy.groups VALUES ('r', 'g-x', 1)")" 42501 "nor the directory table"
+is "$(m "SELECT connstr FROM conveyor_proxy.shards")" 42501 "nor read the shards' connection strings"
+is "$(PGUSER=tap_proxy_worker psql -X -q -At -v VERBOSITY=verbose -d "$DB" -c "SELECT connstr FROM conveyor_proxy.shards" 2>&1 |
+      sed -nE 's/^ERROR: +([0-9A-Z]{5}):.*/\1/p')" 42501 "a worker cannot read them either"
+is "$(f "SELECT count(*) FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+         WHERE p.pronamespace IN ('conveyor'::regnamespace, 'conveyor_proxy'::regnamespace) AND a.grantee = 0")" 0 \
+   "no function of the front is executable by PUBLIC"
+is "$(f "SELECT count(*) FROM pg_proc p WHERE p.pronamespace IN ('conveyor'::regnamespace, 'conveyor_proxy'::regnamespace)
+         AND p.prosecdef AND NOT coalesce(p.proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")" 0 \
+   "every SECURITY DEFINER function of the front pins its search_path"
+hostile="g'); DROP TABLE conveyor_proxy.groups; --"
+hj=$(f "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => \$h\$$hostile\$h\$)")
+is "$(f "SELECT count(*) FROM conveyor_proxy.groups WHERE group_key = \$h\$$hostile\$h\$")" 1 "a hostile group key is a key like any other"
+is "$(f "SELECT conveyor.get_job('$hj') ->> 'group_key'")" "$hostile" "and reaches its shard intact"
+before=$(f "SELECT count(*) FROM conveyor_proxy.groups")
+is "$(err "SELECT * FROM conveyor.enqueue('r', '{}', group_key => repeat('x', 2000))")" "22023 group_key must be at most 1024 bytes, not 2000" \
+   "a group key past the shards' limit is refused on the front (22023)"
+is "$(f "SELECT count(*) FROM conveyor_proxy.groups")" "$before" "and leaves nothing in the directory"
+is "$(err "SELECT conveyor.ack('01a24204-cec7-7129-9d00-09085afb0bca', true)")" "22023 id 01a24204-cec7-7129-9d00-09085afb0bca names no shard of this front" \
+   "an id naming shard 9 of a 3-shard front: 22023"
+is "$(err "SELECT conveyor.get_job('01a24204-cec7-7129-9d00-00085afb0bca')")" "22023 id 01a24204-cec7-7129-9d00-00085afb0bca names no shard of this front" \
+   "an id of a standalone server (shard 0): 22023"
+is "$(err "SELECT conveyor.get_job('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')")" "22023 id a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 names no shard of this front" \
+   "a UUID that is not version 7: 22023"
+is "$(err "SELECT conveyor.ack(NULL, true)")" "22004 the id must not be NULL" "a NULL job id: 22004"
+is "$(err "SELECT * FROM conveyor.enqueue('no_such_queue', '{}')" | cut -c1-5)" 42704 "a shard's own error keeps its SQLSTATE through the front (42704)"
+is "$(err "SELECT conveyor.lock_acquire(NULL, 'o1')")" "22004 the routing key must not be NULL" "a NULL lock key: 22004"
+
+# ---- a fourth shard: existing groups stay, new ones go to it ----------------------------------------------------------
+groups_before=$(f "SELECT string_agg(group_key || '=' || shard, ',' ORDER BY queue, group_key) FROM conveyor_proxy.groups")
+add_shard_cluster 4 "$DB" || bail "could not add a fourth shard"
+sq shard4 "$DB" "SELECT conveyor.create_queue('r')" >/dev/null
+for s in 1 2 3; do f "SELECT conveyor_proxy.set_accepts_new($s, false)" >/dev/null; done
+ga2=$(f "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => 'ga')")
+is "$(where "$ga2")" "$gshard" "after adding shard 4, an existing group's jobs still go to its shard"
+new=$(f "SELECT string_agg(DISTINCT get_byte(uuid_send(job_id), 10)::text, ',') FROM generate_series(1, 5) n,
+                 conveyor.enqueue('r', '{}', group_key => 'new-' || n)")
+is "$new" 4 "new groups go to shard 4 while the others take none"
+is "$(f "SELECT string_agg(group_key || '=' || shard, ',' ORDER BY queue, group_key) FROM conveyor_proxy.groups WHERE group_key NOT LIKE 'new-%'")" \
+   "$groups_before" "no existing group moved"
+is "$(f "SELECT hash_shards FROM conveyor_proxy.config")" 3 "key hashing still spreads over the first 3 shards (no lease or dedup key moved)"
+d3=$(f "SELECT job_id || ' ' || was_duplicate FROM conveyor.enqueue('r', '{}', dedup_key => 'dk-1')")
+is "$d3" "${d1% *} true" "a live dedup key still finds its job"
+
+# ---- a shard down ----------------------------------------------------------------------------------------------------------
+s3job=$(sq shard3 "$DB" "SELECT job_id FROM conveyor.enqueue('c', '{}')")
+s1job=$(sq shard1 "$DB" "SELECT job_id FROM conveyor.enqueue('c', '{}')")
+runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$SHARD_BASE/shard3/data" -m fast -w stop >/dev/null
+down=$(psql -X -q -At -v VERBOSITY=verbose -d "$DB" -c "SELECT conveyor.get_job('$s3job')" 2>&1 | grep -E '^ERROR' | head -1)
+note "a call for shard 3 while it is down: $down"
+# PL/Proxy reports it as XX000 with the function and libpq's message.
+check "a call routed to a stopped shard fails with XX000, naming the function and the failed connection to that shard" \
+      grep -qE '^ERROR: +XX000: PL/Proxy function conveyor.get_job\([0-9]+\): .*connection to server .*shard3.* failed' <<< "$down"
+is "$(f "SELECT conveyor.get_job('$s1job') ->> 'status'")" pending "calls for the other shards go on"
+check "gathering calls (queue_metrics) fail while a shard is down rather than answer partly" \
+      bash -c "! psql -X -q -At -d '$DB' -c \"SELECT * FROM conveyor.queue_metrics('c')\" >/dev/null 2>&1"
+
+stop_shard_clusters
+finish
