@@ -8,6 +8,7 @@
 
 CV_PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
 SHARD_CLUSTERS=()   # data directories started here, stopped by stop_shard_clusters
+SHARD_EXTRA_CONF=() # more postgresql.conf lines for every cluster (bench/proxy.sh: fsync on)
 
 # start_scratch_cluster NAME PORT [CONF...]: initdb + start under $SHARD_BASE/NAME; the socket is
 # $SHARD_BASE/NAME/sock. Extra postgresql.conf lines may follow.
@@ -29,7 +30,7 @@ start_scratch_cluster() {
         echo "log_min_messages = warning"
         echo "log_line_prefix = '%m [%p] %d '"
         local line
-        for line in "$@"; do echo "$line"; done
+        for line in "$@" "${SHARD_EXTRA_CONF[@]}"; do echo "$line"; done
     } >> "$dir/data/postgresql.conf"
     runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -t 120 -w start >/dev/null || return 1
     SHARD_CLUSTERS+=("$dir/data")
