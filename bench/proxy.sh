@@ -82,11 +82,11 @@ measure() {  # measure NAME SCRIPT CYCLE(0/1)
             tps=$(run_pgbench $side "$script")
             [ "$cycle" = 1 ] && tps=$(calc "$tps / 2" 1)   # two transactions per job
             if [ $side = shard1 ]; then d+=("$tps"); else p+=("$tps"); fi
-            log "$name round $r $side: $tps jobs/s"
+            log "$name round $r $side: $(calc "$tps" 1) jobs/s"
         done
     done
-    RESULT[$name,direct]=$(printf '%s\n' "${d[@]}" | median)
-    RESULT[$name,front]=$(printf '%s\n' "${p[@]}" | median)
+    RESULT[$name,direct]=$(calc "$(printf '%s\n' "${d[@]}" | median)" 1)
+    RESULT[$name,front]=$(calc "$(printf '%s\n' "${p[@]}" | median)" 1)
 }
 
 measure "enqueue, no key" "$HERE/pgbench/enqueue.sql" 0
