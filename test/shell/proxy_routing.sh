@@ -178,6 +178,16 @@ is "$(f "SELECT count(*) FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefaul
 is "$(f "SELECT count(*) FROM pg_proc p WHERE p.pronamespace IN ('conveyor'::regnamespace, 'conveyor_proxy'::regnamespace)
          AND p.prosecdef AND NOT coalesce(p.proconfig::text LIKE '%search_path=pg_catalog, pg_temp%', false)")" 0 \
    "every SECURITY DEFINER function of the front pins its search_path"
+# Look-alikes of what the routing calls, ahead of pg_catalog on the caller's search_path, change nothing.
+f "CREATE SCHEMA evil" "CREATE FUNCTION evil.get_byte(bytea, int) RETURNS int LANGUAGE sql AS 'SELECT 1'" \
+  "CREATE FUNCTION evil.hashtextextended(text, bigint) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'" \
+  "CREATE FUNCTION evil.nextval(regclass) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'" \
+  "GRANT USAGE ON SCHEMA evil TO PUBLIC" "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA evil TO PUBLIC" >/dev/null
+is "$(f "SET search_path = evil, pg_catalog, conveyor" "SELECT get_job('$j1') ->> 'job_id'")" "$j1" \
+   "with look-alike functions ahead of pg_catalog a job id still routes to its shard"
+is "$(f "SET search_path = evil, pg_catalog, conveyor" "SELECT (SELECT was_duplicate FROM enqueue('r', '{}', dedup_key => 'dk-1'))")" t \
+   "and a dedup key still hashes to its shard"
+f "DROP SCHEMA evil CASCADE" >/dev/null
 hostile="g'); DROP TABLE conveyor_proxy.groups; --"
 hj=$(f "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => \$h\$$hostile\$h\$)")
 is "$(f "SELECT count(*) FROM conveyor_proxy.groups WHERE group_key = \$h\$$hostile\$h\$")" 1 "a hostile group key is a key like any other"
