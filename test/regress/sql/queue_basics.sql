@@ -26,9 +26,12 @@ SELECT conveyor.ack(job_id, true, stats => '{"videos": 12}', worker_id => 'worke
 SELECT conveyor.ack(job_id, false, 'HTTP 503', worker_id => 'worker-1')
   FROM conveyor.jobs WHERE payload = '{"channel_id": "UC3"}';
 SELECT payload, attempt FROM conveyor.dequeue('crawl', 'worker-2', 10);
+-- The backoff (30 s, less up to a quarter of jitter) counts from the failing ack, not from now: a
+-- slow machine may pass seconds between the two statements.
 SELECT j->>'status' AS status, j->>'attempt' AS attempt, j->>'last_error' AS last_error,
-       (j->>'run_at')::timestamptz - now() BETWEEN interval '22.5 seconds' AND interval '30 seconds' AS backoff_in_band
-FROM (SELECT conveyor.get_job(job_id) AS j FROM conveyor.jobs WHERE payload = '{"channel_id": "UC3"}') s;
+       (j->>'run_at')::timestamptz - (SELECT max(e.at) FROM conveyor.job_events(s.job_id) e WHERE e.event = 'failed')
+         BETWEEN interval '22 seconds' AND interval '30 seconds' AS backoff_in_band
+FROM (SELECT job_id, conveyor.get_job(job_id) AS j FROM conveyor.jobs WHERE payload = '{"channel_id": "UC3"}') s;
 
 -- Events of the first job.
 SELECT event, worker_id, details ? 'duration_ms' AS has_duration, details->'stats' AS stats
