@@ -443,6 +443,16 @@ GRANT EXECUTE ON FUNCTION conveyor.retention_define(regclass, text, interval, in
     conveyor.retention_drop(regclass) TO conveyor_admin;
 
 -- ===================================================================================================
+-- Queue: the 'enqueued' event read from the job
+-- ===================================================================================================
+
+-- Enqueueing no longer writes an 'enqueued' row to job_events: job_events() derives the event from
+-- the job, by the run_at it was enqueued with (NULL when its queue's trail was 'failures'). Jobs
+-- enqueued before the update keep their stored event and have NULL here, so each shows once.
+ALTER TABLE conveyor.jobs ADD COLUMN enqueued_run_at timestamptz;
+ALTER TABLE conveyor.job_history ADD COLUMN enqueued_run_at timestamptz;
+
+-- ===================================================================================================
 -- Health: the xmin horizon (what holds back cleanup of conveyor's tables) is a section of health()
 -- ===================================================================================================
 

@@ -26,15 +26,27 @@ std::string counts_upsert(const std::string &select, std::initializer_list<const
     return counts_upsert_rows(fmt::format("SELECT s.*, {} FROM ({}) s", counts_bucket_shard, select), columns);
 }
 
-std::string counts_upsert_values(const std::string &queue_id,
+// The row this backend writes for the current minute is its own (the shard is its pid), and after
+// its first statement of the minute it exists: a plain UPDATE finds it through the primary key and
+// changes it in place (a HOT update: no indexed column changes), where INSERT ... ON CONFLICT DO
+// UPDATE would also plan and run the insert, probe the index for the conflict and lock the row (a
+// WAL record of its own) before the same update.
+std::string counts_update_values(const std::string &cte, const std::string &queue_id,
                                  std::initializer_list<std::pair<const char *, const char *>> deltas) {
-    std::vector<const char *> columns;
-    std::string values;
-    for (const auto &[column, value] : deltas) {
-        columns.push_back(column);
-        values += fmt::format(", {}", value);
-    }
-    return counts_upsert_rows(fmt::format("VALUES ({}{}, {})", queue_id, values, counts_bucket_shard), columns);
+    std::string sets;
+    for (const auto &[column, value] : deltas)
+        sets += fmt::format("{}{} = c.{} + {}", sets.empty() ? "" : ", ", column, column, value);
+    return fmt::format("{} AS (UPDATE conveyor.queue_counts c SET {} WHERE c.queue_id = {}"
+                       " AND c.bucket = pg_catalog.date_bin('1 minute', pg_catalog.now(), 'epoch')"
+                       " AND c.shard = pg_catalog.pg_backend_pid() RETURNING 1)",
+                       cte, sets, queue_id);
+}
+
+void add_enqueue_counts(int32 queue_id, int64 pending, int64 scheduled, int64 enqueued) {
+    static const std::string sql =
+        counts_upsert_rows("VALUES ($1, $2, $3, $4, " + std::string(counts_bucket_shard) + ")", {"pending", "scheduled", "enqueued"});
+    static Statement stmt(sql.c_str(), {INT4OID, INT8OID, INT8OID, INT8OID});
+    stmt.run(Params().int4(0, queue_id).int8(1, pending).int8(2, scheduled).int8(3, enqueued));
 }
 
 // Folds minute rows older than 65 minutes into one row per queue and minute (shard 0, never a

@@ -105,32 +105,52 @@ static bool demote_head(const pg_uuid_t &id) {
 }
 
 
-// Inserts rows given as parallel arrays; returns how many were inserted. The rows' event and counts
-// are written by the same statement.
-static const std::string &insert_jobs_sql() {
-    static const std::string sql =
-        "WITH ins AS ("
-        "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
-        "                             payload, max_attempts, created_at)"
-        "  SELECT u.job_id, $1, u.state, u.priority::smallint, u.run_at, u.job_type, u.group_key, u.dedup_key,"
-        "         u.payload, u.max_attempts, pg_catalog.now()"
+// Inserts rows given as parallel arrays; returns how many were inserted. The counts are written by
+// the same statement. In a database at 0.3 the trail's 'enqueued' event is not a row of job_events:
+// job_events() derives it from the job (its created_at, priority, group_key and enqueued_run_at,
+// which holds the run_at it was enqueued with, and only when the queue's event_trail is 'all', $11).
+// The counts come from parameters ($12 pending, $13 scheduled, $14 all), since every row is inserted
+// or the caller raises an error, which undoes them; the statement adds them to this backend's
+// counter row of the minute and its second column says whether that row existed (when not, the
+// caller adds them with add_enqueue_counts, once a minute). may_conflict: some row has a group or dedup key and
+// the insert is ON CONFLICT DO NOTHING, reporting how many it inserted; the others cannot conflict
+// (a fresh id), and a plain INSERT skips the speculative insertion into each unique index.
+// A database not yet updated from 0.2 has no enqueued_run_at: the event is written as before.
+static std::string insert_jobs_sql(bool at_0_3, bool may_conflict) {
+    static const char *rows =
         "  FROM ROWS FROM (pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::int[]),"
         "                  pg_catalog.unnest($5::timestamptz[]), pg_catalog.unnest($6::text[]), pg_catalog.unnest($7::text[]),"
         "                  pg_catalog.unnest($8::text[]), pg_catalog.unnest($9::jsonb[]), pg_catalog.unnest($10::int[]))"
-        "       AS u(job_id, state, priority, run_at, job_type, group_key, dedup_key, payload, max_attempts)"
-        "  ON CONFLICT DO NOTHING"
-        "  RETURNING job_id, queue_id, state, priority, run_at, group_key), "
-        "ev AS ("
-        "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
-        "  SELECT job_id, pg_catalog.clock_timestamp(), 'enqueued',"
-        "         pg_catalog.jsonb_build_object('priority', priority, 'run_at', run_at, 'group_key', group_key)"
-        "  FROM ins WHERE $11), "
-        "cnt AS (" +
-        counts_upsert("SELECT queue_id, count(*) FILTER (WHERE state <> 'scheduled'), count(*) FILTER (WHERE state = 'scheduled'),"
-                      " count(*) FROM ins GROUP BY queue_id",
-                      {"pending", "scheduled", "enqueued"}) +
-        ") SELECT count(*) FROM ins";
-    return sql;
+        "       AS u(job_id, state, priority, run_at, job_type, group_key, dedup_key, payload, max_attempts)";
+    if (!at_0_3)
+        return std::string(
+                   "WITH ins AS ("
+                   "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
+                   "                             payload, max_attempts, created_at)"
+                   "  SELECT u.job_id, $1, u.state, u.priority::smallint, u.run_at, u.job_type, u.group_key, u.dedup_key,"
+                   "         u.payload, u.max_attempts, pg_catalog.now()") +
+               rows +
+               "  ON CONFLICT DO NOTHING"
+               "  RETURNING job_id, queue_id, state, priority, run_at, group_key), "
+               "ev AS ("
+               "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
+               "  SELECT job_id, pg_catalog.clock_timestamp(), 'enqueued',"
+               "         pg_catalog.jsonb_build_object('priority', priority, 'run_at', run_at, 'group_key', group_key)"
+               "  FROM ins WHERE $11), "
+               "cnt AS (" +
+               counts_upsert("SELECT queue_id, count(*) FILTER (WHERE state <> 'scheduled'), count(*) FILTER (WHERE state = 'scheduled'),"
+                             " count(*) FROM ins GROUP BY queue_id",
+                             {"pending", "scheduled", "enqueued"}) +
+               ") SELECT count(*) FROM ins";
+    return std::string(
+               "WITH ins AS ("
+               "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
+               "                             payload, max_attempts, created_at, enqueued_run_at)"
+               "  SELECT u.job_id, $1, u.state, u.priority::smallint, u.run_at, u.job_type, u.group_key, u.dedup_key,"
+               "         u.payload, u.max_attempts, pg_catalog.now(), CASE WHEN $11 THEN u.run_at END") +
+           rows + (may_conflict ? "  ON CONFLICT DO NOTHING RETURNING 1" : "") + "), " +
+           counts_update_values("cnt", "$1", {{"pending", "$12"}, {"scheduled", "$13"}, {"enqueued", "$14"}}) + " " +
+           (may_conflict ? "SELECT (SELECT count(*) FROM ins)" : "SELECT $14") + ", (SELECT count(*) FROM cnt)";
 }
 
 struct JobRows {
@@ -166,11 +186,16 @@ static Datum nullable_text_array(const std::vector<std::optional<std::string>> &
     });
 }
 
-static int64 insert_jobs(const Queue &q, const JobRows &rows) {
-    static Statement stmt(insert_jobs_sql().c_str(),
-                          {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-                           TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT4ARRAYOID, BOOLOID});
-    ensure_event_partitions();
+static int64 insert_jobs(const Queue &q, const JobRows &rows, bool may_conflict) {
+    static const std::initializer_list<Oid> types = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID,
+                                                     TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT4ARRAYOID,
+                                                     BOOLOID, INT8OID, INT8OID, INT8OID};
+    static const std::string sql[2][2] = {{insert_jobs_sql(false, false), insert_jobs_sql(false, true)},
+                                          {insert_jobs_sql(true, false), insert_jobs_sql(true, true)}};
+    static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
+                                    {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
+    bool at_0_3 = catalog_at_0_3();
+    if (!at_0_3 && q.event_trail == "all") ensure_event_partitions();
     Params p;
     p.int4(0, q.id)
         .uuid_array(1, rows.ids)
@@ -183,50 +208,64 @@ static int64 insert_jobs(const Queue &q, const JobRows &rows) {
         .jsonb_array(8, rows.payloads)
         .int4_array(9, rows.max_attempts)
         .boolean(10, q.event_trail == "all");
-    auto res = stmt.run(p);
+    int64 scheduled = std::count(rows.states.begin(), rows.states.end(), "scheduled"), all = (int64)rows.ids.size();
+    p.int8(11, all - scheduled).int8(12, scheduled).int8(13, all);
+    auto res = stmts[at_0_3][may_conflict].run(p);
+    if (at_0_3 && *res.int8(0, 1) == 0) add_enqueue_counts(q.id, all - scheduled, scheduled, all);
     return *res.int8(0, 0);
 }
 
 // One job: what insert_jobs_sql does, shaped for the hottest producer path. Every value is known
-// here, so the event and the counts take theirs from parameters instead of reading the inserted row
-// back: the three writes are independent CTEs that the executor runs without a RETURNING list or a
-// CTE scan between them (together about a tenth of an enqueue's instructions, measured). A job with
-// neither group nor dedup key is a plain insert (its fresh id cannot conflict, and a plain insert
-// skips the speculative-insertion checks of the unique indexes). One that may conflict keeps ON
-// CONFLICT DO NOTHING and reports whether it inserted; when it did not, the caller raises an error,
-// which also undoes the event and the counts written beside it.
-static std::string insert_one_sql(bool with_event, bool may_conflict) {
+// here, so the counts take theirs from parameters instead of reading the inserted row back: the
+// writes are independent CTEs that the executor runs without a RETURNING list or a CTE scan between
+// them (and the second column of the result says whether the counter row existed, as there). A job with neither group nor dedup key is a plain insert (its fresh id cannot conflict, and a
+// plain insert skips the speculative-insertion checks of the unique indexes). One that may conflict
+// keeps ON CONFLICT DO NOTHING and reports whether it inserted; when it did not, the caller raises an
+// error, which also undoes the counts written beside it. The 'enqueued' event: see insert_jobs_sql
+// ($13 is enqueued_run_at, NULL without the trail; with_event: a database at 0.2 with the trail on).
+static std::string insert_one_sql(bool at_0_3, bool with_event, bool may_conflict) {
     return std::string(
                "WITH ins AS ("
                "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
-               "                             payload, max_attempts, created_at)"
-               "  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now())") +
-           (may_conflict ? "  ON CONFLICT DO NOTHING RETURNING 1" : "") + "), " +
+               "                             payload, max_attempts, created_at") +
+           (at_0_3 ? ", enqueued_run_at" : "") + ")  VALUES ($2, $1, $3, $4::smallint, $5, $6, $7, $8, $9, $10, pg_catalog.now()" +
+           (at_0_3 ? ", $13" : "") + ")" + (may_conflict ? "  ON CONFLICT DO NOTHING RETURNING 1" : "") + "), " +
            (with_event ? "ev AS ("
                          "  INSERT INTO conveyor.job_events (job_id, at, event, details)"
                          "  VALUES ($2, pg_catalog.clock_timestamp(), 'enqueued',"
                          "          pg_catalog.jsonb_build_object('priority', $4, 'run_at', $5, 'group_key', $7))), "
                        : "") +
-           "cnt AS (" + counts_upsert_values("$1", {{"pending", "$11"}, {"scheduled", "$12"}, {"enqueued", "1"}}) + ") " +
-           (may_conflict ? "SELECT count(*) FROM ins" : "SELECT 1::bigint");
+           counts_update_values("cnt", "$1", {{"pending", "$11"}, {"scheduled", "$12"}, {"enqueued", "1"}}) + " " +
+           (may_conflict ? "SELECT (SELECT count(*) FROM ins)" : "SELECT 1::bigint") + ", (SELECT count(*) FROM cnt)";
 }
 
 static bool insert_one(const Queue &q, const pg_uuid_t &id, const std::string &state, const NewJob &job) {
-    static const std::initializer_list<Oid> types = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
-                                                     TEXTOID, TEXTOID, JSONBOID, INT4OID, INT8OID, INT8OID};
-    static const std::string sql[2][2] = {{insert_one_sql(false, false), insert_one_sql(false, true)},
-                                          {insert_one_sql(true, false), insert_one_sql(true, true)}};
-    static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
-                                    {{sql[1][0].c_str(), types}, {sql[1][1].c_str(), types}}};
+    static const std::initializer_list<Oid> types_0_2 = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID,
+                                                         TEXTOID, TEXTOID, JSONBOID, INT4OID, INT8OID, INT8OID};
+    static const std::initializer_list<Oid> types = {INT4OID, UUIDOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID,
+                                                     TEXTOID, JSONBOID, INT4OID, INT8OID, INT8OID, TIMESTAMPTZOID};
+    // [kind][may_conflict], kind: 0 at 0.2 without the trail, 1 at 0.2 with it, 2 at 0.3.
+    static const std::string sql[3][2] = {{insert_one_sql(false, false, false), insert_one_sql(false, false, true)},
+                                          {insert_one_sql(false, true, false), insert_one_sql(false, true, true)},
+                                          {insert_one_sql(true, false, false), insert_one_sql(true, false, true)}};
+    static Statement stmts[3][2] = {{{sql[0][0].c_str(), types_0_2}, {sql[0][1].c_str(), types_0_2}},
+                                    {{sql[1][0].c_str(), types_0_2}, {sql[1][1].c_str(), types_0_2}},
+                                    {{sql[2][0].c_str(), types}, {sql[2][1].c_str(), types}}};
     bool trail = q.event_trail == "all";
+    bool at_0_3 = catalog_at_0_3();
     bool may_conflict = job.group_key || job.dedup_key;
     int64 pending = state == "scheduled" ? 0 : 1;
-    if (trail) ensure_event_partitions();
+    if (trail && !at_0_3) ensure_event_partitions();
     Params p;
     p.int4(0, q.id).uuid(1, id).text(2, state).int4(3, job.priority);
     p.datum(4, TimestampTzGetDatum(job.run_at)).text(5, job.job_type).text(6, job.group_key).text(7, job.dedup_key);
     p.datum(8, job.payload).int4(9, job.max_attempts).int8(10, pending).int8(11, 1 - pending);
-    auto res = stmts[trail][may_conflict].run(p);
+    if (at_0_3) {
+        if (trail) p.datum(12, TimestampTzGetDatum(job.run_at));
+        else p.null(12);
+    }
+    auto res = stmts[at_0_3 ? 2 : trail][may_conflict].run(p);
+    if (*res.int8(0, 1) == 0) add_enqueue_counts(q.id, pending, 1 - pending, 1);
     return *res.int8(0, 0) == 1;
 }
 
@@ -424,7 +463,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue_batch) {
 
     // 4. One statement inserts them all.
     JobRows rows;
-    bool any_due = false;
+    bool any_due = false, may_conflict = false;
     for (size_t i = 0; i < jobs.size(); ++i) {
         if (duplicate_of[i]) continue;
         rows.ids.push_back(ids[i]);
@@ -437,8 +476,9 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_enqueue_batch) {
         rows.group_keys.push_back(jobs[i].group_key);
         rows.dedup_keys.push_back(jobs[i].dedup_key);
         any_due = any_due || states[i] != "scheduled";
+        may_conflict = may_conflict || jobs[i].group_key || jobs[i].dedup_key;
     }
-    if (!rows.ids.empty() && insert_jobs(q, rows) != (int64)rows.ids.size())
+    if (!rows.ids.empty() && insert_jobs(q, rows, may_conflict) != (int64)rows.ids.size())
         throw concurrent_change("a job of the same group or dedup key");
     if (any_due) notify_queue(q);
     if (q.status_notify) status_changed(q.id, rows.ids);

@@ -17,12 +17,13 @@ void check_delay(const std::optional<int32> &delay, const char *name) {
 static constexpr const char *history_columns =
     "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
     "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
-// The same with 0.3's progress columns in a database at 0.3 (catalog_at_0_3()); progress_values: what
-// the SELECT that feeds the INSERT adds for them.
+// The same with 0.3's columns in a database at 0.3 (catalog_at_0_3()): progress, and the run_at the
+// job was enqueued with (its 'enqueued' event, src/queue/enqueue.cpp); progress_values: what the
+// SELECT that feeds the INSERT adds for them.
 static std::string history_columns_for(bool at_0_3) {
-    return std::string(history_columns) + (at_0_3 ? ", percent, step" : "");
+    return std::string(history_columns) + (at_0_3 ? ", percent, step, enqueued_run_at" : "");
 }
-static const char *progress_values(bool at_0_3) { return at_0_3 ? ", percent, step" : ""; }
+static const char *progress_values(bool at_0_3) { return at_0_3 ? ", percent, step, enqueued_run_at" : ""; }
 
 // ---------------------------------------------------------------------------------------------------
 // Finishing and failing running jobs: ack, ack_many, reap

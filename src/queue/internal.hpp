@@ -125,10 +125,13 @@ void ensure_event_partitions();
 // The statement that adds per-queue deltas to this backend's row of conveyor.queue_counts for the
 // current minute. `select` yields queue_id followed by the named delta columns, one row per queue.
 std::string counts_upsert(const std::string &select, std::initializer_list<const char *> columns);
-// The same for one queue's deltas given as SQL expressions (parameters or constants), without a
-// subquery to read them from.
-std::string counts_upsert_values(const std::string &queue_id,
+// An UPDATE of this backend's row of the current minute adding one queue's deltas, given as SQL
+// expressions (parameters or constants), as the CTE `cte` of a WITH list: it returns a row when the
+// row existed. When it did not, the caller adds the deltas with add_enqueue_counts (whose INSERT
+// makes the row) in the same transaction.
+std::string counts_update_values(const std::string &cte, const std::string &queue_id,
                                  std::initializer_list<std::pair<const char *, const char *>> deltas);
+void add_enqueue_counts(int32 queue_id, int64 pending, int64 scheduled, int64 enqueued);
 
 // ---- groups and dedup keys: their locks and who heads a group (groups.cpp) ----
 

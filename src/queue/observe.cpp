@@ -41,13 +41,27 @@ CONVEYOR_FUNCTION(conveyor_get_job) {
     PG_RETURN_DATUM(result);
 }
 
+// The trail: the rows of job_events, and in a database at 0.3 the job's 'enqueued' event, which is
+// not stored there but read from the job itself (in jobs or job_history; src/queue/enqueue.cpp):
+// at its created_at, with the details a stored one had (priority, the run_at it was enqueued with,
+// group_key; none of them changes later). A job enqueued under 0.2 has its event stored instead
+// (and no enqueued_run_at), so either way it shows once. On a tie in time the enqueued event comes
+// first.
+#define JOB_EVENTS_STORED "SELECT at, event, worker_id, details, 1 FROM conveyor.job_events WHERE job_id = $1"
+#define JOB_EVENTS_ENQUEUED(table)                                                                                \
+    "SELECT created_at, 'enqueued', NULL::text, pg_catalog.jsonb_build_object('priority', priority, 'run_at',"    \
+    " enqueued_run_at, 'group_key', group_key), 0 FROM conveyor." table " WHERE job_id = $1 AND enqueued_run_at IS NOT NULL"
 CONVEYOR_FUNCTION(conveyor_job_events) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     ResultSet out(fcinfo);
     spi::Connection spi;
-    static Statement stmt(
-        "SELECT at, event, worker_id, details FROM conveyor.job_events WHERE job_id = $1 ORDER BY at", {UUIDOID});
-    auto rows = stmt.run(Params().uuid(0, id));
+    static Statement stmts[2] = {
+        {"SELECT at, event, worker_id, details FROM conveyor.job_events WHERE job_id = $1 ORDER BY at", {UUIDOID}},
+        {"SELECT at, event, worker_id, details FROM (" JOB_EVENTS_ENQUEUED("jobs") " UNION ALL " JOB_EVENTS_ENQUEUED("job_history")
+         " UNION ALL " JOB_EVENTS_STORED ") e(at, event, worker_id, details, k) ORDER BY at, k", {UUIDOID}}};
+#undef JOB_EVENTS_STORED
+#undef JOB_EVENTS_ENQUEUED
+    auto rows = stmts[catalog_at_0_3()].run(Params().uuid(0, id));
     spi::emit(out, rows);
     spi.finish();
     return (Datum)0;

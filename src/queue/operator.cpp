@@ -259,17 +259,20 @@ static std::vector<Changed> retry_in_backoff(const pg_uuid_t &id, int32 delay, b
 
 // A dead or cancelled job back from history as pending. Its attempt count is kept (its next dequeue
 // is the next attempt) unless $3; a job that used all its attempts gets one more, so it runs before
-// it can die again. A dead job's retry is its resolution ('retried'), named in the trail.
-static std::vector<Changed> retry_finished(const pg_uuid_t &id, int32 delay, bool reset_attempts) {
-    static const std::string sql =
+// it can die again. A dead job's retry is its resolution ('retried'), named in the trail. In a
+// database at 0.3 it keeps the run_at it was enqueued with (its 'enqueued' event).
+static std::string retry_finished_sql(bool at_0_3) {
+    return std::string(
         "WITH h AS (DELETE FROM conveyor.job_history WHERE job_id = $1 AND status IN ('dead', 'cancelled') RETURNING *), "
         "ins AS ("
         "  INSERT INTO conveyor.jobs (job_id, queue_id, state, priority, run_at, job_type, group_key, dedup_key,"
-        "                             payload, attempt, max_attempts, last_error, created_at)"
+        "                             payload, attempt, max_attempts, last_error, created_at") +
+        (at_0_3 ? ", enqueued_run_at" : "") + ")"
         "  SELECT job_id, queue_id, " RETRY_STATE("group_key") ", priority,"
         "         pg_catalog.now() + pg_catalog.make_interval(secs => $2), job_type, group_key, dedup_key, payload,"
         "         CASE WHEN $3 THEN 0 ELSE attempt END,"
-        "         CASE WHEN $3 THEN max_attempts ELSE GREATEST(max_attempts, attempt + 1) END, last_error, created_at"
+        "         CASE WHEN $3 THEN max_attempts ELSE GREATEST(max_attempts, attempt + 1) END, last_error, created_at" +
+        (at_0_3 ? ", enqueued_run_at" : "") +
         "  FROM h"
         "  RETURNING job_id, queue_id, group_key, state, run_at, attempt, max_attempts), "
         "ev AS ("
@@ -287,8 +290,11 @@ static std::vector<Changed> retry_finished(const pg_uuid_t &id, int32 delay, boo
                       " FROM ins JOIN h USING (job_id) GROUP BY ins.queue_id",
                       {"pending", "scheduled", "dead"}) +
         ") SELECT job_id, queue_id, group_key, state FROM ins";
-    static Statement stmt(sql.c_str(), {UUIDOID, INT4OID, BOOLOID});
-    return changed_rows(stmt.run(Params().uuid(0, id).int4(1, delay).boolean(2, reset_attempts)));
+}
+static std::vector<Changed> retry_finished(const pg_uuid_t &id, int32 delay, bool reset_attempts) {
+    static const std::string sql[2] = {retry_finished_sql(false), retry_finished_sql(true)};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDOID, INT4OID, BOOLOID}}, {sql[1].c_str(), {UUIDOID, INT4OID, BOOLOID}}};
+    return changed_rows(stmts[catalog_at_0_3()].run(Params().uuid(0, id).int4(1, delay).boolean(2, reset_attempts)));
 }
 #undef RETRY_STATE
 

@@ -65,7 +65,11 @@ CREATE TABLE conveyor.jobs (
     last_error   text,
     created_at   timestamptz NOT NULL,
     percent      numeric,  -- progress reported by the worker (conveyor.progress), 0 to 100
-    step         text      -- the step it reported last
+    step         text,     -- the step it reported last
+    -- The run_at the job was enqueued with, when its queue's event_trail was 'all' then: the trail's
+    -- 'enqueued' event (job_events) is read from the job rather than stored. NULL: no such event, or
+    -- one stored in job_events (jobs enqueued before 0.3).
+    enqueued_run_at timestamptz
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
 -- What dequeue scans: due, first-in-line jobs, in dequeue order.
@@ -113,7 +117,8 @@ CREATE TABLE conveyor.job_history (
     resolution   text,
     resolved_by  text,
     percent      numeric,  -- the job's last progress when it finished
-    step         text
+    step         text,
+    enqueued_run_at timestamptz  -- as in conveyor.jobs
 ) PARTITION BY RANGE (purge_at);
 -- Each partition carries its own indexes, created with it (not inherited from here) so that pg_dump
 -- restores partitions without name clashes, and only those a reader needs (each costs every finished
@@ -123,7 +128,8 @@ CREATE TABLE conveyor.job_history (
 -- 'completed', (group_key, job_id), (job_type, job_id)). Dead jobs are purged after their queue's
 -- dead_retention_days, the others after its retention_days.
 
--- The trail of every state change, partitioned by day.
+-- The trail of every state change, partitioned by day. A job's 'enqueued' event is not stored here
+-- (since 0.3): conveyor.job_events() reads it from the job (enqueued_run_at above).
 CREATE TABLE conveyor.job_events (
     job_id    uuid NOT NULL,
     at        timestamptz NOT NULL,

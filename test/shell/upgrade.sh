@@ -166,6 +166,11 @@ for V in $RELEASED; do
                                 p || '_unfinished', p);
                END LOOP; END \$\$" >/dev/null
     old_indexes=$(q "$DB" "SELECT count(*) FROM pg_class WHERE relname LIKE 'job\_history\_p%\_unfinished'")
+    # The trail's 'enqueued' events stored before the update (0.3 reads a job's from the job itself).
+    q "$DB" "CREATE TABLE public.jobs_before AS SELECT n.id FROM public.fill_names n
+             WHERE EXISTS (SELECT FROM conveyor.jobs j WHERE j.job_id::text = n.id)
+                OR EXISTS (SELECT FROM conveyor.job_history h WHERE h.job_id::text = n.id)" >/dev/null
+    stored_enqueued=$(q "$DB" "SELECT count(*) FROM public.jobs_before n JOIN conveyor.job_events e ON e.job_id::text = n.id AND e.event = 'enqueued'")
     rc=0; q "$DB" "ALTER EXTENSION conveyor UPDATE" >"$TMP/update.out" 2>&1 || rc=$?
     is "$rc $(q "$DB" "SELECT extversion FROM pg_extension WHERE extname = 'conveyor'")" "0 $DEFAULT" "$V: a database in full use updates to $DEFAULT"
     [ "$rc" = 0 ] || sed 's/^/#   /' "$TMP/update.out"
@@ -179,6 +184,24 @@ for V in $RELEASED; do
     same "$V: updated in full use, the extension's catalog equals a fresh $DEFAULT install's" "$TMP/fresh.schema" "$TMP/full.schema" \
          "fresh $DEFAULT" "$V updated in use"
     fill "$DB" "$V" "$DEFAULT" || fail "$V: the fills after $V run on the updated database"
+    # Each job of the fill shows as many enqueued events as were stored for it (none or one), each
+    # exactly as stored; $1: when.
+    enqueued_once() {
+        is "$(q "$DB" "SELECT count(*) FILTER (WHERE shown = 1 AND same = 1) || ' ' || count(*) FILTER (WHERE shown <> stored OR same <> stored)
+                       FROM (SELECT (SELECT count(*) FROM conveyor.job_events(n.id::uuid) e WHERE e.event = 'enqueued') AS shown,
+                                    (SELECT count(*) FROM conveyor.job_events s WHERE s.job_id::text = n.id AND s.event = 'enqueued') AS stored,
+                                    (SELECT count(*) FROM conveyor.job_events(n.id::uuid) e JOIN conveyor.job_events s
+                                       ON s.job_id::text = n.id AND s.event = 'enqueued' AND (s.at, s.details) = (e.at, e.details)
+                                     WHERE e.event = 'enqueued') AS same
+                             FROM public.jobs_before n) x")" "$stored_enqueued 0" \
+           "$V: $1, the $stored_enqueued enqueued events stored before the update show once each, as stored"
+    }
+    [ "$stored_enqueued" -gt 0 ] || fail "$V: the fill stored enqueued events before the update"
+    enqueued_once "updated"
+    after=$(q "$DB" "SELECT job_id FROM conveyor.enqueue('fill_main', '{\"url\": \"https://after/1\"}', job_type => 'fetch', priority => 3)")
+    is "$(q "$DB" "SELECT (SELECT string_agg(e.event || ' ' || (e.details ->> 'priority'), ',') FROM conveyor.job_events('$after') e)
+                          || ' ' || (SELECT count(*) FROM conveyor.job_events s WHERE s.job_id = '$after')")" "enqueued 3 0" \
+       "$V: a job enqueued after the update shows its enqueued event, read from the job (no row in job_events)"
 
     # ---- the updated data is usable ----
     is "$(q "$DB" "SELECT conveyor.heartbeat($(named running)::uuid, 'fill-w1', 60) > now()")" t "$V: the lease taken before the update is heartbeaten"
@@ -207,6 +230,7 @@ ready 1|expired" "$V: maintain() reaps the expired lease (the job is ready again
                    JOIN conveyor.job_history h ON h.job_id::text = n.id")" \
        "backoff:completed cancelled:cancelled completed:completed dead:dead expired:completed ready:completed running:completed scheduled:completed waiting:completed" \
        "$V: every job ends where it should"
+    enqueued_once "with every job finished"
     is "$(q "$DB" "SELECT conveyor.lock_check('fill:live', $(named lock_live)::bigint), conveyor.lock_heartbeat('fill:live', 'fill-a', $(named lock_live)::bigint),
                           conveyor.lock_check('fill:taken', $(named lock_taken)::bigint), conveyor.lock_release('fill:taken', 'fill-b', $(named lock_taken)::bigint),
                           conveyor.lock_release('fill:live', 'fill-a', $(named lock_live)::bigint)")" "t|t|t|t|t" \
