@@ -163,7 +163,7 @@ w() { PGUSER=tap_proxy_worker q "$DB" "$@"; }
 m() { PGUSER=tap_proxy_mallory psql -X -q -At -v VERBOSITY=verbose -d "$DB" -c "$1" 2>&1 | sed -nE 's/^ERROR: +([0-9A-Z]{5}):.*/\1/p' | head -1; }
 wj=$(w "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => 'g-worker')")
 check "a conveyor_worker role enqueues through the front (a new group: the directory call runs as it too)" [ -n "$wj" ]
-is "$(sq shard$(where "$wj") "$DB" "SELECT count(*) FROM conveyor.job_events WHERE job_id = '$wj'")" 1 "its job is on its group's shard"
+is "$(sq shard$(where "$wj") "$DB" "SELECT count(*) FROM conveyor.jobs WHERE job_id = '$wj'")" 1 "its job is on its group's shard"
 is "$(PGUSER=tap_proxy_worker psql -X -q -At -d "$DB" -c "SELECT conveyor.create_queue('w-queue')" 2>&1 | grep -c 'permission denied')" 1 \
    "it may not create queues (conveyor_admin's)"
 is "$(m "SELECT * FROM conveyor.enqueue('r', '{}')")" 42501 "a role without conveyor's roles may not enqueue"
