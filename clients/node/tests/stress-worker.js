@@ -11,10 +11,12 @@ const record = (job, outcome) => appendFileSync(runsPath, `${job.jobId} ${job.at
 async function fetch(job, ctx) {
   const { n, fail, slow } = job.payload;
   if (slow && job.attempt === 1) {
-    await new Promise((resolve) => {
-      const timer = setTimeout(resolve, 60000);
-      ctx.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-    });
+    if (!ctx.signal.aborted) {  // a listener added after the abort would never fire
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, 60000);
+        ctx.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+      });
+    }
     record(job, `aborted ${ctx.signal.reason?.name}`);
     return { aborted: true };
   }
