@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The documentation says what the tree holds: the source map in docs/internals.md is what
 # scripts/source_map.sh prints (every SQL function with the files that declare and implement it), and
-# every file the README and docs/ name under src/, test/, scripts/ or bench/ exists.
+# every file the README and docs/ name under src/, test/, scripts/ or bench/ exists, and every link to a
+# heading (file.md#anchor) names a heading that exists.
 source "$(dirname "$0")/lib/tap.bash"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -25,5 +26,10 @@ for path in $(grep -ohE '`(src|test|scripts|bench|docs|examples)/[A-Za-z0-9_./-]
     [ -e "$path" ] || missing+=("$path")
 done
 is "${missing[*]}" "" "every file the README and docs/ name exists"
+
+# Links to headings: a renamed heading would leave them pointing at the top of the page.
+broken=$(python3 test/shell/lib/md_anchors.py README.md docs/*.md bench/README.md proxy/README.md \
+    clients/*/README.md examples/*/README.md)
+is "$broken" "" "every link to a heading in the README and docs/ names a heading that exists"
 
 finish
