@@ -550,11 +550,16 @@ CREATE FUNCTION conveyor.requeue_stuck(queue text, older_than interval) RETURNS 
     CLUSTER 'conveyor_shards'; RUN ON ALL;
 $$;
 COMMENT ON FUNCTION conveyor.requeue_stuck(text,interval) IS 'Requeues the stuck jobs of a queue on every shard; returns their ids (proxy).';
-CREATE FUNCTION conveyor.reap(queue text DEFAULT NULL) RETURNS SETOF int
+CREATE FUNCTION conveyor_proxy.reap_all(queue text) RETURNS SETOF int
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON ALL;
+    SELECT conveyor.reap(queue);
 $$;
-COMMENT ON FUNCTION conveyor.reap(text) IS 'Expires lapsed leases on every shard; one row per shard (proxy).';
+-- As on one server, one number: the leases expired on all the shards together.
+CREATE FUNCTION conveyor.reap(queue text DEFAULT NULL) RETURNS int
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT coalesce(pg_catalog.sum(n), 0)::int FROM conveyor_proxy.reap_all(queue) n $$;
+COMMENT ON FUNCTION conveyor.reap(text) IS 'Expires lapsed leases on every shard; returns how many, summed over the shards (proxy).';
 
 -- ---- observing ------------------------------------------------------------------------------------------------
 
@@ -813,5 +818,6 @@ GRANT EXECUTE ON FUNCTION
     conveyor.resume_queue(text), conveyor_proxy.resume_queue_all(text),
     conveyor.drop_queue(text, boolean), conveyor_proxy.drop_queue_all(text, boolean),
     conveyor.dead_letter(uuid, text, jsonb), conveyor.cancel(uuid, text), conveyor.requeue(uuid, int),
-    conveyor.retry(uuid, int, boolean), conveyor.requeue_stuck(text, interval), conveyor.reap(text)
+    conveyor.retry(uuid, int, boolean), conveyor.requeue_stuck(text, interval), conveyor.reap(text),
+    conveyor_proxy.reap_all(text)
     TO conveyor_admin;

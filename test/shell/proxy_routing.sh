@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # conveyor_proxy's routing, function by function, and its errors: three shard clusters and a front
-# (each its own port and socket). Where each call lands is read on the shards themselves. Then a role
-# with conveyor_worker only, mapped to a role of the same rights on the shards; hostile input; an id
-# that names no shard; a fourth shard added (existing groups stay, new groups go to it); a shard down.
+# (each its own port and socket). First the front's functions against the shard's catalog: each has
+# conveyor's name, arguments, defaults, result and roles; the routing table of proxy/README.md names
+# exactly them; every other function of conveyor is on a list of those the front does not offer, each
+# with its reason. Where each call lands is read on the shards themselves. Then a role with
+# conveyor_worker only, mapped to a role of the same rights on the shards; hostile input; an id that
+# names no shard; a fourth shard added (existing groups stay, new groups go to it); a shard down.
 # Ports: CONVEYOR_PROXY_PORTS="FRONT SHARD1 ... SPARE..." (default 55620 to 55629).
 source "$(dirname "$0")/lib/tap.bash"
 source "$(dirname "$0")/lib/shards.bash"
@@ -29,6 +32,125 @@ err() {
     psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$DB" -c "$1" 2>&1 >/dev/null |
         sed -nE 's/^ERROR: +([0-9A-Z]{5}): (.*)$/\1 \2/p' | head -1
 }
+
+# ---- the front's functions are conveyor's ------------------------------------------------------------------
+# Read from both catalogs: per function of schema conveyor, "name(identity args)|full args with defaults|result".
+# Every function the front defines must be, to the letter, the function of the same identity on a shard.
+sig_sql="SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')|' || pg_get_function_arguments(p.oid)
+                || '|' || pg_get_function_result(p.oid)
+           FROM pg_proc p WHERE p.pronamespace = 'conveyor'::regnamespace"
+front_sigs=$(f "$sig_sql" | LC_ALL=C sort)
+shard_sigs=$(sq shard1 "$DB" "$sig_sql" | LC_ALL=C sort)
+differ=$(LC_ALL=C comm -23 <(echo "$front_sigs") <(echo "$shard_sigs"))
+is "$differ" "" "each of the front's $(echo "$front_sigs" | wc -l) functions in schema conveyor has the name, arguments (names, types, defaults) and result of conveyor's on a shard"
+while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    note "  front: $line"
+    note "  shard: $(grep -E "^${line%%(*}\(" <<< "$shard_sigs" || echo "(no function ${line%%(*} in conveyor)")"
+done <<< "$differ"
+# The roles that may execute each of them, as on the shard (the owner aside).
+acl_sql="SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')|'
+                || coalesce((SELECT string_agg(a.grantee::regrole::text, ',' ORDER BY a.grantee::regrole::text)
+                               FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                              WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner), '')
+           FROM pg_proc p WHERE p.pronamespace = 'conveyor'::regnamespace"
+front_acl=$(f "$acl_sql" | LC_ALL=C sort)
+is "$(LC_ALL=C comm -23 <(echo "$front_acl") <(sq shard1 "$DB" "$acl_sql" | LC_ALL=C sort))" "" \
+   "and the same roles may execute each of them as on the shard"
+
+# The calls proxy/README.md's routing table names ("Where each call goes") are exactly the front's functions.
+README_PROXY=$(dirname "$0")/../../proxy/README.md
+routed=$(sed -n '/^## Where each call goes/,/^\*\*/p' "$README_PROXY" | grep -E '^\| `' | cut -d'|' -f2 |
+         grep -oE '`[a-z_]+`' | tr -d '`' | LC_ALL=C sort -u)
+front_names=$(echo "$front_sigs" | cut -d'(' -f1 | LC_ALL=C sort -u)
+is "$(LC_ALL=C comm -23 <(echo "$routed") <(echo "$front_names") | tr '\n' ' ')" "" \
+   "every call of the README's routing table ($(echo "$routed" | wc -l) of them) is a function of the front"
+is "$(LC_ALL=C comm -13 <(echo "$routed") <(echo "$front_names") | tr '\n' ' ')" "" \
+   "and every function of the front is in that table"
+
+# conveyor's functions the front does not offer, on purpose, each with its reason (proxy/README.md, "What
+# the front does not offer"). A new function of conveyor fails here until it is proxied or listed.
+declare -A NOT_ON_FRONT=(
+    [wait_for]="session-bound: LISTEN in the caller's own session; through the front it would be PL/Proxy's"
+    [stop_waiting]="session-bound: UNLISTEN in the caller's own session"
+    [advisory_lock]="session-bound: a session advisory lock would be held by PL/Proxy's connection"
+    [try_advisory_lock]="session-bound: a session advisory lock would be held by PL/Proxy's connection"
+    [advisory_unlock]="session-bound: releases a lock of the caller's own session"
+    [advisory_unlock_all]="session-bound: releases the locks of the caller's own session"
+    [advisory_lock_held]="session-bound: asks about the caller's own session"
+    [advisory_xact_lock]="session-bound: the remote call commits on return, so the lock would end with it"
+    [try_advisory_xact_lock]="session-bound: the remote call commits on return, so the lock would end with it"
+    [uuid_v7]="pure function: no state to route to; call it on any shard"
+    [uuid_v7_time]="pure function: no state to route to; call it on any shard"
+    [uuid_shard]="pure function: no state to route to; call it on any shard"
+    [advisory_key]="pure function: no state to route to; call it on any shard"
+    [metrics_delta]="pure function: no state to route to; call it on any shard"
+    [quota_window]="pure function: no state to route to; call it on any shard"
+    [quota_projection]="pure function: no state to route to; call it on any shard"
+    [maintain]="per-server upkeep: each shard runs its own (pg_cron in its database)"
+    [schedule_maintenance]="per-server upkeep: each shard schedules its own"
+    [unschedule_maintenance]="per-server upkeep: each shard schedules its own"
+    [schedule_enqueue]="per-server schedule: its jobs are enqueued on the shard that runs it, outside the front's routing"
+    [unschedule_enqueue]="per-server schedule: made and removed on the shard that runs it"
+    [list_schedules]="per-server schedule: each shard lists its own"
+    [run_schedule]="what pg_cron runs on the shard for a recurring job; no role calls it"
+    [retention_define]="per-server upkeep: retention of the shard's own tables"
+    [retention_drop]="per-server upkeep: retention of the shard's own tables"
+    [retention_rules]="per-server upkeep: retention of the shard's own tables"
+    [aggregate_metrics]="per-server upkeep: each shard rolls up its own metric points"
+    [locks_cleanup]="per-server upkeep: each shard cleans its own stale leases"
+    [entity_reset]="per-server upkeep: resets the stuck entities of the shard it runs on"
+    [set_setting]="per-server setting: shard.number differs by shard; set on each"
+    [get_setting]="per-server setting: read on each shard"
+    [settings]="per-server setting: read on each shard"
+    [audit]="per-server audit trail: read on each shard"
+    [audit_record]="per-server audit trail: written on the shard where the audited call ran"
+    [queues_changed]="trigger function; no role calls it"
+    [settings_changed]="trigger function; no role calls it"
+    [events]="per-server monitoring, not gathered: read on each shard"
+    [metrics]="per-server monitoring, not gathered: read on each shard"
+    [record_metric]="per-server monitoring: record on any one shard"
+    [record_metrics]="per-server monitoring: record on any one shard"
+    [report_issue]="per-server monitoring: report on any one shard"
+    [resolve_issue]="per-server monitoring: resolve on the shard that holds the issue"
+    [worker_issues]="per-server monitoring, not gathered: read on each shard"
+    [worker_issue_stats]="per-server monitoring, not gathered: read on each shard"
+    [job_stats]="per-server monitoring, not gathered: read on each shard"
+    [dead_jobs]="per-server monitoring, not gathered: read on each shard (list_jobs with status dead gathers)"
+    [entity_stats]="per-server monitoring, not gathered: read on each shard"
+    [entity_inconsistencies]="per-server monitoring, not gathered: read on each shard"
+    [upsert]="writes a table of the database it runs in; call it where that table lives"
+    [upsert_counts]="writes a table of the database it runs in; call it where that table lives"
+    [snapshot]="snapshot series live in the database they are written to; not routed"
+    [snapshot_batch]="snapshot series live in the database they are written to; not routed"
+    [snapshot_series]="snapshot series live in the database they are written to; not routed"
+    [snapshot_top]="snapshot series live in the database they are written to; not routed"
+    [account_create]="keyed definition: on the shard conveyor_proxy.key_shard(account) names"
+    [account_update]="keyed definition: on the shard conveyor_proxy.key_shard(account) names"
+    [quota_define]="keyed definition: on the shard conveyor_proxy.key_shard(name) names"
+    [account_status]="keyed state, not routed: on the shard conveyor_proxy.key_shard(account) names"
+    [ledger_verify]="keyed state, not routed: on the shard conveyor_proxy.key_shard(account) names"
+    [cost_report]="keyed state, not routed: on the shard conveyor_proxy.key_shard(account) names"
+    [quota_status]="keyed state, not routed: on the shard conveyor_proxy.key_shard(name) names"
+    [lock_force_release]="keyed state, not routed: on the shard conveyor_proxy.key_shard(key) names"
+    [entity_set]="keyed state, not routed: on the shard key_shard(entity_type || E'\\x1f' || entity_id) names"
+    [reschedule]="not routed: on the shard conveyor.uuid_shard(job_id) names"
+    [resolve_dead]="not routed: on the shard conveyor.uuid_shard(job_id) names"
+    [validate_payload]="not routed: on any shard (queue definitions are the same everywhere)"
+)
+listed=$(printf '%s\n' "${!NOT_ON_FRONT[@]}" | LC_ALL=C sort)
+# Functions of a shard whose identity the front lacks (a new overload of a proxied name counts too).
+missing=$(LC_ALL=C comm -23 <(echo "$shard_sigs" | cut -d'|' -f1 | LC_ALL=C sort) <(echo "$front_sigs" | cut -d'|' -f1 | LC_ALL=C sort) |
+          cut -d'(' -f1 | LC_ALL=C sort -u)
+unlisted=$(LC_ALL=C comm -23 <(echo "$missing") <(echo "$listed"))
+is "$(echo "$unlisted" | tr '\n' ' ' | sed 's/ $//')" "" \
+   "every function of conveyor on a shard is on the front or listed as not offered, with its reason ($(echo "$missing" | wc -l) not on the front)"
+for n in $unlisted; do note "  on the shard, not on the front and not listed: $(grep -E "^$n\(" <<< "$shard_sigs")"; done
+is "$(LC_ALL=C comm -13 <(echo "$missing") <(echo "$listed") | tr '\n' ' ' | sed 's/ $//')" "" \
+   "every listed name is a function of conveyor that the front lacks (the list is not stale)"
+not_offered_doc=$(sed -n '/^## What the front does not offer/,/^## /p' "$README_PROXY")
+is "$(for n in $listed; do grep -q "\`$n\`" <<< "$not_offered_doc" || printf '%s ' "$n"; done)" "" \
+   "each of them is named in proxy/README.md's \"What the front does not offer\""
 
 f "SELECT conveyor.create_queue('r')" "SELECT conveyor.create_queue('r2')" >/dev/null || bail "could not create the queues"
 is "$(on_shards "SELECT count(*) FROM conveyor.queues WHERE name IN ('r', 'r2')")" "1:2 2:2 3:2" "create_queue reaches every shard"
@@ -131,6 +253,14 @@ is "$(f "SELECT pending FROM conveyor.queue_metrics('r2')")" \
 is "$(f "SELECT enqueued FROM conveyor.queue_totals('r2')")" 31 "queue_totals sums the shards' totals (31 enqueued in r2)"
 is "$(f "SELECT conveyor.health() ->> 'status', jsonb_array_length(conveyor.health() -> 'shards')")" "healthy|3" \
    "health: the worst status of the shards, with each shard's document"
+# reap: one number, the lapsed leases of every shard (one on shard 1, one on shard 2).
+f "SELECT conveyor.create_queue('lapse')" >/dev/null
+for i in 1 2; do
+    sq shard$i "$DB" "SELECT count(*) FROM conveyor.enqueue('lapse', '{}')" \
+        "SELECT count(*) FROM conveyor.dequeue('lapse', 'w-lapse', 1, lease_seconds => 1)" >/dev/null
+done
+sleep 1.5
+is "$(f "SELECT conveyor.reap('lapse')")" 2 "reap expires the lapsed leases of every shard and returns how many in all"
 all=$(f "SELECT string_agg(job_id::text, ',' ORDER BY job_id DESC) FROM conveyor.list_jobs('r2', lim => 1000)")
 is "$(echo "$all" | tr ',' '\n' | wc -l)" 31 "list_jobs gathers the jobs of every shard"
 page1=$(f "SELECT string_agg(job_id::text, ',' ORDER BY job_id DESC) FROM conveyor.list_jobs('r2', lim => 10)")
