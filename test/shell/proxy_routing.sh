@@ -5,7 +5,10 @@
 # exactly them; every other function of conveyor is on a list of those the front does not offer, each
 # with its reason. Where each call lands is read on the shards themselves. Then a role with
 # conveyor_worker only, mapped to a role of the same rights on the shards; hostile input; an id that
-# names no shard; a fourth shard added (existing groups stay, new groups go to it); a shard down.
+# names no shard; racing first jobs of new groups (8 sessions through one front, then through two
+# fronts sharing one directory), checked on the shards' tables: every group on exactly one shard, no job
+# lost or doubled, one directory row per group; a fourth shard added (existing groups stay, new groups
+# go to it); a shard down.
 # Ports: CONVEYOR_PROXY_PORTS="FRONT SHARD1 ... SPARE..." (default 55620 to 55629).
 source "$(dirname "$0")/lib/tap.bash"
 source "$(dirname "$0")/lib/shards.bash"
@@ -335,6 +338,82 @@ is "$(err "SELECT conveyor.get_job('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')")" "2
 is "$(err "SELECT conveyor.ack(NULL, true)")" "22004 the id must not be NULL" "a NULL job id: 22004"
 is "$(err "SELECT * FROM conveyor.enqueue('no_such_queue', '{}')" | cut -c1-5)" 42704 "a shard's own error keeps its SQLSTATE through the front (42704)"
 is "$(err "SELECT conveyor.lock_acquire(NULL, 'o1')")" "22004 the routing key must not be NULL" "a NULL lock key: 22004"
+
+# ---- racing first jobs of new groups: one front, then two fronts sharing one directory ----------------------
+# A second front database (same cluster, same shards) whose conveyor_directory is the first front's
+# database, as bench/README.md ("Past one front") sets several fronts up.
+DB2=${DB}_b
+sq front postgres "CREATE DATABASE $DB2" >/dev/null || bail "could not create a second front database"
+sq front "$DB2" "SET client_min_messages = warning" "CREATE EXTENSION conveyor_proxy CASCADE" >/dev/null || bail "no conveyor_proxy in $DB2"
+for i in 1 2 3; do
+    sq front "$DB2" "SELECT conveyor_proxy.add_shard('host=$SHARD_BASE/shard$i/sock port=$(cluster_port shard$i) dbname=$DB')" >/dev/null ||
+        bail "could not add shard $i to the second front"
+done
+sq front "$DB2" "SELECT conveyor_proxy.set_hash_shards(3)" \
+    "SELECT conveyor_proxy.set_directory('host=$SHARD_BASE/front/sock port=$(cluster_port front) dbname=$DB')" \
+    "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_shards OPTIONS (user 'postgres')" \
+    "CREATE USER MAPPING FOR PUBLIC SERVER conveyor_directory OPTIONS (user 'postgres')" >/dev/null ||
+    bail "could not set up the second front"
+f "SELECT conveyor.create_queue('race1')" "SELECT conveyor.create_queue('race2')" >/dev/null || bail "could not create the race queues"
+RACE_CLIENTS=8
+# race QUEUE GROUPS DB...: RACE_CLIENTS sessions, the k-th through the k-th database named (round robin),
+# all waiting for one instant, then each enqueuing one job into each of the groups g-1..g-GROUPS of
+# QUEUE in the same order; each prints its job ids to $TMP/QUEUE.K.ids and its errors to $TMP/QUEUE.K.err.
+race() {
+    local queue=$1 groups=$2 k at
+    shift 2
+    local dbs=("$@")
+    RACE_SEQ0=$(f "SELECT coalesce(last_value, 0) FROM conveyor_proxy.new_groups")
+    at=$(f "SELECT (clock_timestamp() + interval '2 seconds')::text")
+    for k in $(seq 0 $((RACE_CLIENTS - 1))); do
+        psql -X -q -At -v ON_ERROR_STOP=1 -d "${dbs[$((k % ${#dbs[@]}))]}" \
+             -c "SELECT pg_sleep_until('$at')" \
+             -c "SELECT e.job_id FROM generate_series(1, $groups) g,
+                        conveyor.enqueue('$queue', jsonb_build_object('client', $k), group_key => 'g-' || g) e" \
+             2> "$TMP/$queue.$k.err" | grep -v '^$' > "$TMP/$queue.$k.ids" &
+        PIDS+=($!)
+    done
+    wait_sessions_bounded "$DB" 240 "the sessions enqueueing into $queue"
+}
+# race_check QUEUE GROUPS WHAT: what the sessions got back, against the shards' own tables and the
+# directory: every group on exactly one shard (the one the directory names), one directory row per
+# group, and every job returned found once on the shards, with nothing more there.
+race_check() {
+    local queue=$1 groups=$2 what=$3 i k
+    is "$(cat "$TMP/$queue".*.err)" "" "$what: no session saw an error"
+    f "CREATE TABLE ${queue}_returned (job_id uuid)" "CREATE TABLE ${queue}_shard (shard int, job_id uuid, group_key text)" >/dev/null
+    cat "$TMP/$queue".*.ids | f "COPY ${queue}_returned FROM STDIN"
+    for i in 1 2 3; do
+        sq shard$i "$DB" "COPY (SELECT $i, j.job_id, j.group_key FROM conveyor.jobs j JOIN conveyor.queues q USING (queue_id)
+                                WHERE q.name = '$queue') TO STDOUT" | f "COPY ${queue}_shard FROM STDIN"
+    done
+    is "$(f "SELECT count(*), count(DISTINCT job_id) FROM ${queue}_returned")" "$((RACE_CLIENTS * groups))|$((RACE_CLIENTS * groups))" \
+       "$what: the sessions got $((RACE_CLIENTS * groups)) distinct job ids back"
+    is "$(f "SELECT count(*), count(DISTINCT job_id) FROM ${queue}_shard")" "$((RACE_CLIENTS * groups))|$((RACE_CLIENTS * groups))" \
+       "$what: the shards hold $((RACE_CLIENTS * groups)) jobs of the queue, each once"
+    is "$(f "SELECT count(*) FROM ${queue}_returned r FULL JOIN ${queue}_shard s USING (job_id) WHERE r.job_id IS NULL OR s.job_id IS NULL")" 0 \
+       "$what: they are the jobs the sessions got back (none lost, none added)"
+    is "$(f "SELECT count(*) FROM (SELECT group_key FROM ${queue}_shard GROUP BY 1
+                                    HAVING count(DISTINCT shard) <> 1 OR count(*) <> $RACE_CLIENTS) g")" 0 \
+       "$what: each of the $groups groups has its $RACE_CLIENTS jobs on exactly one shard"
+    is "$(f "SELECT count(*), count(DISTINCT group_key) FROM conveyor_proxy.groups WHERE queue = '$queue'")" "$groups|$groups" \
+       "$what: the directory holds one row per group"
+    is "$(f "SELECT count(*) FROM (SELECT DISTINCT group_key, shard FROM ${queue}_shard) s
+              LEFT JOIN conveyor_proxy.groups g ON g.queue = '$queue' AND g.group_key = s.group_key
+              WHERE g.shard IS DISTINCT FROM s.shard")" 0 \
+       "$what: and every job is on the shard the directory names for its group"
+    # Every call of assign_group takes one number from new_groups, the caller that records the group and
+    # every caller that found it missing too: the calls past one per group are lookups that raced.
+    note "$what: assign_group called $(( $(f "SELECT last_value FROM conveyor_proxy.new_groups") - RACE_SEQ0 )) times for $groups groups"
+    note "$what: groups per shard $(f "SELECT string_agg(shard || ': ' || n, ', ' ORDER BY shard)
+                                         FROM (SELECT shard, count(*) n FROM conveyor_proxy.groups WHERE queue = '$queue' GROUP BY 1) s")"
+}
+race race1 100 "$DB"
+race_check race1 100 "$RACE_CLIENTS sessions through one front, first jobs of 100 new groups"
+race race2 300 "$DB" "$DB2"
+race_check race2 300 "$RACE_CLIENTS sessions through two fronts sharing a directory, first jobs of 300 new groups"
+is "$(sq front "$DB2" "SELECT count(*) FROM conveyor_proxy.groups")" 0 \
+   "the second front recorded no group of its own (it asks the first front's directory)"
 
 # ---- a fourth shard: existing groups stay, new ones go to it ----------------------------------------------------------
 groups_before=$(f "SELECT string_agg(group_key || '=' || shard, ',' ORDER BY queue, group_key) FROM conveyor_proxy.groups")
