@@ -545,6 +545,16 @@ CREATE FUNCTION conveyor.retry(job_id uuid, delay_seconds int DEFAULT NULL, rese
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
 COMMENT ON FUNCTION conveyor.retry(uuid,integer,boolean) IS 'Runs a dead or cancelled job again on the shard its id names (proxy).';
+CREATE FUNCTION conveyor.reschedule(job_id uuid, run_at timestamptz) RETURNS boolean
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
+$$;
+COMMENT ON FUNCTION conveyor.reschedule(uuid,timestamp with time zone) IS 'Moves a pending job to run at run_at on the shard its id names (proxy).';
+CREATE FUNCTION conveyor.resolve_dead(job_id uuid, resolution text) RETURNS boolean
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
+$$;
+COMMENT ON FUNCTION conveyor.resolve_dead(uuid,text) IS 'Marks a dead job handled on the shard its id names (proxy).';
 CREATE FUNCTION conveyor.requeue_stuck(queue text, older_than interval) RETURNS SETOF uuid
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON ALL;
@@ -819,5 +829,5 @@ GRANT EXECUTE ON FUNCTION
     conveyor.drop_queue(text, boolean), conveyor_proxy.drop_queue_all(text, boolean),
     conveyor.dead_letter(uuid, text, jsonb), conveyor.cancel(uuid, text), conveyor.requeue(uuid, int),
     conveyor.retry(uuid, int, boolean), conveyor.requeue_stuck(text, interval), conveyor.reap(text),
-    conveyor_proxy.reap_all(text)
+    conveyor_proxy.reap_all(text), conveyor.reschedule(uuid, timestamptz), conveyor.resolve_dead(uuid, text)
     TO conveyor_admin;

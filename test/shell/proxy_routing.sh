@@ -137,8 +137,6 @@ declare -A NOT_ON_FRONT=(
     [quota_status]="keyed state, not routed: on the shard conveyor_proxy.key_shard(name) names"
     [lock_force_release]="keyed state, not routed: on the shard conveyor_proxy.key_shard(key) names"
     [entity_set]="keyed state, not routed: on the shard key_shard(entity_type || E'\\x1f' || entity_id) names"
-    [reschedule]="not routed: on the shard conveyor.uuid_shard(job_id) names"
-    [resolve_dead]="not routed: on the shard conveyor.uuid_shard(job_id) names"
     [validate_payload]="not routed: on any shard (queue definitions are the same everywhere)"
 )
 listed=$(printf '%s\n' "${!NOT_ON_FRONT[@]}" | LC_ALL=C sort)
@@ -234,7 +232,9 @@ is "$(on_shards "SELECT count(*) FROM conveyor.jobs j JOIN conveyor.queues q USI
 
 # One job per shard: heartbeat, progress, job_log, release, ack, get_job and job_events, each on its shard.
 for i in 1 2 3; do sq shard$i "$DB" "SELECT count(*) FROM conveyor.enqueue('c', '{}')" >/dev/null; done
-leased=$(f "SELECT string_agg(job_id::text, ' ') FROM conveyor.dequeue('c', 'w4', 3)")
+# Three dequeues of one job: the rotation starts each at another shard, and each shard has one.
+leased=$(for k in 1 2 3; do f "SELECT job_id FROM conveyor.dequeue('c', 'w4', 1)"; done | tr '\n' ' ')
+is "$(for jid in $leased; do where "$jid"; done | sort | tr '\n' ' ')" "1 2 3 " "three jobs leased, one from each shard"
 n=0
 for jid in $leased; do
     s=$(where "$jid")
@@ -247,7 +247,20 @@ for jid in $leased; do
        "job_events through the front is the trail shard $s holds"
     n=$((n + 1))
 done
-is "$n" 3 "three jobs, one per shard, were leased"
+is "$n" 3 "each of the three was called through the front"
+# reschedule and resolve_dead by id: each job's own shard changes, and only it.
+for jid in $leased; do
+    s=$(where "$jid")
+    is "$(f "SELECT conveyor.reschedule('$jid', '2031-01-02 03:04:05+00')")" t "reschedule of a job of shard $s through the front"
+    is "$(sq shard$s "$DB" "SELECT run_at = '2031-01-02 03:04:05+00' FROM conveyor.jobs WHERE job_id = '$jid'")" t \
+       "shard $s holds the new run_at"
+    f "SELECT conveyor.dead_letter('$jid', 'unusable')" >/dev/null
+    is "$(f "SELECT conveyor.resolve_dead('$jid', 'fixed by hand'), conveyor.resolve_dead('$jid', 'again')")" "t|f" \
+       "resolve_dead of a dead job of shard $s through the front: once"
+    is "$(on_shards "SELECT count(*) FROM conveyor.job_history WHERE job_id = '$jid' AND resolution = 'fixed by hand'")" \
+       "$(for i in 1 2 3; do [ "$i" = "$s" ] && printf '%s:1 ' "$i" || printf '%s:0 ' "$i"; done | sed 's/ $//')" \
+       "the resolution is on shard $s only"
+done
 
 # ---- gathering ------------------------------------------------------------------------------------------------------
 is "$(f "SELECT pending FROM conveyor.queue_metrics('r2')")" \
