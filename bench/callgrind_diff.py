@@ -2,11 +2,13 @@
 """Per-job instruction counts from two callgrind files of the same workload (bench/callgrind.sh).
 
     python3 bench/callgrind_diff.py SMALL_FILE LARGE_FILE JOBS [TOP]
+    python3 bench/callgrind_diff.py --top-only SMALL_FILE LARGE_FILE CALLS TOP
 
 Prints, for the named parts and then (with TOP) the TOP functions with the largest inclusive counts,
 (count in LARGE_FILE - count in SMALL_FILE) / JOBS: the cost per job without what both runs share
 (the connection's start, plans made once). Inclusive counts as callgrind_annotate --inclusive=yes
-gives them (a recursive function's count is that of its outermost calls).
+gives them (a recursive function's count is that of its outermost calls). --top-only prints just the
+TOP functions (without the program's total), as bench/callgrind.sh enqueue lists them.
 """
 import re
 import subprocess
@@ -58,9 +60,18 @@ def load(path):
 
 
 def main():
-    a, b, jobs = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3])
-    top = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    args = sys.argv[1:]
+    top_only = args[:1] == ["--top-only"]
+    if top_only:
+        args = args[1:]
+    a, b, jobs = load(args[0]), load(args[1]), int(args[2])
+    top = int(args[3]) if len(args) > 3 else 0
     per = lambda k: (b.get(k, 0) - a.get(k, 0)) / jobs
+    if top_only:
+        funcs = (set(a) | set(b)) - {"PROGRAM TOTALS"}
+        for v, k in sorted(((per(k), k) for k in funcs), reverse=True)[:top]:
+            print(f"  {v:12,.0f}  {k[:110]}")
+        return
     print(f"  {'total':<50} {per('PROGRAM TOTALS'):10.0f}")
     for name, label in PARTS:
         if name in b:
