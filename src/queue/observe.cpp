@@ -47,20 +47,30 @@ CONVEYOR_FUNCTION(conveyor_get_job) {
 // group_key; none of them changes later). A job enqueued under 0.2 has its event stored instead
 // (and no enqueued_run_at), so either way it shows once. On a tie in time the enqueued event comes
 // first.
-#define JOB_EVENTS_STORED "SELECT at, event, worker_id, details, 1 FROM conveyor.job_events WHERE job_id = $1"
-#define JOB_EVENTS_ENQUEUED(table)                                                                                \
-    "SELECT created_at, 'enqueued', NULL::text, pg_catalog.jsonb_build_object('priority', priority, 'run_at',"    \
-    " enqueued_run_at, 'group_key', group_key), 0 FROM conveyor." table " WHERE job_id = $1 AND enqueued_run_at IS NOT NULL"
+//
+// The enqueued event of a job in `table` (jobs or job_history); k 0 orders it before stored events.
+static std::string enqueued_event_sql(const char *table) {
+    return fmt::format("SELECT created_at, 'enqueued', NULL::text, pg_catalog.jsonb_build_object('priority', priority,"
+                       " 'run_at', enqueued_run_at, 'group_key', group_key), 0 FROM conveyor.{} WHERE job_id = $1"
+                       " AND enqueued_run_at IS NOT NULL",
+                       table);
+}
+
+static std::string job_events_sql() {
+    return "SELECT at, event, worker_id, details FROM (" + enqueued_event_sql("jobs") + " UNION ALL " +
+           enqueued_event_sql("job_history") +
+           " UNION ALL SELECT at, event, worker_id, details, 1 FROM conveyor.job_events WHERE job_id = $1)"
+           " e(at, event, worker_id, details, k) ORDER BY at, k";
+}
+
 CONVEYOR_FUNCTION(conveyor_job_events) {
     pg_uuid_t id = required_uuid(fcinfo, 0, "job_id");
     ResultSet out(fcinfo);
     spi::Connection spi;
+    static const std::string at_0_3_sql = job_events_sql();
     static Statement stmts[2] = {
         {"SELECT at, event, worker_id, details FROM conveyor.job_events WHERE job_id = $1 ORDER BY at", {UUIDOID}},
-        {"SELECT at, event, worker_id, details FROM (" JOB_EVENTS_ENQUEUED("jobs") " UNION ALL " JOB_EVENTS_ENQUEUED("job_history")
-         " UNION ALL " JOB_EVENTS_STORED ") e(at, event, worker_id, details, k) ORDER BY at, k", {UUIDOID}}};
-#undef JOB_EVENTS_STORED
-#undef JOB_EVENTS_ENQUEUED
+        {at_0_3_sql.c_str(), {UUIDOID}}};
     auto rows = stmts[catalog_at_0_3()].run(Params().uuid(0, id));
     spi::emit(out, rows);
     spi.finish();
