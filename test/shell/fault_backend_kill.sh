@@ -8,6 +8,7 @@
 # counters agree with the tables, the postmaster is the same process, and the server log shows
 # nothing but the expected termination lines: no other signal, no PANIC, no leaked resources.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/fault_checks.bash"
 
 DB=conveyor_shell_backend_kill
 use_scratch backend-kill
@@ -19,18 +20,11 @@ log_start=$(($(stat -c %s "$LOG") + 1))
 postmaster=$(head -1 "$CONVEYOR_PGDATA/postmaster.pid")
 
 create_db "$DB" || bail "could not create database $DB"
+fault_batches "$DB"
 psql -X -q -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<'SQL' || bail "could not set up"
 SELECT conveyor.create_queue('kq');
 SELECT conveyor.account_create('acct', budget => 1000);
 CREATE TABLE channels (channel_id text PRIMARY KEY, title text NOT NULL, views bigint);
-CREATE TABLE batches (name text PRIMARY KEY, j jsonb NOT NULL);
-INSERT INTO batches
-SELECT 'jobs', jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', n, 'pad', repeat('p', 50)),
-                         'dedup_key', 'k' || n, 'group_key', 'g' || (n % 100)))
-  FROM generate_series(1, 100000) n;
-INSERT INTO batches
-SELECT 'channels', jsonb_agg(jsonb_build_object('channel_id', 'UC' || lpad(n::text, 5, '0'), 'title', 't' || n, 'views', n))
-  FROM generate_series(1, 9999) n;
 SELECT count(*) FROM conveyor.upsert('channels', '[{"channel_id": "UC10000", "title": "held", "views": 0}]', '{channel_id}');
 SQL
 

@@ -25,24 +25,19 @@ trap 'touch "$TMP/out/stop" 2>/dev/null; scratch_cleanup' EXIT
 
 fault_setup "$DB"
 fault_start "dbname=$DB" "$JOBS" 250 "$WORKERS" "$CAP"
-"$FAULT_PY" "$FAULT_WORKLOAD" killer "dbname=postgres" "$TMP/out" "$DB" "$CAP" "$KILL9" "$TERM" 2 >"$TMP/killer.log" 2>&1 &
-killer=$!
+fault_killer_start "$DB" "$CAP" "$KILL9" "$TERM" 2
 
 wait_sessions_bounded "$DB" $((CAP + 30)) "the producer and the workers"
 touch "$TMP/out/stop"
-wait "$killer"
-is "$(cat "$TMP/killer.log")" "" "the killer ended without an error"
-
-kills9=$(grep -c '^KILL' "$TMP/out/kills")
-terms=$(grep -c '^TERM' "$TMP/out/kills")
+fault_killer_end
 restarts=$(fault_log_count 'all server processes terminated; reinitializing')
-check "the killer ended backends with kill -9 ($kills9 times)" test "$kills9" -ge 10
-check "and with pg_terminate_backend ($terms times)" test "$terms" -ge 2
-is "$restarts" "$kills9" "the server reset and recovered after each kill -9 (counted in its log)"
-note "kills: $(awk '{print $1, $3}' "$TMP/out/kills" | sort | uniq -c | awk '{printf "%s%s %s x%s", (NR>1?", ":""), $2, $3, $1}')"
+check "the killer ended backends with kill -9 ($FAULT_KILLS9 times)" test "$FAULT_KILLS9" -ge 10
+check "and with pg_terminate_backend ($FAULT_TERMS times)" test "$FAULT_TERMS" -ge 2
+is "$restarts" "$FAULT_KILLS9" "the server reset and recovered after each kill -9 (counted in its log)"
+fault_kills_note
 
 fault_checks "$DB"
-note "fault_kill: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through $kills9 kill -9 and" \
-     "$terms pg_terminate_backend, $restarts server resets, $FAULT_RECONNECTS reconnects: $(fault_verdict);" \
+note "fault_kill: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through $FAULT_KILLS9 kill -9 and" \
+     "$FAULT_TERMS pg_terminate_backend, $restarts server resets, $FAULT_RECONNECTS reconnects: $(fault_verdict);" \
      "$((FAULT_ELAPSED_MS / 1000)) s"
 finish

@@ -32,8 +32,7 @@ is "$(psql -X -At -h "$TMP" -p "$BPORT" -d pgbouncer -c "SHOW CONFIG" 2>/dev/nul
 
 export FAULT_POOLED=1
 fault_start "host=$TMP port=$BPORT dbname=$DB" "$JOBS" 250 "$WORKERS" "$CAP"
-"$FAULT_PY" "$FAULT_WORKLOAD" killer "dbname=postgres" "$TMP/out" "$DB" "$CAP" 2 2 4 >"$TMP/killer.log" 2>&1 &
-killer=$!
+fault_killer_start "$DB" "$CAP" 2 2 4
 
 restarts=0
 for r in $(seq 1 $RESTARTS); do
@@ -47,17 +46,14 @@ is "$restarts" "$RESTARTS" "pgbouncer was stopped and started again $RESTARTS ti
 
 wait_sessions_bounded "$DB" $((CAP + 30)) "the producer and the workers"
 touch "$TMP/out/stop"
-wait "$killer"
-is "$(cat "$TMP/killer.log")" "" "the killer ended without an error"
-kills9=$(grep -c '^KILL' "$TMP/out/kills")
-terms=$(grep -c '^TERM' "$TMP/out/kills")
-check "the killer ended server backends behind the pooler with kill -9 ($kills9 times)" test "$kills9" -eq 2
-check "and with pg_terminate_backend ($terms times)" test "$terms" -eq 2
-is "$(fault_log_count 'all server processes terminated; reinitializing')" "$kills9" "the server reset after each kill -9"
-note "kills: $(awk '{print $1, $3}' "$TMP/out/kills" | sort | uniq -c | awk '{printf "%s%s %s x%s", (NR>1?", ":""), $2, $3, $1}')"
+fault_killer_end
+check "the killer ended server backends behind the pooler with kill -9 ($FAULT_KILLS9 times)" test "$FAULT_KILLS9" -eq 2
+check "and with pg_terminate_backend ($FAULT_TERMS times)" test "$FAULT_TERMS" -eq 2
+is "$(fault_log_count 'all server processes terminated; reinitializing')" "$FAULT_KILLS9" "the server reset after each kill -9"
+fault_kills_note
 
 fault_checks "$DB"
 note "fault_pooler: $JOBS jobs ($FAULT_COMPLETED completed, $FAULT_DEAD dead, $FAULT_ATTEMPTS attempts) through pgbouncer" \
-     "(transaction mode, pool of $POOL_SIZE) stopped and started $restarts times, $kills9 kill -9 and $terms pg_terminate_backend" \
+     "(transaction mode, pool of $POOL_SIZE) stopped and started $restarts times, $FAULT_KILLS9 kill -9 and $FAULT_TERMS pg_terminate_backend" \
      "behind it, $FAULT_RECONNECTS reconnects: $(fault_verdict); $((FAULT_ELAPSED_MS / 1000)) s"
 finish

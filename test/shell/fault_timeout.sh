@@ -12,6 +12,7 @@
 # another session changes afterwards (alter_queue, ALTER TABLE ADD COLUMN) in its next calls; and a
 # session whose own alter_queue is rolled back with the cancelled batch must not keep it.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/fault_checks.bash"
 
 DB=conveyor_shell_timeout
 use_scratch timeout
@@ -19,6 +20,8 @@ use_scratch timeout
 chmod 755 "$TMP"
 
 create_db "$DB" || bail "could not create database $DB"
+# The batches, built once (building them is not part of what a timeout should interrupt).
+fault_batches "$DB"
 psql -X -q -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<'SQL' || bail "could not set up"
 SELECT conveyor.create_queue('big');
 SELECT conveyor.create_queue('fresh');
@@ -26,15 +29,7 @@ SELECT conveyor.create_queue('own');
 CREATE TABLE channels (channel_id text PRIMARY KEY, title text NOT NULL, views bigint);
 CREATE TABLE wide (id int PRIMARY KEY, v text);
 INSERT INTO wide VALUES (9999, 'held');
--- The batches, built once (building them is not part of what a timeout should interrupt).
-CREATE TABLE batches (name text PRIMARY KEY, j jsonb NOT NULL);
-INSERT INTO batches
-SELECT 'jobs', jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', n, 'pad', repeat('p', 50)),
-                         'dedup_key', 'k' || n, 'group_key', 'g' || (n % 100)))
-  FROM generate_series(1, 100000) n;
-INSERT INTO batches
-SELECT 'channels', jsonb_agg(jsonb_build_object('channel_id', 'UC' || lpad(n::text, 5, '0'), 'title', 't' || n, 'views', n))
-  FROM generate_series(1, 9999) n;
+-- More batches beside lib/fault_batches.sql's 'jobs' and 'channels'.
 INSERT INTO batches
 SELECT 'captures', jsonb_agg(jsonb_build_object('entity_id', 'v' || lpad(n::text, 5, '0'),
                              'metrics', jsonb_build_object('views', n, 'likes', n % 7)))

@@ -1,8 +1,8 @@
 # Shared by the fault tests (test/shell/fault_*.sh), sourced after tap.bash; not a test on its own.
-# They run one workload (lib/fault_workload.py: a producer, workers that dequeue and ack jobs, make
+# Most run one workload (lib/fault_workload.py: a producer, workers that dequeue and ack jobs, make
 # fenced writes under leases and charge accounts) while something breaks underneath, then check here
 # that no job was lost or done twice, no write with a superseded token was accepted and no charge was
-# lost or made twice.
+# lost or made twice. Those that cut one big call short take their batches from fault_batches.
 
 FAULT_PY=/usr/bin/python3
 FAULT_WORKLOAD=$(dirname "${BASH_SOURCE[0]}")/fault_workload.py
@@ -34,6 +34,37 @@ fault_start() {
         "$FAULT_PY" "$FAULT_WORKLOAD" worker "$dsn" "$TMP/out" "w$i" "$deadline" >"$TMP/w$i.log" 2>&1 &
         PIDS+=($!)
     done
+}
+
+# fault_killer_start DB DEADLINE KILL9 TERM INTERVAL: the workload's killer, connected directly to the
+# server, in the background: from INTERVAL seconds on it ends backends of DB that are idle in a
+# transaction or inside a conveyor call, KILL9 times with kill -9 and TERM times with
+# pg_terminate_backend, until DEADLINE seconds or the stop file.
+fault_killer_start() {
+    "$FAULT_PY" "$FAULT_WORKLOAD" killer "dbname=postgres" "$TMP/out" "$@" >"$TMP/killer.log" 2>&1 &
+    FAULT_KILLER=$!
+}
+
+# fault_killer_end: waits for the killer, checks that it ended without an error and counts what it did:
+# FAULT_KILLS9 (kill -9) and FAULT_TERMS (pg_terminate_backend).
+fault_killer_end() {
+    wait "$FAULT_KILLER"
+    is "$(cat "$TMP/killer.log")" "" "the killer ended without an error"
+    FAULT_KILLS9=$(grep -c '^KILL' "$TMP/out/kills")
+    FAULT_TERMS=$(grep -c '^TERM' "$TMP/out/kills")
+}
+
+# The killer's kills by how and by the victim's state, as a note.
+fault_kills_note() {
+    note "kills: $(awk '{print $1, $3}' "$TMP/out/kills" | sort | uniq -c | awk '{printf "%s%s %s x%s", (NR>1?", ":""), $2, $3, $1}')"
+}
+
+# fault_batches DB: the table batches (name, j) in DB with the batches that the calls cut short take:
+# 'jobs' (100,000 jobs for enqueue_batch, 100 groups, each with a dedup key) and 'channels' (9,999
+# rows UC00001..UC09999 for upsert into channels). Built once, before any call that is to be cut short.
+fault_batches() {
+    psql -X -q -v ON_ERROR_STOP=1 -d "$1" -f "$(dirname "${BASH_SOURCE[0]}")/fault_batches.sql" >/dev/null \
+        || bail "could not build the batches in $1"
 }
 
 # The sum of one counter over every process's stats file.
