@@ -12,6 +12,7 @@
 # Everything the test adds to database postgres (the extensions, the job and its run details, the
 # roles) is removed on exit.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/cron.bash"
 
 CRON_DB=postgres
 OTHER_DB=conveyor_shell_cron_other
@@ -40,17 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A fresh pg_cron launcher: earlier tests created and dropped pg_cron (see restart_server).
-restart_server || bail "the scratch server did not restart"
-
-# err DB SQL: the error psql printed (VERBOSITY verbose, LOCATION dropped), or nothing when it succeeded.
-err() {
-    psql -X -q -At -d "$1" -v VERBOSITY=verbose -c "$2" 2>&1 >/dev/null | grep -v '^LOCATION:'
-}
-
-[ "$(q postgres "SHOW cron.database_name")" = "$CRON_DB" ] || bail "the cluster's cron.database_name is not $CRON_DB"
-[ -z "$(q "$CRON_DB" "SELECT 1 FROM pg_extension WHERE extname = 'conveyor'")" ] ||
-    bail "conveyor is already installed in database $CRON_DB (left by another test?)"
+cron_begin
 
 # ---- the cron database without pg_cron's extension ------------------------------------------------
 if [ -z "$(q "$CRON_DB" "SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'")" ]; then
@@ -109,16 +100,8 @@ q "$CRON_DB" "SELECT conveyor.schedule_maintenance('* * * * *')" >/dev/null
 is "$(q "$CRON_DB" "SELECT active FROM cron.job WHERE jobid = $job_id")" t "scheduling a paused job makes it active again"
 
 # ---- pg_cron runs maintain(): the lapsed lease is expired ------------------------------------------
-started=$(date +%s)
-run=
-while [ $(($(date +%s) - started)) -lt 150 ]; do
-    run=$(q "$CRON_DB" "SELECT status || ' ' || coalesce(return_message, '') FROM cron.job_run_details
-                        WHERE jobid = $job_id AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1")
-    [ -n "$run" ] && break
-    sleep 2
-done
-note "pg_cron's first run of the job ended after about $(($(date +%s) - started)) s: ${run:-none}"
-is "${run%% *}" succeeded "pg_cron ran conveyor.maintain() and it succeeded"
+cron_first_run "$job_id"
+is "${CRON_RUN%% *}" succeeded "pg_cron ran conveyor.maintain() and it succeeded"
 is "$(q "$CRON_DB" "SELECT (j->>'status') || ' ' || coalesce(j->>'worker_id', '-') || ' ' || (j->>'last_error') FROM conveyor.get_job('$lapsed') j")" \
    "pending - lease expired" "the scheduled maintain() expired the lapsed lease: the job is pending again"
 

@@ -16,6 +16,7 @@
 #  * in another database: 55000 with a hint.
 # Everything the test adds to database postgres is removed on exit.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/cron.bash"
 
 CRON_DB=postgres
 OTHER_DB=conveyor_shell_sched_other
@@ -39,19 +40,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A fresh pg_cron launcher: earlier tests created and dropped pg_cron (see restart_server).
-restart_server || bail "the scratch server did not restart"
+cron_begin
 
-# err DB SQL: the error psql printed (VERBOSITY verbose, LOCATION dropped), or nothing when it succeeded.
-err() {
-    psql -X -q -At -d "$1" -v VERBOSITY=verbose -c "$2" 2>&1 >/dev/null | grep -v '^LOCATION:'
-}
 # A SQL string literal of $1.
 lit() { printf "'%s'" "${1//\'/\'\'}"; }
-
-[ "$(q postgres "SHOW cron.database_name")" = "$CRON_DB" ] || bail "the cluster's cron.database_name is not $CRON_DB"
-[ -z "$(q "$CRON_DB" "SELECT 1 FROM pg_extension WHERE extname = 'conveyor'")" ] ||
-    bail "conveyor is already installed in database $CRON_DB (left by another test?)"
 
 q "$CRON_DB" "CREATE EXTENSION conveyor" >/dev/null || bail "could not create conveyor in $CRON_DB"
 CREATED_CONVEYOR=1
@@ -132,16 +124,8 @@ is "$(q "$CRON_DB" "SELECT string_agg(current_user_name || ' ' || function_name,
    "cv_sched_admin conveyor.schedule_enqueue; cv_sched_admin conveyor.schedule_enqueue; postgres conveyor.schedule_enqueue" "the audit trail records who scheduled"
 
 # ---- pg_cron enqueues the job ---------------------------------------------------------------------
-started=$(date +%s)
-run=
-while [ $(($(date +%s) - started)) -lt 150 ]; do
-    run=$(q "$CRON_DB" "SELECT status || ' ' || coalesce(return_message, '') FROM cron.job_run_details
-                        WHERE jobid = $job_id AND status IN ('succeeded', 'failed') ORDER BY runid LIMIT 1")
-    [ -n "$run" ] && break
-    sleep 2
-done
-note "pg_cron's first run of the job ended after about $(($(date +%s) - started)) s: ${run:-none}"
-is "${run%% *}" succeeded "pg_cron ran the schedule and it succeeded"
+cron_first_run "$job_id"
+is "${CRON_RUN%% *}" succeeded "pg_cron ran the schedule and it succeeded"
 is "$(q "$CRON_DB" "SELECT j.job_type, j.group_key, j.priority, j.payload::text, j.dedup_key = 'schedule:' || $hostile_lit || '@' || to_char(s.last_tick AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                            s.last_job_id = j.job_id, date_trunc('minute', s.last_tick) = s.last_tick
                     FROM conveyor.schedules s JOIN conveyor.jobs j ON j.dedup_key LIKE 'schedule:%' ORDER BY j.created_at LIMIT 1")" \
