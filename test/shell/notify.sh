@@ -8,20 +8,11 @@
 # finds nothing), then waits inside one statement until the test says it is done (a row in table
 # done): psql prints every notification it received after that statement.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/listener.bash"
 
 DB=conveyor_shell_notify
-TMP=$(mktemp -d /tmp/conveyor-notify.XXXXXX)
-LISTENER=
-cleanup() {
-    [ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null
-    drop_test_dbs
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-create_db "$DB" || bail "could not create database $DB"
-q "$DB" "CREATE TABLE done (x int)" \
-        "SELECT conveyor.create_queue('alpha')" \
+listener_begin notify
+q "$DB" "SELECT conveyor.create_queue('alpha')" \
         "SELECT conveyor.create_queue('quiet', '{\"notify\": false}')" \
         "SELECT conveyor.create_queue('multi')" \
         "SELECT conveyor.create_queue('other')" \
@@ -38,33 +29,7 @@ listen() {
         dequeues+=(-c "SELECT count(*) FROM conveyor.dequeue('$queue', 'listener', 1000)"
                    -c "SELECT count(*) FROM conveyor.dequeue('$queue', 'listener', 1000)")
     done
-    : >"$TMP/listener.out"
-    PGAPPNAME=conveyor_notify_listener psql -X -q -At -d "$DB" -c "LISTEN conveyor" "${dequeues[@]}" \
-        -c "DO \$\$ BEGIN
-              FOR i IN 1 .. 300 LOOP    -- at most 30 s
-                  EXIT WHEN EXISTS (SELECT 1 FROM done);
-                  PERFORM pg_sleep(0.1);
-              END LOOP;
-            END \$\$" >"$TMP/listener.out" 2>&1 &
-    LISTENER=$!
-    for _ in $(seq 1 100); do
-        [ "$(q "$DB" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'conveyor_notify_listener'
-                      AND datname = current_database() AND state = 'active' AND query LIKE 'DO %'")" = 1 ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-# stop_listening: lets the listener finish and waits for it (bounded).
-stop_listening() {
-    q "$DB" "INSERT INTO done VALUES (1)" >/dev/null
-    for _ in $(seq 1 100); do
-        kill -0 "$LISTENER" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill "$LISTENER" 2>/dev/null && fail "the listener did not finish in time"
-    wait "$LISTENER" 2>/dev/null
-    LISTENER=
-    q "$DB" "DELETE FROM done" >/dev/null
+    listener_start conveyor_notify_listener conveyor "${dequeues[@]}"
 }
 # received PAYLOAD: how many notifications on channel conveyor carried this payload.
 received() { grep -cF "Asynchronous notification \"conveyor\" with payload \"$1\" received" "$TMP/listener.out"; }
@@ -92,7 +57,7 @@ BEGIN;
 SELECT count(*) FROM conveyor.enqueue('rolled back', '{}');
 ROLLBACK;
 SQL
-stop_listening
+listener_stop
 
 if [ -n "$(grep -v '^Asynchronous notification\|^0$' "$TMP/listener.out")" ]; then
     note "listener said:"
@@ -117,10 +82,10 @@ listen alpha || bail "the listener did not start again"
 q "$DB" "SELECT conveyor.alter_queue('alpha', '{\"notify\": false}')" \
         "SELECT count(*) FROM conveyor.enqueue('alpha', '{\"n\": 2}')" \
         "SELECT conveyor.alter_queue('quiet', '{\"notify\": true}')" >/dev/null
-stop_listening
+listener_stop
 listen quiet || bail "the listener did not start a third time"
 q "$DB" "SELECT count(*) FROM conveyor.enqueue('quiet', '{\"n\": 2}')" >/dev/null
-stop_listening
+listener_stop
 is "$(received alpha)" 0 "after alter_queue(notify => false) the queue is silent"
 is "$(received quiet)" 1 "after alter_queue(notify => true) the queue notifies"
 

@@ -9,37 +9,15 @@
 # The listener LISTENs, then waits inside one statement until the test says it is done (a row in
 # table done): psql prints every notification it received after that statement.
 source "$(dirname "$0")/lib/tap.bash"
+source "$(dirname "$0")/lib/listener.bash"
 
 DB=conveyor_shell_status_notify
-TMP=$(mktemp -d /tmp/conveyor-status-notify.XXXXXX)
-LISTENER=
-cleanup() {
-    [ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null
-    drop_test_dbs
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-create_db "$DB" || bail "could not create database $DB"
-q "$DB" "CREATE TABLE done (x int)" "CREATE TABLE ids (tag text, job_id uuid)" \
+listener_begin status-notify
+q "$DB" "CREATE TABLE ids (tag text, job_id uuid)" \
         "SELECT conveyor.create_queue('watched', '{\"status_notify\": true, \"backoff_base_seconds\": 0, \"max_attempts\": 2}')" \
         "SELECT conveyor.create_queue('silent', '{\"backoff_base_seconds\": 0}')" >/dev/null || bail "could not create the queues"
 
-PGAPPNAME=conveyor_status_listener psql -X -q -At -d "$DB" -c "LISTEN conveyor_status" \
-    -c "DO \$\$ BEGIN
-          FOR i IN 1 .. 300 LOOP    -- at most 30 s
-              EXIT WHEN EXISTS (SELECT 1 FROM done);
-              PERFORM pg_sleep(0.1);
-          END LOOP;
-        END \$\$" >"$TMP/listener.out" 2>&1 &
-LISTENER=$!
-started=
-for _ in $(seq 1 100); do
-    [ "$(q "$DB" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'conveyor_status_listener'
-                  AND datname = current_database() AND state = 'active' AND query LIKE 'DO %'")" = 1 ] && { started=1; break; }
-    sleep 0.1
-done
-[ -n "$started" ] || bail "the listener did not start"
+listener_start conveyor_status_listener conveyor_status || bail "the listener did not start"
 
 # Job a: enqueued, dequeued, two progress updates, completed.
 q "$DB" "INSERT INTO ids SELECT 'a', job_id FROM conveyor.enqueue('watched', '{\"n\": 1}')" \
@@ -89,14 +67,7 @@ q "$DB" "INSERT INTO ids SELECT 'f', job_id FROM conveyor.enqueue('silent', '{\"
         "SELECT count(*) FROM conveyor.dequeue('silent', 'w1')" \
         "SELECT conveyor.ack(job_id, true) FROM ids WHERE tag = 'f'" >/dev/null || bail "job f"
 
-q "$DB" "INSERT INTO done VALUES (1)" >/dev/null
-for _ in $(seq 1 100); do
-    kill -0 "$LISTENER" 2>/dev/null || break
-    sleep 0.1
-done
-kill "$LISTENER" 2>/dev/null && fail "the listener did not finish in time"
-wait "$LISTENER" 2>/dev/null
-LISTENER=
+listener_stop
 
 # The payloads, in the order received, into a table (they hold no tab or backslash).
 sed -n 's/^Asynchronous notification "conveyor_status" with payload "\(.*\)" received from server process with PID [0-9]*\.$/\1/p' \
