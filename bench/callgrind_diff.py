@@ -44,7 +44,7 @@ PARTS = [
 
 
 def load(path):
-    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100", path],
                          capture_output=True, text=True, check=True).stdout
     counts = {}
     for line in out.splitlines():
