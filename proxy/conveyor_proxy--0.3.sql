@@ -14,6 +14,7 @@
 --   lock, entity, idempotency, account, quota, rate-limit key   hash over the first hash_shards shards
 --   dequeue              a rotating start shard, falling through to the next while it has room
 --   metrics, health, listing   every shard, gathered
+--   a schedule           its group's shard (the directory), else a hash of its name; removed elsewhere first
 -- PL/Proxy partition k is shard k + 1 (routing returns partition numbers below the shard count).
 \echo Use "CREATE EXTENSION conveyor_proxy CASCADE" to load this file. \quit
 
@@ -676,6 +677,125 @@ CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAUL
 $$;
 COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists jobs of every shard, newest first, paged by id as on one server (proxy).';
 
+-- ---- recurring jobs: each schedule on one shard ------------------------------------------------------------
+-- A schedule lives on one shard: that shard's pg_cron runs it and its run_schedule enqueues there. The
+-- shard is its group's (the directory, as for enqueue: the group's jobs stay on one shard), else the one
+-- a hash of its name names. Making a schedule removes one of the same name from every other shard
+-- first, so a name is on one shard at most and a schedule whose group changes moves with it.
+
+-- The partition a schedule goes to.
+CREATE FUNCTION conveyor_proxy.schedule_partition(name text, queue text, group_key text) RETURNS int
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF group_key IS NOT NULL THEN
+        -- The shards' limit, checked here before a key reaches the directory.
+        IF pg_catalog.octet_length(group_key) > 1024 THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = pg_catalog.format('group_key must be at most 1024 bytes, not %s', pg_catalog.octet_length(group_key));
+        END IF;
+        RETURN conveyor_proxy.group_partition(queue, group_key);
+    END IF;
+    RETURN conveyor_proxy.key_partition(E'schedule\x1f' || name);
+END
+$$;
+
+CREATE FUNCTION conveyor_proxy.schedule_enqueue_on(part int, name text, schedule text, queue text, payload jsonb,
+                                                   job_type text, group_key text, priority int, max_attempts int)
+    RETURNS bigint
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards';
+    RUN ON part;
+    SELECT conveyor.schedule_enqueue(name, schedule, queue, payload, job_type, group_key, priority, max_attempts);
+$$;
+CREATE FUNCTION conveyor_proxy.unschedule_enqueue_on(part int, name text) RETURNS boolean
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards';
+    RUN ON part;
+    SELECT conveyor.unschedule_enqueue(name);
+$$;
+CREATE FUNCTION conveyor_proxy.unschedule_enqueue_all(name text) RETURNS SETOF boolean
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards'; RUN ON ALL;
+    SELECT conveyor.unschedule_enqueue(name);
+$$;
+-- Every shard's schedules, each with the shard that holds it.
+CREATE FUNCTION conveyor_proxy.list_schedules_all()
+    RETURNS TABLE(shard int, name text, schedule text, active boolean, queue text, payload jsonb, job_type text,
+                  group_key text, priority int, max_attempts int, last_tick timestamptz, last_job_id uuid,
+                  cron_job_id bigint, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE plproxy AS $$
+    CLUSTER 'conveyor_shards'; RUN ON ALL;
+    SELECT conveyor.get_setting('shard.number')::int AS shard, s.name, s.schedule, s.active, s.queue, s.payload, s.job_type,
+           s.group_key, s.priority, s.max_attempts, s.last_tick, s.last_job_id, s.cron_job_id, s.created_at, s.updated_at
+      FROM conveyor.list_schedules() s;
+$$;
+
+-- Places the schedule on its shard (its group's, else its name's) after removing one of the same name
+-- from the other shards; should the target shard refuse it (bad input), the definitions removed are put
+-- back where they were and the target's error is raised. Calls for one name take turns on this front.
+CREATE FUNCTION conveyor.schedule_enqueue(name text, schedule text, queue text, payload jsonb DEFAULT '{}',
+                                          job_type text DEFAULT NULL, group_key text DEFAULT NULL,
+                                          priority int DEFAULT 5, max_attempts int DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    part int;
+    held jsonb;
+    h jsonb;
+BEGIN
+    IF name IS NULL OR name = '' OR queue IS NULL OR queue = '' OR schedule IS NULL OR schedule = '' OR payload IS NULL
+       OR priority IS NULL THEN
+        -- As the shard would say it: let it (its message names the argument; it writes nothing).
+        RETURN conveyor_proxy.schedule_enqueue_on(0, name, schedule, queue, payload, job_type, group_key, priority, max_attempts);
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(E'conveyor_proxy.schedule\x1f' || name, 0));
+    part := conveyor_proxy.schedule_partition(name, queue, group_key);
+    SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(s)) INTO held
+      FROM conveyor_proxy.list_schedules_all() s
+     WHERE s.name = schedule_enqueue.name AND s.shard <> part + 1;
+    FOR h IN SELECT e.v FROM pg_catalog.jsonb_array_elements(coalesce(held, '[]')) e(v) LOOP
+        PERFORM conveyor_proxy.unschedule_enqueue_on((h ->> 'shard')::int - 1, name);
+    END LOOP;
+    BEGIN
+        RETURN conveyor_proxy.schedule_enqueue_on(part, name, schedule, queue, payload, job_type, group_key, priority, max_attempts);
+    EXCEPTION WHEN OTHERS THEN
+        FOR h IN SELECT e.v FROM pg_catalog.jsonb_array_elements(coalesce(held, '[]')) e(v) LOOP
+            BEGIN
+                PERFORM conveyor_proxy.schedule_enqueue_on((h ->> 'shard')::int - 1, name, h ->> 'schedule', h ->> 'queue',
+                                                           h -> 'payload', h ->> 'job_type', h ->> 'group_key',
+                                                           (h ->> 'priority')::int, (h ->> 'max_attempts')::int);
+            EXCEPTION WHEN OTHERS THEN
+                NULL;   -- the error to report is the target shard's
+            END;
+        END LOOP;
+        RAISE;
+    END;
+END
+$$;
+COMMENT ON FUNCTION conveyor.schedule_enqueue(text,text,text,jsonb,text,text,integer,integer) IS 'Schedules a recurring job on one shard (its group''s, else its name''s), removing the name from the others (proxy).';
+
+CREATE FUNCTION conveyor.unschedule_enqueue(name text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NOT NULL THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(E'conveyor_proxy.schedule\x1f' || name, 0));
+    END IF;
+    RETURN (SELECT pg_catalog.bool_or(r) FROM conveyor_proxy.unschedule_enqueue_all(name) r);
+END
+$$;
+COMMENT ON FUNCTION conveyor.unschedule_enqueue(text) IS 'Removes a recurring job''s schedule from every shard; true if any had it (proxy).';
+
+CREATE FUNCTION conveyor.list_schedules()
+    RETURNS TABLE(name text, schedule text, active boolean, queue text, payload jsonb, job_type text,
+                  group_key text, priority int, max_attempts int, last_tick timestamptz, last_job_id uuid,
+                  cron_job_id bigint, created_at timestamptz, updated_at timestamptz)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.name, s.schedule, s.active, s.queue, s.payload, s.job_type, s.group_key, s.priority, s.max_attempts,
+           s.last_tick, s.last_job_id, s.cron_job_id, s.created_at, s.updated_at
+      FROM conveyor_proxy.list_schedules_all() s ORDER BY s.name, s.shard
+$$;
+COMMENT ON FUNCTION conveyor.list_schedules() IS 'Lists the recurring jobs of every shard (each schedule is on one shard) (proxy).';
+
 -- ---- keyed state: leases, entities, idempotency keys, costs and quotas ---------------------------------------
 -- Each key lives on one shard (key_partition): its state, its races and its answers stay there as on
 -- one server. Accounts and quotas are defined where their key routes (account_create and quota_define
@@ -800,7 +920,8 @@ GRANT EXECUTE ON FUNCTION
     conveyor_proxy.queue_metrics_all(text), conveyor.queue_totals(text), conveyor_proxy.queue_totals_all(text),
     conveyor.health(), conveyor_proxy.health_all(),
     conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid),
-    conveyor_proxy.list_jobs_all(text, text[], text, text, timestamptz, timestamptz, int, uuid)
+    conveyor_proxy.list_jobs_all(text, text[], text, text, timestamptz, timestamptz, int, uuid),
+    conveyor.list_schedules(), conveyor_proxy.list_schedules_all()
     TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
@@ -829,5 +950,9 @@ GRANT EXECUTE ON FUNCTION
     conveyor.drop_queue(text, boolean), conveyor_proxy.drop_queue_all(text, boolean),
     conveyor.dead_letter(uuid, text, jsonb), conveyor.cancel(uuid, text), conveyor.requeue(uuid, int),
     conveyor.retry(uuid, int, boolean), conveyor.requeue_stuck(text, interval), conveyor.reap(text),
-    conveyor_proxy.reap_all(text), conveyor.reschedule(uuid, timestamptz), conveyor.resolve_dead(uuid, text)
+    conveyor_proxy.reap_all(text), conveyor.reschedule(uuid, timestamptz), conveyor.resolve_dead(uuid, text),
+    conveyor.schedule_enqueue(text, text, text, jsonb, text, text, int, int), conveyor.unschedule_enqueue(text),
+    conveyor_proxy.schedule_partition(text, text, text),
+    conveyor_proxy.schedule_enqueue_on(int, text, text, text, jsonb, text, text, int, int),
+    conveyor_proxy.unschedule_enqueue_on(int, text), conveyor_proxy.unschedule_enqueue_all(text)
     TO conveyor_admin;

@@ -3,7 +3,9 @@
 # (each its own port and socket). First the front's functions against the shard's catalog: each has
 # conveyor's name, arguments, defaults, result and roles; the routing table of proxy/README.md names
 # exactly them; every other function of conveyor is on a list of those the front does not offer, each
-# with its reason. Where each call lands is read on the shards themselves. Then a role with
+# with its reason. Where each call lands is read on the shards themselves, recurring jobs too (the
+# shards preload pg_cron: a schedule on its group's shard, else its name's, on one shard only, moved
+# when its group changes; their runs called by hand on the shard, as pg_cron would). Then a role with
 # conveyor_worker only, mapped to a role of the same rights on the shards; hostile input; an id that
 # names no shard; racing first jobs of new groups (8 sessions through one front, then through two
 # fronts sharing one directory), checked on the shards' tables: every group on exactly one shard, no job
@@ -19,6 +21,7 @@ chmod 755 "$TMP"
 SHARD_BASE=$TMP
 trap 'stop_shard_clusters; scratch_cleanup' EXIT
 
+SHARD_CRON=1
 start_sharded 3 "$DB" || bail "could not start 3 shards and a front"
 export PGHOST=$SHARD_BASE/front/sock PGPORT=$(cluster_port front)
 f() { q "$DB" "$@"; }
@@ -93,10 +96,7 @@ declare -A NOT_ON_FRONT=(
     [maintain]="per-server upkeep: each shard runs its own (pg_cron in its database)"
     [schedule_maintenance]="per-server upkeep: each shard schedules its own"
     [unschedule_maintenance]="per-server upkeep: each shard schedules its own"
-    [schedule_enqueue]="per-server schedule: its jobs are enqueued on the shard that runs it, outside the front's routing"
-    [unschedule_enqueue]="per-server schedule: made and removed on the shard that runs it"
-    [list_schedules]="per-server schedule: each shard lists its own"
-    [run_schedule]="what pg_cron runs on the shard for a recurring job; no role calls it"
+    [run_schedule]="what pg_cron runs on the shard that holds a schedule; no role calls it"
     [retention_define]="per-server upkeep: retention of the shard's own tables"
     [retention_drop]="per-server upkeep: retention of the shard's own tables"
     [retention_rules]="per-server upkeep: retention of the shard's own tables"
@@ -298,6 +298,82 @@ is "$(f "SELECT state || ' ' || result FROM conveyor.idempotency_begin('idem-1',
 is "$(f "SELECT conveyor.entity_acquire('page', 'p-1'), conveyor.entity_state('page', 'p-1') ->> 'state'")" "t|IN_PROGRESS" \
    "entity_acquire and entity_state reach the entity's shard"
 
+# ---- recurring jobs: each schedule on one shard ------------------------------------------------------------------
+# The shards preload pg_cron (SHARD_CRON=1). Schedules here are yearly ('0 3 1 1 *'), so pg_cron does not
+# run them during the test: their ticks are run by hand on the shard that holds them, as the extension's
+# owner (conveyor.run_schedule, the command of the pg_cron job).
+# held_by NAME: per shard, "<rows of conveyor.schedules>/<pg_cron jobs>" for the schedule NAME.
+held_by() {
+    on_shards "SELECT (SELECT count(*) FROM conveyor.schedules WHERE name = '$1') || '/'
+                      || (SELECT count(*) FROM cron.job WHERE jobname = 'conveyor-enqueue:$DB:$1')"
+}
+# only_on S: what held_by shows for a schedule held by shard S alone.
+only_on() { for i in 1 2 3; do [ "$i" = "$1" ] && printf '%s:1/1 ' "$i" || printf '%s:0/0 ' "$i"; done | sed 's/ $//'; }
+# A group of queue r on another shard than ga's (round robin gives one within three new groups).
+for k in 1 2 3; do
+    f "SELECT count(*) FROM conveyor.enqueue('r', '{}', group_key => 'g-away-$k')" >/dev/null
+    away=$(f "SELECT shard FROM conveyor_proxy.groups WHERE queue = 'r' AND group_key = 'g-away-$k'")
+    [ "$away" != "$gshard" ] && { gaway=g-away-$k; break; }
+done
+check "a group of queue r on another shard than ga's: $gaway on shard $away (ga on $gshard)" [ -n "$gaway" ]
+
+cid=$(f "SELECT conveyor.schedule_enqueue('s-ga', '0 3 1 1 *', 'r', '{\"s\": 1}', group_key => 'ga')")
+is "$(held_by s-ga)" "$(only_on "$gshard")" \
+   "a schedule with the group of existing jobs is on the group's shard ($gshard) only: its schedule row and its pg_cron job"
+is "$(sq shard$gshard "$DB" "SELECT jobid, command, database, active FROM cron.job WHERE jobname = 'conveyor-enqueue:$DB:s-ga'")" \
+   "$cid|SELECT conveyor.run_schedule('s-ga')|$DB|t" "schedule_enqueue through the front returns that shard's pg_cron job id; the job runs the schedule there"
+sj=$(sq shard$gshard "$DB" "SELECT conveyor.run_schedule('s-ga')")
+is "$(where "$sj")" "$gshard" "a run of the schedule enqueues its job on that shard"
+is "$(f "SELECT conveyor.get_job('$sj') ->> 'group_key'")" ga "in the group (beside the group's other jobs, read through the front)"
+is "$(sq shard$gshard "$DB" "SELECT coalesce(conveyor.run_schedule('s-ga')::text, 'none')")" none \
+   "a second run of the same tick on that shard enqueues nothing"
+
+f "SELECT conveyor.schedule_enqueue('s-new', '0 3 1 1 *', 'r', '{}', group_key => 'g-sched-new')" >/dev/null
+nshard=$(f "SELECT shard FROM conveyor_proxy.groups WHERE queue = 'r' AND group_key = 'g-sched-new'")
+check "a schedule with a new group assigns the group in the directory (shard $nshard)" [ -n "$nshard" ]
+is "$(held_by s-new)" "$(only_on "$nshard")" "and is on the shard the directory names, only"
+nj=$(sq shard$nshard "$DB" "SELECT conveyor.run_schedule('s-new')")
+is "$(where "$nj")" "$nshard" "its job lands on the group's shard"
+nj2=$(f "SELECT job_id FROM conveyor.enqueue('r', '{}', group_key => 'g-sched-new')")
+is "$(where "$nj2")" "$nshard" "where the group's next job through the front goes too"
+
+f "SELECT conveyor.schedule_enqueue('s-plain', '0 3 1 1 *', 'r', '{\"p\": 1}')" >/dev/null
+pshard=$(f "SELECT conveyor_proxy.key_shard(E'schedule\\x1f' || 's-plain')")
+is "$(held_by s-plain)" "$(only_on "$pshard")" "a schedule without a group is on one shard only, the one a hash of its name names ($pshard)"
+f "SELECT conveyor.schedule_enqueue('s-plain', '0 4 1 1 *', 'r2', '{\"p\": 2}')" >/dev/null
+is "$(held_by s-plain)" "$(only_on "$pshard")" "changing its queue and schedule keeps it there"
+is "$(sq shard$pshard "$DB" "SELECT queue || ' ' || payload::text || ' ' || schedule FROM conveyor.list_schedules() WHERE name = 's-plain'")" \
+   'r2 {"p": 2} 0 4 1 1 *' "with the new definition"
+
+# Moving: the same name with a group on another shard.
+f "SELECT conveyor.schedule_enqueue('s-ga', '0 3 1 1 *', 'r', '{\"s\": 2}', group_key => '$gaway')" >/dev/null
+is "$(held_by s-ga)" "$(only_on "$away")" "scheduling the name again with a group of another shard moves it: shard $away holds it, no other"
+mj=$(sq shard$away "$DB" "SELECT conveyor.run_schedule('s-ga')")
+is "$(where "$mj") $(f "SELECT conveyor.get_job('$mj') ->> 'group_key'")" "$away $gaway" "its run enqueues there, in the new group"
+# Refused on the target shard: the definition taken off its old shard is put back.
+refused=$(err "SELECT conveyor.schedule_enqueue('s-ga', '0 3 1 1 *', 'r', '{}', group_key => 'ga', priority => 11)")
+note "a move refused on the target shard: $refused"
+check "a move the target shard refuses fails with that shard's error (22023, priority out of range)" \
+      grep -qE '^22023 .*priority must be between 1 and 10, not 11' <<< "$refused"
+is "$(held_by s-ga)" "$(only_on "$away")" "and the schedule is back on its shard"
+is "$(sq shard$away "$DB" "SELECT group_key || ' ' || payload::text FROM conveyor.schedules WHERE name = 's-ga'")" "$gaway {\"s\": 2}" \
+   "with its definition"
+is "$(err "SELECT conveyor.schedule_enqueue('s-x', '0 3 1 1 *', 'r', '{}', group_key => repeat('x', 2000))")" \
+   "22023 group_key must be at most 1024 bytes, not 2000" "a group key past the limit is refused on the front"
+is "$(err "SELECT conveyor.schedule_enqueue(NULL, '0 3 1 1 *', 'r')" | cut -c1-5)" 22004 "a NULL name: 22004 (the shard's)"
+
+is "$(f "SELECT string_agg(name || '=' || coalesce(group_key, '-'), ' ' ORDER BY name) FROM conveyor.list_schedules() WHERE name LIKE 's-%'")" \
+   "s-ga=$gaway s-new=g-sched-new s-plain=-" "list_schedules through the front shows each schedule once, from its shard"
+is "$(f "SELECT count(*) FROM conveyor.list_schedules()")" \
+   "$(( $(on_shards "SELECT count(*) FROM conveyor.schedules" | tr ' ' '\n' | cut -d: -f2 | paste -sd+) ))" "and all the shards' schedules"
+
+is "$(f "SELECT conveyor.unschedule_enqueue('s-ga')")" t "unschedule_enqueue through the front removes a schedule"
+is "$(held_by s-ga)" "1:0/0 2:0/0 3:0/0" "from every shard, its pg_cron job too"
+is "$(f "SELECT conveyor.unschedule_enqueue('s-ga')")" f "unscheduling it again finds it nowhere"
+is "$(f "SELECT bool_and(conveyor.unschedule_enqueue(n)) FROM unnest(ARRAY['s-new', 's-plain']) n")" t "the other two are unscheduled"
+is "$(on_shards "SELECT (SELECT count(*) FROM conveyor.schedules) + (SELECT count(*) FROM cron.job)")" "1:0 2:0 3:0" \
+   "no schedule and no pg_cron job is left on any shard"
+
 # ---- a worker role, hostile input and wrong ids ----------------------------------------------------------------------
 # tap_proxy_worker: conveyor_worker on the front, mapped to a role of the same name and rights on each shard.
 for i in 1 2 3; do sq shard$i "$DB" "CREATE ROLE tap_proxy_worker LOGIN IN ROLE conveyor_worker" >/dev/null; done
@@ -312,6 +388,9 @@ check "a conveyor_worker role enqueues through the front (a new group: the direc
 is "$(sq shard$(where "$wj") "$DB" "SELECT count(*) FROM conveyor.jobs WHERE job_id = '$wj'")" 1 "its job is on its group's shard"
 is "$(PGUSER=tap_proxy_worker psql -X -q -At -d "$DB" -c "SELECT conveyor.create_queue('w-queue')" 2>&1 | grep -c 'permission denied')" 1 \
    "it may not create queues (conveyor_admin's)"
+is "$(PGUSER=tap_proxy_worker psql -X -q -At -v VERBOSITY=verbose -d "$DB" -c "SELECT conveyor.schedule_enqueue('w-s', '0 3 1 1 *', 'r')" 2>&1 |
+      sed -nE 's/^ERROR: +([0-9A-Z]{5}):.*/\1/p')" 42501 "nor schedule recurring jobs (conveyor_admin's)"
+is "$(w "SELECT count(*) FROM conveyor.list_schedules()")" 0 "but it may list them (conveyor_reader's), gathered from the shards"
 is "$(m "SELECT * FROM conveyor.enqueue('r', '{}')")" 42501 "a role without conveyor's roles may not enqueue"
 is "$(m "SELECT conveyor_proxy.assign_group('r', 'g-mallory')")" 42501 "nor write the directory through assign_group"
 is "$(m "INSERT INTO conveyor_proxy.groups VALUES ('r', 'g-x', 1)")" 42501 "nor the directory table"

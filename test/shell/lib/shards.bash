@@ -5,10 +5,13 @@
 #   SHARD_BASE   directory for the clusters' data, sockets and logs (default: $TMP)
 #   SHARD_PORTS  "FRONT_PORT SHARD1_PORT SHARD2_PORT ..." (default: CONVEYOR_PROXY_PORTS, else
 #                55620 to 55629: the front first, then one port per shard, spares for add_shard_cluster)
+#   SHARD_CRON   1: every shard preloads pg_cron, schedules from the test database and has its extension
+#                there (for conveyor.schedule_enqueue); default 0
 
 CV_PGBIN=${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}
 SHARD_CLUSTERS=()   # data directories started here, stopped by stop_shard_clusters
 SHARD_EXTRA_CONF=() # more postgresql.conf lines for every cluster (bench/proxy.sh: fsync on)
+SHARD_CRON=${SHARD_CRON:-0}
 
 # start_scratch_cluster NAME PORT [CONF...]: initdb + start under $SHARD_BASE/NAME; the socket is
 # $SHARD_BASE/NAME/sock. Extra postgresql.conf lines may follow.
@@ -56,8 +59,25 @@ sq() {
 declare -A CLUSTER_PORT=()
 cluster_port() { echo "${CLUSTER_PORT[$1]}"; }
 
-# start_sharded NSHARDS DB: starts clusters shard1..shardN (conveyor installed in DB, shard.number set,
-# track_functions = all) and front (conveyor_proxy in DB, the shards added, hash_shards = N, the
+# start_shard_cluster I PORT DB: cluster shardI on PORT, conveyor in DB with shard.number I (and pg_cron
+# there when SHARD_CRON is 1: preloaded, cron.database_name = DB, jobs in background workers).
+start_shard_cluster() {
+    local i=$1 port=$2 db=$3 cron=()
+    CLUSTER_PORT[shard$i]=$port
+    if [ "$SHARD_CRON" = 1 ]; then
+        cron=("shared_preload_libraries = 'pg_cron'" "cron.database_name = '$db'" "cron.use_background_workers = on"
+              "max_worker_processes = 16")
+    fi
+    start_scratch_cluster "shard$i" "$port" "track_functions = all" "max_connections = 60" "${cron[@]}" || return 1
+    sq "shard$i" postgres "CREATE DATABASE $db" >/dev/null || return 1
+    if [ "$SHARD_CRON" = 1 ]; then
+        sq "shard$i" "$db" "SET client_min_messages = warning" "CREATE EXTENSION pg_cron" >/dev/null || return 1
+    fi
+    sq "shard$i" "$db" "CREATE EXTENSION conveyor" "SELECT conveyor.set_setting('shard.number', '$i')" >/dev/null
+}
+
+# start_sharded NSHARDS DB: starts clusters shard1..shardN (start_shard_cluster: conveyor installed in DB,
+# shard.number set, track_functions = all) and front (conveyor_proxy in DB, the shards added, hash_shards = N, the
 # directory pointing at itself, user mappings for PUBLIC as postgres). Shards are reached over their
 # unix sockets with trust authentication: a test setup, not a deployment (proxy/README.md).
 start_sharded() {
@@ -67,10 +87,7 @@ start_sharded() {
     SHARD_PORT_LIST=("${ports[@]}")
     CLUSTER_PORT[front]=${ports[0]}
     for i in $(seq 1 "$n"); do
-        CLUSTER_PORT[shard$i]=${ports[$i]}
-        start_scratch_cluster "shard$i" "${ports[$i]}" "track_functions = all" "max_connections = 60" || return 1
-        sq "shard$i" postgres "CREATE DATABASE $db" >/dev/null || return 1
-        sq "shard$i" "$db" "CREATE EXTENSION conveyor" "SELECT conveyor.set_setting('shard.number', '$i')" >/dev/null || return 1
+        start_shard_cluster "$i" "${ports[$i]}" "$db" || return 1
     done
     start_scratch_cluster front "${ports[0]}" "max_connections = 60" || return 1
     sq front postgres "CREATE DATABASE $db" >/dev/null || return 1
@@ -88,9 +105,6 @@ start_sharded() {
 # shard.number I, and adds it to the front (conveyor_proxy.add_shard).
 add_shard_cluster() {
     local i=$1 db=$2
-    CLUSTER_PORT[shard$i]=${SHARD_PORT_LIST[$i]}
-    start_scratch_cluster "shard$i" "${SHARD_PORT_LIST[$i]}" "track_functions = all" "max_connections = 60" || return 1
-    sq "shard$i" postgres "CREATE DATABASE $db" >/dev/null || return 1
-    sq "shard$i" "$db" "CREATE EXTENSION conveyor" "SELECT conveyor.set_setting('shard.number', '$i')" >/dev/null || return 1
+    start_shard_cluster "$i" "${SHARD_PORT_LIST[$i]}" "$db" || return 1
     [ "$(sq front "$db" "SELECT conveyor_proxy.add_shard('host=$SHARD_BASE/shard$i/sock port=${SHARD_PORT_LIST[$i]} dbname=$db')")" = "$i" ]
 }
