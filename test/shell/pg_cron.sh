@@ -160,7 +160,8 @@ unix_socket_directories = '$TMP/nocron'
 port = 5432
 cron.database_name = 'postgres'
 CONF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/nocron/data" -l "$TMP/nocron/server.log" -w start >/dev/null ||
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/nocron/data" -l "$TMP/nocron/server.log" \
+    ${CONVEYOR_POSTGRES:+-p "$CONVEYOR_POSTGRES"} -w start >/dev/null ||
     bail "the server without pg_cron did not start"
 PGHOST=$TMP/nocron PGPORT=5432 q postgres "CREATE EXTENSION conveyor" >/dev/null || bail "could not create conveyor without pg_cron"
 is "$(PGHOST=$TMP/nocron PGPORT=5432 err postgres "SELECT conveyor.schedule_maintenance()")" \

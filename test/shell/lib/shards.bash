@@ -35,7 +35,10 @@ start_scratch_cluster() {
         local line
         for line in "$@" "${SHARD_EXTRA_CONF[@]}"; do echo "$line"; done
     } >> "$dir/data/postgresql.conf"
-    runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -t 120 -w start >/dev/null || return 1
+    # With the server binary or wrapper the runner's cluster has (CONVEYOR_POSTGRES: the sanitizer's or
+    # valgrind's), so an instrumented conveyor.so loads in every cluster.
+    runuser -u postgres -- "$CV_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" ${CONVEYOR_POSTGRES:+-p "$CONVEYOR_POSTGRES"} \
+        -t 120 -w start >/dev/null || return 1
     SHARD_CLUSTERS+=("$dir/data")
 }
 

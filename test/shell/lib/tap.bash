@@ -64,11 +64,14 @@ server_log() {
 # the server's lifetime, across DROP EXTENSION pg_cron (whose job ids start again at 1); after tests that
 # created and dropped the extension while their jobs ran, pg_cron 1.4.2's launcher was seen to start no
 # job at all until a restart. Tests that wait for pg_cron to run a job restart first.
+# The restart runs the server binary or wrapper scripts/common.sh started it with (CONVEYOR_POSTGRES):
+# without -p, pg_ctl restart takes the binary from postmaster.opts, which names the real postgres
+# even when a wrapper (the sanitizer's, valgrind's) started it.
 restart_server() {
     local data=${CONVEYOR_PGDATA:-}
     [ -n "$data" ] || data=$(q postgres "SHOW data_directory")
     runuser -u postgres -- "${CONVEYOR_PGBIN:-/usr/lib/postgresql/15/bin}/pg_ctl" -D "$data" -l "$(server_log)" \
-        -m fast -t 300 -w restart >/dev/null
+        ${CONVEYOR_POSTGRES:+-p "$CONVEYOR_POSTGRES"} -m fast -t 300 -w restart >/dev/null
 }
 
 # start_server DATA: start a stopped cluster (after a crash a test made), with the same server binary
