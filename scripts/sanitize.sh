@@ -27,7 +27,8 @@ source "$ROOT/scripts/common.sh"
 ensure_packages
 export CONVEYOR_SANITIZE=1
 
-SAN=/tmp/conveyor-sanitize
+# Beside the cluster, so that two runs on their own clusters do not remove each other's wrapper and logs.
+SAN=$(dirname "$CONVEYOR_PGDATA")/sanitize
 rm -rf "$SAN"
 mkdir -p "$SAN/logs"
 LIBASAN=$(readlink -f "$(g++ -print-file-name=libasan.so)")
@@ -92,7 +93,8 @@ shopt -s nullglob
 logs=("$SAN"/logs/*)
 ours=()
 for f in "${logs[@]}"; do
-    if grep -qE 'conveyor|/src/([A-Za-z0-9_]+/)?[A-Za-z0-9_]+\.(cpp|hpp)|^src/([A-Za-z0-9_]+/)?[A-Za-z0-9_]+\.(cpp|hpp):' "$f"; then ours+=("$f"); fi
+    # A frame names conveyor's file as /path/src/x/y.cpp:N, src/x/y.cpp:N, or " in f src/x/y.cpp:N".
+    if grep -qE 'conveyor|(^|[ /(])src/([A-Za-z0-9_]+/)?[A-Za-z0-9_]+\.(cpp|hpp)' "$f"; then ours+=("$f"); fi
 done
 asan=$(cat "${logs[@]}" /dev/null | grep -c 'ERROR: AddressSanitizer' || true)
 ubsan=$(cat "${logs[@]}" /dev/null | grep -c 'runtime error:' || true)
