@@ -58,12 +58,7 @@ PGAPPNAME=conveyor_wait_for_listener psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" 
     -c "SELECT 'stopped all ' || conveyor.stop_waiting()" >"$TMP/listener.out" 2>&1 &
 LISTENER=$!
 listener_in_phase() {  # waits until the listener is inside the statement that waits for phase $1
-    for _ in $(seq 1 100); do
-        [ "$(q "$DB" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'conveyor_wait_for_listener'
-                      AND datname = current_database() AND state = 'active' AND query LIKE '%n = $1)%'")" = 1 ] && return 0
-        sleep 0.1
-    done
-    return 1
+    wait_statement "$DB" conveyor_wait_for_listener "%n = $1)%"
 }
 listener_in_phase 1 || bail "the listener did not start waiting"
 listener_pid=$(q "$DB" "SELECT pid FROM pg_stat_activity WHERE application_name = 'conveyor_wait_for_listener' AND datname = current_database()")

@@ -31,12 +31,7 @@ listener_start() {
               END LOOP;
             END \$\$" >"$TMP/listener.out" 2>&1 &
     LISTENER=$!
-    for _ in $(seq 1 100); do
-        [ "$(q "$DB" "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$app'
-                      AND datname = current_database() AND state = 'active' AND query LIKE 'DO %'")" = 1 ] && return 0
-        sleep 0.1
-    done
-    return 1
+    wait_statement "$DB" "$app" 'DO %'
 }
 
 # listener_stop: lets the listener finish and waits for it (bounded); empties table done again.

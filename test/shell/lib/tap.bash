@@ -113,6 +113,18 @@ scratch_cleanup() {
     rm -rf "$TMP"
 }
 
+# wait_statement DB APP PATTERN: waits until one session of application APP in database DB runs a
+# statement LIKE PATTERN; returns 1 when none does within 10 s.
+wait_statement() {
+    local _
+    for _ in $(seq 1 100); do
+        [ "$(q "$1" "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$2'
+                     AND datname = current_database() AND state = 'active' AND query LIKE '$3'")" = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # wait_sessions: waits for every session in PIDS and empties it; returns 1 if any of them failed.
 wait_sessions() {
     local p rc=0
