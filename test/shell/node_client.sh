@@ -28,6 +28,15 @@ command -v npm >/dev/null || bail "npm is not installed (scripts/common.sh insta
     || { sed 's/^/#   /' "$TMP/npm.out"; bail "npm ci in clients/node failed"; }
 create_db "$DB" || bail "could not create database $DB"
 
+# failure_of LABEL LINE: right under a failed test's line, the start of its TAP diagnostics (the error
+# and its message, without the stack).
+failure_of() {
+    awk -v l="$2" '
+        $0 == l { inside = 1; next }
+        inside && /^(not )?ok [0-9]+ - |^# Subtest|^ *stack: |^ *\.\.\.$/ { exit }
+        inside && !/^\s*at / && shown < 30 { print; shown++ }' "$TMP/$1.out" | sed 's/^/#   /'
+}
+
 # run_node_tests LABEL POOL_URL: one TAP line per test, named LABEL: test.
 run_node_tests() {
     local label=$1 pool_url=$2 rc=0 line
@@ -37,7 +46,8 @@ run_node_tests() {
     while read -r line; do
         case $line in
             "ok "*) pass "$label: ${line#ok * - }" ;;
-            "not ok "*) fail "$label: ${line#not ok * - }" ;;
+            "not ok "*) fail "$label: ${line#not ok * - }"
+                        failure_of "$label" "$line" ;;
         esac
     done < <(grep -E '^(not )?ok [0-9]+ - ' "$TMP/$label.out")
     is "$rc" 0 "$label: node --test exits 0"

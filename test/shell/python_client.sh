@@ -26,18 +26,29 @@ trap cleanup EXIT
 $PYTHON -c "import psycopg, pytest" 2>/dev/null || bail "python3-psycopg and python3-pytest are needed (scripts/common.sh installs them)"
 create_db "$DB" || bail "could not create database $DB"
 
+# failure_of LABEL TEST: right under a failed test's line, what failed: its "E" lines (the assertion
+# and its message) and pytest's one-line summary of it.
+failure_of() {
+    awk -v t="$2" '
+        /^_+ .* _+$/ { inside = ($2 == t) ; next }
+        /^=+ .* =+$/ { inside = 0 }
+        inside && /^E / && shown < 20 { print; shown++ }' "$TMP/$1.out" | sed 's/^/#   /'
+    grep -E "^(FAILED|ERROR) [^ ]*::$2( |$)" "$TMP/$1.out" | cut -c1-600 | sed 's/^/#   /'
+}
+
 # run_pytest LABEL POOL_DSN: one TAP line per pytest test, named LABEL: test.
 run_pytest() {
     local label=$1 pool_dsn=$2 rc=0 line name outcome
     (cd "$CLIENT" && CONVEYOR_TEST_DSN="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$DB" \
         CONVEYOR_TEST_POOL_DSN="$pool_dsn" \
-        $PYTHON -m pytest -v -p no:cacheprovider --basetemp="$TMP/pytest-$label" tests) >"$TMP/$label.out" 2>&1 || rc=$?
+        COLUMNS=400 $PYTHON -m pytest -v -rfE -p no:cacheprovider --basetemp="$TMP/pytest-$label" tests) >"$TMP/$label.out" 2>&1 || rc=$?
     while read -r line; do
         name=${line%% *}
         outcome=${line##* }
         case $outcome in
             PASSED) pass "$label: ${name#tests/}" ;;
-            *) fail "$label: ${name#tests/} $outcome" ;;
+            *) fail "$label: ${name#tests/} $outcome"
+               failure_of "$label" "${name##*::}" ;;
         esac
     done < <(grep -oE '^tests/[^ ]+ (PASSED|FAILED|ERROR)' "$TMP/$label.out")
     is "$rc" 0 "$label: pytest exits 0"

@@ -133,7 +133,8 @@ export class Worker {
       max: concurrency + 2, logger, applicationName: `conveyor-worker ${this.workerId}`,
     });
 
-    this._leased = new Map();      // jobId -> {job, ctx, controller, beatEveryMs, nextBeat, started, finishing, lost}
+    this._leased = new Map();      // jobId -> {job, ctx, controller, beatEveryMs, nextBeat, started, finishing, lost, superseded}
+    this._superseded = 0;          // runs still going whose job this worker has leased again (see _take)
     this._running = new Set();     // promises of the handlers running
     this._stop = new AbortController();
     this._direct = null;           // the listening pg.Client
@@ -192,7 +193,7 @@ export class Worker {
     let failures = 0;
     while (!this.stopping) {
       this._startBuffered();
-      const free = this.concurrency + this.prefetch - this._leased.size;
+      const free = this.concurrency + this.prefetch - this._leased.size - this._superseded;
       if (free <= 0) {
         await this._sleep(this.pollIntervalMs, false);  // a finished job wakes it
         continue;
@@ -238,13 +239,28 @@ export class Worker {
       const beatEveryMs = Math.max(200, (r.lease_left * 1000) / 3);
       return {
         job, controller, ctx: new JobContext(this, job, controller.signal), beatEveryMs,
-        nextBeat: now + beatEveryMs, started: false, finishing: false, lost: false,
+        nextBeat: now + beatEveryMs, started: false, finishing: false, lost: false, superseded: false,
       };
     });
   }
 
   _take(items) {
-    for (const item of items) this._leased.set(item.job.jobId, item);
+    for (const item of items) {
+      const old = this._leased.get(item.job.jobId);
+      if (old) {
+        // The lease this worker held was lost (an operator's requeue, an expiry) and the job came back
+        // to this same worker. The server fences acks by worker_id only, so the old run's ack would now
+        // finish the new attempt: the old run is aborted and its outcome dropped (_runJob), and it
+        // keeps its slot until its handler returns.
+        old.lost = true;
+        old.superseded = true;
+        if (old.started) this._superseded += 1;
+        this.logger.warn(`conveyor: job ${item.job.jobId} came back to ${this.workerId} (attempt ${item.job.attempt}) ` +
+                         `while its attempt ${old.job.attempt} still ran: aborting the old run`);
+        old.controller.abort(new LeaseLostError(item.job.jobId));
+      }
+      this._leased.set(item.job.jobId, item);
+    }
     this._wakeBeats?.();
     this._startBuffered();
   }
@@ -363,6 +379,12 @@ export class Worker {
     }
     item.finishing = true;
     try {
+      if (item.lost) {
+        // No ack: the lease is gone, and if this worker has leased the job again, an ack would finish
+        // that attempt with this run's outcome.
+        this.logger.warn(`conveyor: job ${job.jobId}: its lease was lost while its handler ran; its outcome is dropped`);
+        return;
+      }
       // With worker_id the ack is fenced: after a lost lease it returns false and changes nothing, and
       // so does a retry of an ack that committed but whose answer was lost. retry is named only when
       // false, so a database still at 0.2 (whose ack has no retry) serves every other ack.
@@ -374,7 +396,8 @@ export class Worker {
     } catch (err) {
       this.logger.error(`conveyor: ack of job ${job.jobId} failed (${err.message}); its lease will run out and it will be retried`);
     } finally {
-      this._leased.delete(job.jobId);
+      if (item.superseded) this._superseded -= 1;
+      else if (this._leased.get(job.jobId) === item) this._leased.delete(job.jobId);
       this._wakeLoop?.();
     }
   }

@@ -47,17 +47,19 @@ test('four worker processes work 2,000 jobs with failures, a killed worker and l
   // A worker dies mid-run: the jobs it held come back when their leases run out.
   const finished = () => value(db, 'SELECT count(*)::int FROM conveyor.job_history h JOIN conveyor.queues q USING (queue_id) WHERE q.name = $1', [queue]);
   await waitUntil(async () => (await finished()) >= 600, '600 jobs finished', 120000);
-  // Frozen first, so that it is killed while it holds jobs (their leases, 4 s, outlive the check).
+  // Every process is frozen first, so that the victim is killed while it holds jobs (their leases, 4 s,
+  // outlive the check): an ack or a dequeue sent just before the freeze lands within the half second,
+  // and the queue does not drain while the test looks.
   const victim = procs[1];
   await waitUntil(async () => {
-    victim.kill('SIGSTOP');
+    for (const p of procs) p.kill('SIGSTOP');
+    await new Promise((resolve) => setTimeout(resolve, 500));
     const held = await value(db, "SELECT count(*)::int FROM conveyor.list_jobs($1, ARRAY['running'], lim => 1000) WHERE worker_id = $2",
       [queue, ids[1]]);
-    if (held > 0) return true;
-    victim.kill('SIGCONT');
-    return false;
-  }, 'the worker to kill holds jobs', 60000);
-  victim.kill('SIGKILL');
+    if (held > 0) victim.kill('SIGKILL');
+    for (const p of procs) if (p !== victim || held === 0) p.kill('SIGCONT');
+    return held > 0;
+  }, 'the worker to kill holds jobs', 120000);
   await waitUntil(async () => (await unfinished(db, queue)) === 0, 'every job finished', 180000);
   for (const [i, p] of procs.entries()) if (i !== 1) p.kill('SIGTERM');
   const ends = await Promise.all(exits);

@@ -110,9 +110,64 @@ test('a handler that blocks past its lease sees its signal abort with LeaseLostE
   assert.deepEqual(seen[2], ['again', 2], await story());
   const trail = await events(db, jobId);
   assert.ok(trail.includes('expired'), trail.join(' '));
-  // The first run's ack came after its lease was lost: it changed nothing.
+  // The first run's outcome, after its lease was lost, changed nothing: one success, the second run's.
   assert.equal(trail.filter((e) => e === 'succeeded').length, 1);
   assert.equal(trail.filter((e) => e === 'started').length, 2);
+});
+
+test('a job leased again by the same worker runs again, and the old run is aborted and not acked', async (t) => {
+  // One worker with a free slot: after the operator's requeue the job comes back to this same worker
+  // while its first run still goes on. The server fences acks by worker_id, so the first run's ack
+  // would finish the second attempt: the first run must be aborted at once and its outcome dropped.
+  const db = await connect(t);
+  const queue = await makeQueue(db);
+  const producer = new Producer(poolUrl);
+  t.after(() => producer.close());
+  const { jobId } = await producer.enqueue(queue, {}, { jobType: 'long' });
+  const seen = [];
+  let firstStarted = false;
+  let secondStarted;
+  const second = new Promise((resolve) => { secondStarted = resolve; });
+  let firstReturned;
+  const firstDone = new Promise((resolve) => { firstReturned = resolve; });
+  const within = (promise, ms) => {  // true when promise settles within ms; its timer never outlives it
+    let timer;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+    return Promise.race([promise.then(() => true), late]).finally(() => clearTimeout(timer));
+  };
+  const long = async (job, ctx) => {
+    if (job.attempt === 1) {
+      firstStarted = true;
+      const aborted = ctx.signal.aborted || await within(new Promise((resolve) => {
+        ctx.signal.addEventListener('abort', resolve, { once: true });
+      }), 60000);
+      seen.push([1, 'aborted', aborted, ctx.signal.reason instanceof LeaseLostError]);
+      seen.push([1, 'saw the second run', await within(second, 60000)]);
+      firstReturned();
+      return { run: 1 };
+    }
+    secondStarted();
+    seen.push([2, 'aborted', ctx.signal.aborted]);
+    await within(firstDone, 60000);
+    await new Promise((resolve) => setTimeout(resolve, 500));  // the first run's ack, had it been sent, has landed
+    return { run: 2 };
+  };
+  // A 60 s lease: no heartbeat within the test, so only the second dequeue can tell the first run.
+  const { worker, done } = start(t, { queue, handlers: { long }, concurrency: 2, leaseSeconds: 60, pollIntervalMs: 200, workerId: 'relet-test' });
+  await waitUntil(() => firstStarted, 'the first run started');
+  assert.equal(await value(db, 'SELECT conveyor.requeue($1)', [jobId]), true);
+  await waitUntil(async () => (await jobStatus(db, jobId)) === 'completed', 'the job completed')
+    .catch((err) => { err.message += ` (seen: ${JSON.stringify(seen)})`; throw err; });
+  worker.stop();
+  await done;
+  assert.deepEqual(seen.map((s) => JSON.stringify(s)).sort(),
+    [[1, 'aborted', true, true], [1, 'saw the second run', true], [2, 'aborted', false]].map((s) => JSON.stringify(s)).sort());
+  const trail = await rows(db, 'SELECT event, worker_id, details FROM conveyor.job_events($1)', [jobId]);
+  assert.deepEqual(trail.filter((e) => e.event === 'succeeded').map((e) => [e.details.attempt, e.details.stats]),
+    [[2, { run: 2 }]], JSON.stringify(trail));
+  assert.deepEqual(trail.filter((e) => e.event === 'started').map((e) => e.worker_id), ['relet-test', 'relet-test']);
+  assert.ok(!trail.some((e) => e.event === 'failed'));
+  assert.ok(worker.logger.lines.some((l) => /came back to relet-test \(attempt 2\)/.test(l)), worker.logger.lines.join('\n'));
 });
 
 test('failures, unknown job types, progress and log lines', async (t) => {

@@ -84,6 +84,7 @@ class _Leased:
     started: bool = False
     finishing: bool = False
     lost: bool = False
+    superseded: bool = False  # this worker leased the job again while this run still went on
 
 
 class _ListeningConnection:
@@ -162,6 +163,7 @@ class Worker:
         self._listening = True  # False once wait_for said the queue sends no notifications
 
         self._leased: Dict[uuid.UUID, _Leased] = {}
+        self._superseded = 0   # runs still going whose job this worker has leased again (see _take)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)   # a job finished
         self._stopping = threading.Event()
@@ -216,7 +218,7 @@ class Worker:
         while not self._stopping.is_set():
             self._start_buffered()
             with self._lock:
-                free = self.concurrency + self.prefetch - len(self._leased)
+                free = self.concurrency + self.prefetch - len(self._leased) - self._superseded
             if free <= 0:
                 self._wait(self.poll_interval)
                 continue
@@ -284,6 +286,20 @@ class Worker:
     def _take(self, jobs: List[_Leased]) -> None:
         with self._lock:
             for item in jobs:
+                old = self._leased.get(item.job.job_id)
+                if old is not None:
+                    # The lease this worker held was lost (an operator's requeue, an expiry) and the job
+                    # came back to this same worker. The server fences acks by worker_id only, so the
+                    # old run's ack would now finish the new attempt: the old run is cancelled and its
+                    # outcome dropped (_run_job), and it keeps its slot until its handler returns.
+                    old.lost = True
+                    old.superseded = True
+                    old.ctx.cancelled.set()
+                    if old.started:
+                        self._superseded += 1
+                    log.warning("job %s came back to %s (attempt %d) while its attempt %d still ran: "
+                                "cancelling the old run", item.job.job_id, self.worker_id,
+                                item.job.attempt, old.job.attempt)
                 self._leased[item.job.job_id] = item
         self._beats_wake.set()
         self._start_buffered()
@@ -292,7 +308,7 @@ class Worker:
         with self._lock:
             if self._stopping.is_set():
                 return
-            running = sum(1 for item in self._leased.values() if item.started)
+            running = self._superseded + sum(1 for item in self._leased.values() if item.started)
             for item in self._leased.values():
                 if running >= self.concurrency:
                     break
@@ -367,15 +383,22 @@ class Worker:
                 log.info("job %s (%s) failed: %s: %s", job.job_id, job.job_type, type(exc).__name__, exc)
         with self._lock:
             item.finishing = True
+            lost = item.lost
         try:
-            acked = self._ack(job.job_id, success, error, stats, retry)
-            if not acked:
+            if lost:
+                # No ack: the lease is gone, and if this worker has leased the job again, an ack would
+                # finish that attempt with this run's outcome.
+                log.warning("job %s: its lease was lost while its handler ran; its outcome is dropped", job.job_id)
+            elif not self._ack(job.job_id, success, error, stats, retry):
                 log.warning("job %s was no longer leased to %s: its ack changed nothing", job.job_id, self.worker_id)
         except Exception:
             log.exception("ack of job %s failed; its lease will run out and it will be retried", job.job_id)
         finally:
             with self._lock:
-                self._leased.pop(job.job_id, None)
+                if item.superseded:
+                    self._superseded -= 1
+                elif self._leased.get(job.job_id) is item:
+                    del self._leased[job.job_id]
                 self._changed.notify_all()
             self._wake()
 
@@ -450,7 +473,7 @@ class Worker:
                 log.exception("could not release %d jobs not started; their leases will run out", len(ids))
         deadline = time.monotonic() + self.shutdown_timeout
         with self._lock:
-            while self._leased and time.monotonic() < deadline:
+            while (self._leased or self._superseded) and time.monotonic() < deadline:
                 self._changed.wait(deadline - time.monotonic())
             left = list(self._leased.values())
         for item in left:

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from conveyor_client import Worker  # noqa: E402
@@ -27,6 +28,7 @@ def record(job, outcome):
 def fetch(job, ctx):
     failing = job.payload["fail"]
     record(job, "fail" if failing else "ok")
+    time.sleep(0.01)  # like a call to an API: a process frozen by the test is most often inside a handler
     if failing:
         raise RuntimeError(f"planned failure {job.payload['n']}")
     return {"n": job.payload["n"]}

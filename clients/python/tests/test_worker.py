@@ -68,35 +68,34 @@ def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queu
 
         wait_until(lambda: cancelled_runs() == holds, what="the hold jobs' handlers saw their lease lost")
         wait_until(lambda: finished() >= jobs // 3, limit=300, what="a third of the jobs finished")
-        # Kill a process that holds jobs: their leases run out and other workers run them again. It is
-        # frozen first (SIGSTOP) and checked to still hold a running job, so it cannot finish them all
-        # between the look and the kill.
-        def running_of(worker_id):
-            return db.execute("SELECT count(*) FROM conveyor.list_jobs(%s, ARRAY['running'])"
-                              " WHERE worker_id = %s", (queue, worker_id)).fetchone()[0]
-
+        # Kill a process that holds jobs: their leases run out and other workers run them again. Every
+        # process is frozen (SIGSTOP) first, so none can finish its jobs between the look and the kill
+        # (an ack sent just before the freeze still lands within the half second), and the queue does not
+        # drain while the test looks. The one holding the most running jobs is killed.
         killed = None
-        for _ in range(200):
-            row = db.execute("SELECT worker_id FROM conveyor.list_jobs(%s, ARRAY['running'], lim => 1)",
-                             (queue,)).fetchone()
-            if row is None:
-                time.sleep(0.05)
-                continue
-            candidate = procs[int(row[0].split("-")[1])]
-            candidate.send_signal(signal.SIGSTOP)
-            time.sleep(0.5)  # an ack it sent just before it stopped still lands; then look
-            if running_of(row[0]) > 0:
-                killed, killed_id = candidate, row[0]
+        for _ in range(100):
+            for p in procs:
+                p.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)
+            row = db.execute("SELECT worker_id FROM conveyor.list_jobs(%s, ARRAY['running'])"
+                             " GROUP BY worker_id ORDER BY count(*) DESC, worker_id LIMIT 1", (queue,)).fetchone()
+            if row is not None:
+                killed, killed_id = procs[int(row[0].split("-")[1])], row[0]
+                killed.kill()
+            for p in procs:
+                if p is not killed:
+                    p.send_signal(signal.SIGCONT)
+            if killed is not None:
                 break
-            candidate.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
         assert killed is not None, "a worker process holding a running job was found"
-        killed.kill()
         assert killed.wait(timeout=60) == -signal.SIGKILL
         procs.append(spawn(4))
         wait_until(lambda: unfinished(db, queue) == 0, limit=600, what="every job finished")
     finally:
         for p in procs:
             if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a frozen process would not see SIGTERM
                 p.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=120) for p in procs]
     assert sorted(codes) == [-signal.SIGKILL, 0, 0, 0, 0], "the surviving workers shut down cleanly on SIGTERM"
@@ -141,7 +140,7 @@ def test_worker_processes_run_every_job_once(db, direct_dsn, pool_dsn, make_queu
     assert {k: v for k, v in runs.items() if k[2] != killed_id} == \
         {k: v for k, v in started.items() if k[2] != killed_id}
     assert all(started[k] >= v for k, v in runs.items() if k[2] == killed_id)
-    # The hold jobs' first runs saw their lease lost; their late acks changed nothing.
+    # The hold jobs' first runs saw their lease lost; their outcomes changed nothing.
     for job_id in held:
         first = [o for a, o in outcomes[str(job_id)] if a == 1]
         assert first == ["cancelled"], f"hold job {job_id}: {outcomes[str(job_id)]}"
@@ -216,8 +215,54 @@ def test_a_handler_that_loses_its_lease_sees_cancelled(db, direct_dsn, pool_dsn,
         thread.join(60)
     assert seen[0] == ("cancelled", True)
     events = [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
-    # The first run's ack came after the lease was lost: it changed nothing (one success, no failure).
+    # The first run's outcome, after its lease was lost, changed nothing (one success, no failure).
     assert events.count("succeeded") == 1 and "failed" not in events
+
+
+def test_a_job_leased_again_by_the_same_worker_is_run_again_and_the_old_run_is_not_acked(
+        db, direct_dsn, pool_dsn, make_queue):
+    # One worker with a free slot: after the operator's requeue, the job comes back to this same worker
+    # while its first run still goes on. The server fences acks by worker_id, so an ack of the first run
+    # would finish the second attempt: the first run must be cancelled at once, and its outcome dropped.
+    queue = make_queue()
+    job_id, _ = Producer(pool_dsn).enqueue(queue, {}, job_type="long")
+    first_started = threading.Event()
+    second_started = threading.Event()
+    first_returned = threading.Event()
+    runs = []
+
+    def long(job, ctx):
+        if job.attempt == 1:
+            first_started.set()
+            runs.append((1, "cancelled", ctx.cancelled.wait(60)))
+            runs.append((1, "saw the second run", second_started.wait(60)))
+            first_returned.set()
+            return {"run": 1}
+        second_started.set()
+        runs.append((2, "cancelled", ctx.cancelled.is_set()))
+        first_returned.wait(60)
+        time.sleep(0.5)  # the first run's ack, had it been sent, would have landed by now
+        return {"run": 2}
+
+    # A 60 s lease: no heartbeat within the test, so only the second dequeue can tell the first run.
+    worker = Worker(queue, {"long": long}, concurrency=2, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
+                    worker_id="relet-test", lease_seconds=60, poll_interval=0.5)
+    thread = start(worker)
+    try:
+        wait_until(first_started.is_set, what="the first run started")
+        assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
+        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
+                   == "completed", what="the job completed")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert sorted(runs) == [(1, "cancelled", True), (1, "saw the second run", True), (2, "cancelled", False)]
+    trail = db.execute("SELECT event, worker_id, details FROM conveyor.job_events(%s)", (job_id,)).fetchall()
+    succeeded = [d for e, _, d in trail if e == "succeeded"]
+    assert [(d["attempt"], d["stats"]) for d in succeeded] == [(2, {"run": 2})], trail
+    assert [w for e, w, _ in trail if e == "started"] == ["relet-test", "relet-test"]
+    assert "failed" not in [e for e, _, _ in trail]
 
 
 def test_failures_unknown_types_and_progress(db, direct_dsn, pool_dsn, make_queue):
