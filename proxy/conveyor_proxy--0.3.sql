@@ -469,12 +469,13 @@ $$;
 COMMENT ON FUNCTION conveyor.dequeue(text,text,integer,integer) IS 'Leases jobs from the shards in rotation, falling through to the next while there is room (proxy).';
 
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
-                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true)
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true,
+                             attempt int DEFAULT NULL)
     RETURNS boolean
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
-COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean) IS 'Acknowledges a job on the shard its id names (proxy).';
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean,integer) IS 'Acknowledges a job on the shard its id names (proxy).';
 
 CREATE FUNCTION conveyor_proxy.ack_many_on(part int, job_ids uuid[], success boolean, error_message text, worker_id text)
     RETURNS int
@@ -501,27 +502,30 @@ END
 $$;
 COMMENT ON FUNCTION conveyor.ack_many(uuid[],boolean,text,text) IS 'Acknowledges jobs on the shards their ids name, one call per shard (proxy).';
 
-CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL) RETURNS timestamptz
+CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL,
+                                   attempt int DEFAULT NULL) RETURNS timestamptz
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
-COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer) IS 'Extends a lease on the shard the job id names (proxy).';
-CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0) RETURNS boolean
+COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer,integer) IS 'Extends a lease on the shard the job id names (proxy).';
+CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0,
+                                 attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
-COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a job back on the shard its id names (proxy).';
+COMMENT ON FUNCTION conveyor.release(uuid,text,integer,integer) IS 'Gives a job back on the shard its id names (proxy).';
 CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
-                                  details jsonb DEFAULT NULL) RETURNS boolean
+                                  details jsonb DEFAULT NULL, attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
-COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records progress on the shard the job id names (proxy).';
-CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb,integer) IS 'Records progress on the shard the job id names (proxy).';
+CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL,
+                                 attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE plproxy AS $$
     CLUSTER 'conveyor_shards'; RUN ON conveyor_proxy.id_partition(job_id);
 $$;
-COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a trail event on the shard the job id names (proxy).';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb,integer) IS 'Appends a trail event on the shard the job id names (proxy).';
 
 -- ---- operating on one job -----------------------------------------------------------------------------------
 
@@ -927,10 +931,10 @@ GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
     conveyor.enqueue_batch(text, jsonb), conveyor_proxy.enqueue_batch_on(int, text, jsonb),
     conveyor.dequeue(text, text, int, int), conveyor_proxy.dequeue_on(int, text, text, int, int),
-    conveyor.ack(uuid, boolean, text, jsonb, text, boolean),
+    conveyor.ack(uuid, boolean, text, jsonb, text, boolean, int),
     conveyor.ack_many(uuid[], boolean, text, text), conveyor_proxy.ack_many_on(int, uuid[], boolean, text, text),
-    conveyor.heartbeat(uuid, text, int), conveyor.release(uuid, text, int),
-    conveyor.progress(uuid, text, numeric, text, jsonb), conveyor.job_log(uuid, text, text, jsonb),
+    conveyor.heartbeat(uuid, text, int, int), conveyor.release(uuid, text, int, int),
+    conveyor.progress(uuid, text, numeric, text, jsonb, int), conveyor.job_log(uuid, text, text, jsonb, int),
     conveyor.lock_acquire(text, text, int, text, jsonb), conveyor.lock_heartbeat(text, text, bigint),
     conveyor.lock_release(text, text, bigint), conveyor.lock_check(text, bigint),
     conveyor.entity_acquire(text, text, int, text, int), conveyor.entity_complete(text, text, jsonb),

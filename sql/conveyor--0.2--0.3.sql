@@ -119,15 +119,32 @@ COMMENT ON FUNCTION conveyor.dead_letter(uuid,text,jsonb) IS 'Moves a pending or
 REVOKE ALL ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.dead_letter(uuid, text, jsonb) TO conveyor_admin;
 
--- ack's retry => false ends a failure the worker knows is final: the job dies at once.
+-- ack's retry => false ends a failure the worker knows is final: the job dies at once. A worker's
+-- calls on a lease (ack, heartbeat, release, progress, job_log) may name the attempt dequeue
+-- reported: they then act on that lease only, not on a later lease of the job to the same worker.
 DROP FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text);
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
-                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true)
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true,
+                             attempt int DEFAULT NULL)
     RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_ack';
-COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
-REVOKE ALL ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean) TO conveyor_worker;
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean,integer) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
+REVOKE ALL ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean, int) TO conveyor_worker;
+DROP FUNCTION conveyor.heartbeat(uuid, text, int);
+CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL,
+                                   attempt int DEFAULT NULL) RETURNS timestamptz
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
+COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer,integer) IS 'Extends the lease of a running job held by worker_id; NULL when the worker no longer holds it.';
+REVOKE ALL ON FUNCTION conveyor.heartbeat(uuid, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.heartbeat(uuid, text, int, int) TO conveyor_worker;
+DROP FUNCTION conveyor.release(uuid, text, int);
+CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0,
+                                 attempt int DEFAULT NULL) RETURNS boolean
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_release';
+COMMENT ON FUNCTION conveyor.release(uuid,text,integer,integer) IS 'Gives a running job back to the queue without counting the attempt, due after delay_seconds.';
+REVOKE ALL ON FUNCTION conveyor.release(uuid, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION conveyor.release(uuid, text, int, int) TO conveyor_worker;
 
 DROP FUNCTION conveyor.retry(uuid, int);
 CREATE FUNCTION conveyor.requeue(job_id uuid, delay_seconds int DEFAULT 0) RETURNS boolean
@@ -233,12 +250,13 @@ END
 $do$;
 
 CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
-                                  details jsonb DEFAULT NULL) RETURNS boolean
+                                  details jsonb DEFAULT NULL, attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_progress';
-COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
-CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb,integer) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
+CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL,
+                                 attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_job_log';
-COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb,integer) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
 CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAULT NULL, group_key text DEFAULT NULL,
                                    job_type text DEFAULT NULL, since timestamptz DEFAULT NULL,
                                    until timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
@@ -250,11 +268,11 @@ CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAUL
     LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, conveyor, pg_temp SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off AS 'MODULE_PATHNAME', 'conveyor_list_jobs';
 COMMENT ON FUNCTION conveyor.list_jobs(text,text[],text,text,timestamp with time zone,timestamp with time zone,integer,uuid) IS 'Lists pending, running and finished jobs, newest first, by queue, status, group, type and creation time; pages by id.';
 
-REVOKE ALL ON FUNCTION conveyor.progress(uuid, text, numeric, text, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION conveyor.job_log(uuid, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.progress(uuid, text, numeric, text, jsonb, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION conveyor.job_log(uuid, text, text, jsonb, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid) TO conveyor_reader;
-GRANT EXECUTE ON FUNCTION conveyor.progress(uuid, text, numeric, text, jsonb), conveyor.job_log(uuid, text, text, jsonb)
+GRANT EXECUTE ON FUNCTION conveyor.progress(uuid, text, numeric, text, jsonb, int), conveyor.job_log(uuid, text, text, jsonb, int)
     TO conveyor_worker;
 
 -- ===================================================================================================

@@ -14,6 +14,14 @@ void check_delay(const std::optional<int32> &delay, const char *name) {
         throw Error(ERRCODE_INVALID_PARAMETER_VALUE, fmt::format("{} must not be negative, not {}", name, *delay));
 }
 
+// worker_id alone does not tell one lease of a job from a later one to the same worker (after a
+// requeue or an expiry, a worker whose old run still goes on may dequeue the job again); the attempt
+// does, except after release, which gives the attempt back.
+std::optional<int32> lease_attempt(FunctionCallInfo fcinfo, int i) {
+    if (PG_NARGS() <= i) return std::nullopt;
+    return optional_int(fcinfo, i, "attempt", 1, PG_INT32_MAX, "It is the attempt dequeue reported for the lease.");
+}
+
 static constexpr const char *history_columns =
     "job_id, queue_id, status, priority, run_at, job_type, group_key, dedup_key, payload, attempt, "
     "max_attempts, worker_id, started_at, last_error, created_at, finished_at, purge_at";
@@ -57,14 +65,15 @@ static void report_dead_jobs(const std::vector<Changed> &changes, const char *wh
     monitor::record_events("job_dead_lettered", "queue", subjects, details);
 }
 
-// Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker.
+// Succeeds running jobs: they move to history as completed. $2: only jobs leased to this worker;
+// $4: only if on this attempt (the lease the worker was given, see lease_attempt()).
 static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &worker,
-                                          Datum stats, bool stats_null) {
+                                          Datum stats, bool stats_null, std::optional<int32> attempt) {
     auto sql_for = [](bool progress) { return std::string() +
         "WITH d AS ("
         "  DELETE FROM conveyor.jobs j USING conveyor.queues q"
         "  WHERE j.job_id = ANY($1) AND q.queue_id = j.queue_id AND j.state = 'running'"
-        "    AND ($2::text IS NULL OR j.worker_id = $2)"
+        "    AND ($2::text IS NULL OR j.worker_id = $2) AND ($4::int IS NULL OR j.attempt = $4)"
         "  RETURNING j.*, q.retention_days, q.event_trail), "
         "h AS ("
         "  INSERT INTO conveyor.job_history (" + history_columns_for(progress) + ")"
@@ -84,11 +93,11 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
                       {"running", "completed", "run_seconds"}) +
         ") SELECT job_id, queue_id, group_key, 'completed' FROM d"; };
     static const std::string sql[2] = {sql_for(false), sql_for(true)};
-    static Statement stmts[2] = {{sql[0].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}},
-                                 {sql[1].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID}}};
+    static Statement stmts[2] = {{sql[0].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID, INT4OID}},
+                                 {sql[1].c_str(), {UUIDARRAYOID, TEXTOID, JSONBOID, INT4OID}}};
     Statement &stmt = stmts[catalog_at_0_3()];
     Params p;
-    p.uuid_array(0, ids).text(1, worker);
+    p.uuid_array(0, ids).text(1, worker).int4(3, attempt);
     if (stats_null) p.null(2);
     else p.datum(2, stats);
     return changed_rows(stmt.run(p));
@@ -101,7 +110,7 @@ static std::vector<Changed> complete_jobs(const std::vector<pg_uuid_t> &ids, con
 // at_0_3: the database has 0.3's dead letters (dead_retention_days, job_history.reason). A failed ack
 // ($4 false) records its stats ($5) and the run's duration in the trail, as a successful one does.
 // $6 true: the failure is final (ack with retry => false): the jobs die whatever attempts remain,
-// with the reason 'not retryable' instead of 'max_attempts reached'.
+// with the reason 'not retryable' instead of 'max_attempts reached'. $7: only if on this attempt.
 // The run's duration and the worker's stats, for a failed ack (not for an expired lease).
 #define DEAD_REASON "CASE WHEN $6 THEN 'not retryable' ELSE 'max_attempts reached' END"
 #define RUN_FIGURES                                                                                               \
@@ -112,7 +121,8 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
         "WITH t AS ("
         "  SELECT j.job_id FROM conveyor.jobs j"
         "  WHERE j.job_id = ANY($1) AND j.state = 'running'"
-        "    AND CASE WHEN $4 THEN j.lease_until < pg_catalog.now() ELSE ($3::text IS NULL OR j.worker_id = $3) END"
+        "    AND CASE WHEN $4 THEN j.lease_until < pg_catalog.now()"
+        "             ELSE ($3::text IS NULL OR j.worker_id = $3) AND ($7::int IS NULL OR j.attempt = $7) END"
         "  FOR UPDATE") + (skip_locked ? " SKIP LOCKED" : "") + "), "
         "dead AS ("
         "  DELETE FROM conveyor.jobs j USING t, conveyor.queues q"
@@ -167,8 +177,9 @@ static std::string fail_jobs_sql(bool skip_locked, bool at_0_3) {
 
 static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
                                       const std::optional<std::string> &worker, bool expire, bool skip_locked = false,
-                                      Datum stats = (Datum)0, bool stats_null = true, bool final = false) {
-    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID, BOOLOID};
+                                      Datum stats = (Datum)0, bool stats_null = true, bool final = false,
+                                      std::optional<int32> attempt = std::nullopt) {
+    static const std::initializer_list<Oid> types = {UUIDARRAYOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID, BOOLOID, INT4OID};
     static const std::string sql[2][2] = {{fail_jobs_sql(false, false), fail_jobs_sql(false, true)},
                                           {fail_jobs_sql(true, false), fail_jobs_sql(true, true)}};
     static Statement stmts[2][2] = {{{sql[0][0].c_str(), types}, {sql[0][1].c_str(), types}},
@@ -177,7 +188,7 @@ static std::vector<Changed> fail_jobs(const std::vector<pg_uuid_t> &ids, const s
     p.uuid_array(0, ids).text(1, error).text(2, worker).boolean(3, expire);
     if (stats_null) p.null(4);
     else p.datum(4, stats);
-    p.boolean(5, final);
+    p.boolean(5, final).int4(6, attempt);
     return changed_rows(stmts[skip_locked][catalog_at_0_3()].run(p));
 }
 
@@ -255,10 +266,10 @@ void ensure_partitions_for(const std::vector<JobRef> &jobs) {
 // everywhere. Only ids that did not complete are looked up, to tell "no longer yours" (false) from
 // an unknown or not running job (an error).
 static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats, bool stats_null,
-                                 const std::optional<std::string> &worker) {
+                                 const std::optional<std::string> &worker, std::optional<int32> attempt = std::nullopt) {
     ensure_history_partitions(longest_retention());
     ensure_event_partitions();
-    std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null);
+    std::vector<Changed> changes = complete_jobs(ids, worker, stats, stats_null, attempt);
     report_status(changes);
     if (changes.size() != ids.size()) {
         std::set<pg_uuid_t, UuidLess> done;
@@ -286,7 +297,8 @@ static int64 acknowledge_success(const std::vector<pg_uuid_t> &ids, Datum stats,
 // locked, and each job is rescheduled with backoff or dies at max_attempts; retry false: each dies now.
 static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::optional<std::string> &error,
                                  const std::optional<std::string> &worker, Datum stats = (Datum)0,
-                                 bool stats_null = true, bool retry = true) {
+                                 bool stats_null = true, bool retry = true,
+                                 std::optional<int32> attempt = std::nullopt) {
     std::map<pg_uuid_t, JobRef, UuidLess> found;
     for (auto &j : find_jobs(ids, true)) found.emplace(j.id, std::move(j));
     std::vector<JobRef> targets;
@@ -310,7 +322,7 @@ static int64 acknowledge_failure(const std::vector<pg_uuid_t> &ids, const std::o
         if (t.group_key) groups.insert({t.queue_id, *t.group_key});
     }
     lock_groups(groups);
-    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null, !retry);
+    std::vector<Changed> changes = fail_jobs(target_ids, error, worker, false, false, stats, stats_null, !retry, attempt);
     report_status(changes);
     report_dead_jobs(changes, retry ? "max_attempts reached" : "not retryable", error);
     fill_group_heads(groups_losing_head(changes));
@@ -331,9 +343,13 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_ack) {
         require(fcinfo, 5, "retry");
         retry = PG_GETARG_BOOL(5);
     }
+    auto attempt = lease_attempt(fcinfo, 6);
+    if (attempt && !worker)
+        throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "worker_id must not be NULL when attempt is given",
+                    "A lease is the worker_id and the attempt that dequeue reported.");
     spi::Connection spi;
-    int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker)
-                      : acknowledge_failure({id}, error, worker, PointerGetDatum(stats), stats == nullptr, retry);
+    int64 n = success ? acknowledge_success({id}, PointerGetDatum(stats), stats == nullptr, worker, attempt)
+                      : acknowledge_failure({id}, error, worker, PointerGetDatum(stats), stats == nullptr, retry, attempt);
     spi.finish();
     PG_RETURN_BOOL(n == 1);
 }
@@ -433,15 +449,17 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_heartbeat) {
     std::string worker = required_text(fcinfo, 1, "worker_id");
     check_key(worker, "worker_id");
     auto extend = optional_int(fcinfo, 2, "extend_seconds", 1, 7 * 86400);
+    auto attempt = lease_attempt(fcinfo, 3);
     spi::Connection spi;
     static Statement stmt(
         "UPDATE conveyor.jobs j SET lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs =>"
         "   COALESCE($3, q.lease_seconds))"
         " FROM conveyor.queues q"
-        " WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2 AND q.queue_id = j.queue_id"
+        " WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2 AND ($4::int IS NULL OR j.attempt = $4)"
+        "   AND q.queue_id = j.queue_id"
         " RETURNING j.lease_until",
-        {UUIDOID, TEXTOID, INT4OID});
-    auto rows = stmt.run(Params().uuid(0, id).text(1, worker).int4(2, extend));
+        {UUIDOID, TEXTOID, INT4OID, INT4OID});
+    auto rows = stmt.run(Params().uuid(0, id).text(1, worker).int4(2, extend).int4(3, attempt));
     if (rows.size() == 0) {
         if (find_jobs({id}).empty() && !finished_status(id))
             throw Error(ERRCODE_UNDEFINED_OBJECT, fmt::format("job {} does not exist", uuid_text(id)));
@@ -453,15 +471,16 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_heartbeat) {
     PG_RETURN_TIMESTAMPTZ(until);
 }
 
-// Puts a running job of this worker back as pending, due after delay seconds, without counting the
-// attempt it used (release). Callers hold the group's lock.
-static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::string &worker, int32 delay) {
+// Puts a running job of this worker (on this attempt, if given) back as pending, due after delay
+// seconds, without counting the attempt it used (release). Callers hold the group's lock.
+static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::string &worker, int32 delay,
+                                            std::optional<int32> attempt) {
     static const std::string sql =
         "WITH r AS ("
         "  UPDATE conveyor.jobs j SET state = CASE WHEN $3 > 0 THEN 'scheduled' ELSE 'ready' END,"
         "    run_at = pg_catalog.now() + pg_catalog.make_interval(secs => $3), attempt = j.attempt - 1,"
         "    worker_id = NULL, lease_until = NULL"
-        "  WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2"
+        "  WHERE j.job_id = $1 AND j.state = 'running' AND j.worker_id = $2 AND ($4::int IS NULL OR j.attempt = $4)"
         "  RETURNING j.job_id, j.queue_id, j.group_key, j.state, j.run_at), "
         "ev AS ("
         "  INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
@@ -472,8 +491,8 @@ static std::vector<Changed> requeue_running(const pg_uuid_t &id, const std::stri
                       " count(*) FILTER (WHERE state = 'scheduled') FROM r GROUP BY queue_id",
                       {"running", "pending", "scheduled"}) +
         ") SELECT job_id, queue_id, group_key, state FROM r";
-    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, INT4OID});
-    return changed_rows(stmt.run(Params().uuid(0, id).text(1, worker).int4(2, delay)));
+    static Statement stmt(sql.c_str(), {UUIDOID, TEXTOID, INT4OID, INT4OID});
+    return changed_rows(stmt.run(Params().uuid(0, id).text(1, worker).int4(2, delay).int4(3, attempt)));
 }
 
 CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
@@ -483,6 +502,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     require(fcinfo, 2, "delay_seconds");
     int32 delay = PG_GETARG_INT32(2);
     check_delay(delay, "delay_seconds");
+    auto attempt = lease_attempt(fcinfo, 3);
     spi::Connection spi;
     auto jobs = find_jobs({id}, true);
     if (jobs.empty()) {
@@ -492,7 +512,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_release) {
     }
     ensure_event_partitions();
     if (jobs[0].group_key) lock_groups({{jobs[0].queue_id, *jobs[0].group_key}});
-    auto changes = requeue_running(id, worker, delay);
+    auto changes = requeue_running(id, worker, delay, attempt);
     report_status(changes);
     fill_group_heads(groups_losing_head(changes));
     spi.finish();

@@ -191,6 +191,10 @@ std::set<GroupKey> groups_losing_head(const std::vector<Changed> &changes);
 void ensure_partitions_for(const std::vector<JobRef> &jobs);
 // Throws 22023 when a delay is negative.
 void check_delay(const std::optional<int32> &delay, const char *name);
+// The attempt argument i of a worker's call (ack, heartbeat, release, progress, job_log; 0.3), 1 or
+// more: the call then acts only on the lease that dequeue reported with that attempt. Absent (the
+// function of a database at 0.2 passes fewer arguments) or NULL: whatever the worker holds.
+std::optional<int32> lease_attempt(FunctionCallInfo fcinfo, int i);
 
 // Expires running jobs whose lease ran out (of one queue, or all), at most `limit`; returns how
 // many. Never waits: jobs whose group or row another transaction holds are left for the next pass.

@@ -1,6 +1,6 @@
 // Progress and custom trail events of a running job: conveyor.progress and conveyor.job_log. Both
-// are fenced like heartbeat: only the worker that holds the job's lease may write, and a worker
-// whose lease was taken over gets false and changes nothing.
+// are fenced like heartbeat: only the worker that holds the job's lease (on the attempt named, if
+// one is) may write, and a worker whose lease was taken over gets false and changes nothing.
 #include <cmath>
 
 #include "queue/internal.hpp"
@@ -40,6 +40,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_progress) {
     auto percent = read_percent(fcinfo, 2);
     auto step = optional_key(fcinfo, 3, "step");
     Jsonb *details = arg_jsonb(fcinfo, 4);
+    auto attempt = lease_attempt(fcinfo, 5);
     spi::Connection spi;
     ensure_event_partitions();
     // The row lock of `o` makes a concurrent takeover (reap, then another worker's dequeue) either
@@ -47,6 +48,7 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_progress) {
     static Statement stmt(
         "WITH o AS ("
         "  SELECT job_id, step FROM conveyor.jobs WHERE job_id = $1 AND state = 'running' AND worker_id = $2"
+        "    AND ($6::int IS NULL OR attempt = $6)"
         "  FOR UPDATE), "
         "u AS ("
         "  UPDATE conveyor.jobs j SET percent = COALESCE($3, j.percent), step = COALESCE($4, j.step)"
@@ -59,9 +61,9 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_progress) {
         "           'attempt', attempt, 'details', $5::jsonb)"
         "  FROM u WHERE $4::text IS NOT NULL AND previous_step IS DISTINCT FROM step) "
         "SELECT queue_id FROM u",
-        {UUIDOID, TEXTOID, NUMERICOID, TEXTOID, JSONBOID});
+        {UUIDOID, TEXTOID, NUMERICOID, TEXTOID, JSONBOID, INT4OID});
     Params p;
-    p.uuid(0, id).text(1, worker).text(3, step);
+    p.uuid(0, id).text(1, worker).text(3, step).int4(5, attempt);
     if (percent) p.datum(2, *percent);
     else p.null(2);
     if (details) p.datum(4, PointerGetDatum(details));
@@ -99,16 +101,18 @@ CONVEYOR_AUDITED_FUNCTION(conveyor_job_log) {
     std::string event = required_text(fcinfo, 2, "event");
     check_event_name(event);
     Jsonb *details = arg_jsonb(fcinfo, 3);
+    auto attempt = lease_attempt(fcinfo, 4);
     spi::Connection spi;
     ensure_event_partitions();
     // FOR SHARE: a takeover in progress (which updates the row) is waited for, then re-checked.
     static Statement stmt(
         "INSERT INTO conveyor.job_events (job_id, at, event, worker_id, details)"
         " SELECT job_id, pg_catalog.clock_timestamp(), $3, $2, $4::jsonb FROM ("
-        "   SELECT job_id FROM conveyor.jobs WHERE job_id = $1 AND state = 'running' AND worker_id = $2 FOR SHARE) j",
-        {UUIDOID, TEXTOID, TEXTOID, JSONBOID});
+        "   SELECT job_id FROM conveyor.jobs WHERE job_id = $1 AND state = 'running' AND worker_id = $2"
+        "     AND ($5::int IS NULL OR attempt = $5) FOR SHARE) j",
+        {UUIDOID, TEXTOID, TEXTOID, JSONBOID, INT4OID});
     Params p;
-    p.uuid(0, id).text(1, worker).text(2, std::string(custom_event_prefix) + event);
+    p.uuid(0, id).text(1, worker).text(2, std::string(custom_event_prefix) + event).int4(4, attempt);
     if (details) p.datum(3, PointerGetDatum(details));
     else p.null(3);
     bool held = stmt.run(p).affected() == 1;

@@ -221,20 +221,23 @@ CREATE FUNCTION conveyor.dequeue(queue text, worker_id text, max_count int DEFAU
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_dequeue';
 COMMENT ON FUNCTION conveyor.dequeue(text,text,integer,integer) IS 'Leases up to max_count due jobs of a queue to a worker, by priority, then run_at, then enqueue order.';
 CREATE FUNCTION conveyor.ack(job_id uuid, success boolean, error_message text DEFAULT NULL,
-                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true)
+                             stats jsonb DEFAULT NULL, worker_id text DEFAULT NULL, retry boolean DEFAULT true,
+                             attempt int DEFAULT NULL)
     RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack';
-COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
+COMMENT ON FUNCTION conveyor.ack(uuid,boolean,text,jsonb,text,boolean,integer) IS 'Acknowledges a running job: success completes it; failure retries it later, or makes it dead (at once with retry false).';
 CREATE FUNCTION conveyor.ack_many(job_ids uuid[], success boolean, error_message text DEFAULT NULL,
                                   worker_id text DEFAULT NULL) RETURNS int
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_ack_many';
 COMMENT ON FUNCTION conveyor.ack_many(uuid[],boolean,text,text) IS 'Acknowledges several running jobs at once with the same outcome; returns how many were acknowledged.';
-CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL) RETURNS timestamptz
+CREATE FUNCTION conveyor.heartbeat(job_id uuid, worker_id text, extend_seconds int DEFAULT NULL,
+                                   attempt int DEFAULT NULL) RETURNS timestamptz
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_heartbeat';
-COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer) IS 'Extends the lease of a running job held by worker_id; NULL when the worker no longer holds it.';
-CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0) RETURNS boolean
+COMMENT ON FUNCTION conveyor.heartbeat(uuid,text,integer,integer) IS 'Extends the lease of a running job held by worker_id; NULL when the worker no longer holds it.';
+CREATE FUNCTION conveyor.release(job_id uuid, worker_id text, delay_seconds int DEFAULT 0,
+                                 attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_release';
-COMMENT ON FUNCTION conveyor.release(uuid,text,integer) IS 'Gives a running job back to the queue without counting the attempt, due after delay_seconds.';
+COMMENT ON FUNCTION conveyor.release(uuid,text,integer,integer) IS 'Gives a running job back to the queue without counting the attempt, due after delay_seconds.';
 
 -- ---- waiting for jobs on a session of its own (0.3) --------------------------------------------------
 
@@ -318,10 +321,10 @@ GRANT EXECUTE ON FUNCTION
     conveyor.enqueue(text, jsonb, text, text, int, timestamptz, text, int),
     conveyor.enqueue_batch(text, jsonb),
     conveyor.dequeue(text, text, int, int),
-    conveyor.ack(uuid, boolean, text, jsonb, text, boolean),
+    conveyor.ack(uuid, boolean, text, jsonb, text, boolean, int),
     conveyor.ack_many(uuid[], boolean, text, text),
-    conveyor.heartbeat(uuid, text, int),
-    conveyor.release(uuid, text, int)
+    conveyor.heartbeat(uuid, text, int, int),
+    conveyor.release(uuid, text, int, int)
     TO conveyor_worker;
 GRANT EXECUTE ON FUNCTION
     conveyor.create_queue(text, jsonb), conveyor.alter_queue(text, jsonb), conveyor.drop_queue(text, boolean),
@@ -347,12 +350,13 @@ GRANT EXECUTE ON FUNCTION conveyor.validate_payload(text, jsonb) TO conveyor_rea
 -- ---- progress, custom trail events, status notifications and job listing ------------------------------
 
 CREATE FUNCTION conveyor.progress(job_id uuid, worker_id text, percent numeric DEFAULT NULL, step text DEFAULT NULL,
-                                  details jsonb DEFAULT NULL) RETURNS boolean
+                                  details jsonb DEFAULT NULL, attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_progress';
-COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
-CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL) RETURNS boolean
+COMMENT ON FUNCTION conveyor.progress(uuid,text,numeric,text,jsonb,integer) IS 'Records the percent and step of a running job held by worker_id; a new step joins the trail; false if the lease is lost.';
+CREATE FUNCTION conveyor.job_log(job_id uuid, worker_id text, event text, details jsonb DEFAULT NULL,
+                                 attempt int DEFAULT NULL) RETURNS boolean
     LANGUAGE C VOLATILE @DEFINER@ @INDEX_SCANS@ AS 'MODULE_PATHNAME', 'conveyor_job_log';
-COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
+COMMENT ON FUNCTION conveyor.job_log(uuid,text,text,jsonb,integer) IS 'Appends a custom event, stored as log:<event>, to the trail of a job held by worker_id; false if the lease is lost.';
 CREATE FUNCTION conveyor.list_jobs(queue text DEFAULT NULL, status text[] DEFAULT NULL, group_key text DEFAULT NULL,
                                    job_type text DEFAULT NULL, since timestamptz DEFAULT NULL,
                                    until timestamptz DEFAULT NULL, lim int DEFAULT 100, after uuid DEFAULT NULL)
@@ -368,8 +372,8 @@ GRANT EXECUTE ON FUNCTION
     conveyor.list_jobs(text, text[], text, text, timestamptz, timestamptz, int, uuid)
     TO conveyor_reader;
 GRANT EXECUTE ON FUNCTION
-    conveyor.progress(uuid, text, numeric, text, jsonb),
-    conveyor.job_log(uuid, text, text, jsonb)
+    conveyor.progress(uuid, text, numeric, text, jsonb, int),
+    conveyor.job_log(uuid, text, text, jsonb, int)
     TO conveyor_worker;
 
 -- ---- long-term job statistics -------------------------------------------------------------------------

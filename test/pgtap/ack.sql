@@ -1,6 +1,6 @@
 -- Acknowledging jobs: ack, ack_many, backoff, dead jobs, zombie acks and the event trail.
 BEGIN;
-SELECT plan(74);
+SELECT plan(90);
 
 -- tap_ack: backoff 10 s .. 3600 s (the defaults)
 SELECT conveyor.create_queue('tap_ack') \gset
@@ -9,6 +9,7 @@ SELECT conveyor.create_queue('tap_ack_jitter', '{"backoff_base_seconds": 40}') \
 SELECT conveyor.create_queue('tap_ack_zombie', '{"backoff_base_seconds": 0}') \gset
 SELECT conveyor.create_queue('tap_ack_many') \gset
 SELECT conveyor.create_queue('tap_ack_quiet', '{"event_trail": "failures"}') \gset
+SELECT conveyor.create_queue('tap_ack_relet', '{"backoff_base_seconds": 0}') \gset
 
 -- Seconds from now() to a job's run_at.
 CREATE FUNCTION pg_temp.delay(id uuid) RETURNS numeric LANGUAGE sql AS
@@ -108,6 +109,33 @@ SELECT is(conveyor.get_job(:'z')->>'status', 'completed', 'and the job stays com
 SELECT job_id AS z2 FROM conveyor.enqueue('tap_ack_zombie', '{"n": "z2"}') \gset
 SELECT is(conveyor.ack(:'z2', true, worker_id => 'w1'), false, 'ack with worker_id of a pending job returns false');
 SELECT is(conveyor.get_job(:'z2')->>'status', 'pending', 'and leaves it pending');
+
+-- ---- the same worker leased the job again: the attempt tells its leases apart --------------------
+
+SELECT job_id AS r FROM conveyor.enqueue('tap_ack_relet', '{"n": "r"}') \gset
+SELECT job_id AS r_dq FROM conveyor.dequeue('tap_ack_relet', 'w1') \gset
+SELECT is(conveyor.requeue(:'r'), true, 'an operator requeues w1''s job');
+SELECT is((SELECT attempt FROM conveyor.dequeue('tap_ack_relet', 'w1')), 2, 'w1 dequeues it again: attempt 2');
+SELECT is(conveyor.heartbeat(:'r', 'w1', 30, attempt => 1), NULL, 'a heartbeat naming the first lease (attempt 1) returns NULL');
+SELECT isnt(conveyor.heartbeat(:'r', 'w1', 30, attempt => 2), NULL, 'one naming the second lease extends it');
+SELECT is(conveyor.progress(:'r', 'w1', 50, 'late', attempt => 1), false, 'progress naming the first lease returns false');
+SELECT is(conveyor.job_log(:'r', 'w1', 'late', attempt => 1), false, 'job_log naming the first lease returns false');
+SELECT is(conveyor.release(:'r', 'w1', attempt => 1), false, 'release naming the first lease returns false');
+SELECT is(conveyor.ack(:'r', false, 'late', NULL, 'w1', attempt => 1), false, 'a failed ack naming the first lease returns false');
+SELECT is(conveyor.ack(:'r', true, NULL, '{"run": 1}', 'w1', attempt => 1), false, 'an ack naming the first lease returns false');
+SELECT is(
+    (SELECT jsonb_build_array(j->'status', j->'worker_id', j->'attempt', j->'percent', j->'step') FROM conveyor.get_job(:'r') j),
+    '["running", "w1", 2, null, null]'::jsonb, 'the first lease''s calls changed nothing');
+SELECT is((SELECT count(*) FROM conveyor.job_events(:'r') WHERE event IN ('log:late', 'progress', 'failed', 'released')),
+    0::bigint, 'and left nothing in the trail');
+SELECT is(conveyor.progress(:'r', 'w1', 50, attempt => 2), true, 'progress naming the second lease is recorded');
+SELECT is(conveyor.ack(:'r', true, NULL, '{"run": 2}', 'w1', attempt => 2), true, 'an ack naming the second lease completes the job');
+SELECT is((SELECT details FROM conveyor.job_events(:'r') WHERE event = 'succeeded') - 'duration_ms',
+    '{"attempt": 2, "stats": {"run": 2}}'::jsonb, 'with the second run''s stats');
+SELECT throws_ok(format('SELECT conveyor.ack(%L, true, attempt => 1)', :'r'),
+    '22004', 'worker_id must not be NULL when attempt is given', 'attempt without worker_id raises 22004');
+SELECT throws_ok(format('SELECT conveyor.heartbeat(%L, %L, attempt => 0)', :'r', 'w1'),
+    '22023', NULL, 'an attempt below 1 raises 22023');
 
 -- ---- without worker_id: errors --------------------------------------------------------------------
 

@@ -94,12 +94,12 @@ dump_of "$FRESH" >"$TMP/fresh.dump" || bail "could not dump the schema of $FRESH
 # ---- the comparison can fail ----------------------------------------------------------------------
 ALTERED=conveyor_shell_upgrade_altered
 new_db "$ALTERED" || bail "could not install conveyor in $ALTERED"
-q "$ALTERED" "REVOKE EXECUTE ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean) FROM conveyor_worker" \
+q "$ALTERED" "REVOKE EXECUTE ON FUNCTION conveyor.ack(uuid, boolean, text, jsonb, text, boolean, int) FROM conveyor_worker" \
     "COMMENT ON FUNCTION conveyor.uuid_v7() IS NULL" || bail "could not alter $ALTERED"
 schema_of "$ALTERED" >"$TMP/altered.schema"
 dump_of "$ALTERED" >"$TMP/altered.dump"
 diff "$TMP/fresh.schema" "$TMP/altered.schema" >"$TMP/diff"
-is "$(grep -c '^[<>] function conveyor.ack(uuid,boolean,text,jsonb,text,boolean): owner' "$TMP/diff") $(grep -c '^[<>] function conveyor.uuid_v7(): owner' "$TMP/diff")" "2 2" \
+is "$(grep -c '^[<>] function conveyor.ack(uuid,boolean,text,jsonb,text,boolean,integer): owner' "$TMP/diff") $(grep -c '^[<>] function conveyor.uuid_v7(): owner' "$TMP/diff")" "2 2" \
    "the catalog comparison reports a grant taken away and a comment dropped"
 diff "$TMP/fresh.dump" "$TMP/altered.dump" >"$TMP/diff"
 is "$(grep -c '^> REVOKE ALL ON FUNCTION conveyor.ack(.* FROM conveyor_worker;$' "$TMP/diff") $(grep -c "^< COMMENT ON FUNCTION conveyor.uuid_v7() IS " "$TMP/diff")" "1 1" \
