@@ -63,16 +63,16 @@ export class JobContext {
    */
   async progress(percent = null, step = null, details = null) {
     const { rows } = await this._worker._query(
-      'SELECT conveyor.progress($1, $2, $3::numeric, $4, $5::jsonb) AS ok',
-      [this.job.jobId, this.workerId, percent, step, details == null ? null : JSON.stringify(details)]);
+      'SELECT conveyor.progress($1, $2, $3::numeric, $4, $5::jsonb, attempt => $6) AS ok',
+      [this.job.jobId, this.workerId, percent, step, details == null ? null : JSON.stringify(details), this.job.attempt]);
     return rows[0].ok;
   }
 
   /** conveyor.job_log: an event of the worker's own, stored as log:<event>; false when the lease is lost. */
   async log(event, details = null) {
     const { rows } = await this._worker._query(
-      'SELECT conveyor.job_log($1, $2, $3, $4::jsonb) AS ok',
-      [this.job.jobId, this.workerId, event, details == null ? null : JSON.stringify(details)]);
+      'SELECT conveyor.job_log($1, $2, $3, $4::jsonb, attempt => $5) AS ok',
+      [this.job.jobId, this.workerId, event, details == null ? null : JSON.stringify(details), this.job.attempt]);
     return rows[0].ok;
   }
 }
@@ -249,9 +249,8 @@ export class Worker {
       const old = this._leased.get(item.job.jobId);
       if (old) {
         // The lease this worker held was lost (an operator's requeue, an expiry) and the job came back
-        // to this same worker. The server fences acks by worker_id only, so the old run's ack would now
-        // finish the new attempt: the old run is aborted and its outcome dropped (_runJob), and it
-        // keeps its slot until its handler returns.
+        // to this same worker. The old run is aborted and its outcome dropped (_runJob; its calls name
+        // its attempt, so none acts on the new lease), and it keeps its slot until its handler returns.
         old.lost = true;
         old.superseded = true;
         if (old.started) this._superseded += 1;
@@ -380,18 +379,16 @@ export class Worker {
     item.finishing = true;
     try {
       if (item.lost) {
-        // No ack: the lease is gone, and if this worker has leased the job again, an ack would finish
-        // that attempt with this run's outcome.
+        // No ack: the lease is gone (the server would refuse it: it names this run's attempt).
         this.logger.warn(`conveyor: job ${job.jobId}: its lease was lost while its handler ran; its outcome is dropped`);
         return;
       }
-      // With worker_id the ack is fenced: after a lost lease it returns false and changes nothing, and
-      // so does a retry of an ack that committed but whose answer was lost. retry is named only when
-      // false, so a database still at 0.2 (whose ack has no retry) serves every other ack.
+      // Fenced by worker_id and attempt: after a lost lease it returns false and changes nothing, even
+      // when this worker has leased the job again since; and so does a retry of an ack that committed
+      // but whose answer was lost.
       const { rows } = await this._query(
-        retry ? 'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5) AS acked'
-              : 'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5, retry => false) AS acked',
-        [job.jobId, success, error, stats == null ? null : JSON.stringify(stats), this.workerId]);
+        'SELECT conveyor.ack($1, $2, $3, $4::jsonb, $5, retry => $6, attempt => $7) AS acked',
+        [job.jobId, success, error, stats == null ? null : JSON.stringify(stats), this.workerId, retry, job.attempt]);
       if (!rows[0].acked) this.logger.warn(`conveyor: job ${job.jobId} was no longer leased to ${this.workerId}: its ack changed nothing`);
     } catch (err) {
       this.logger.error(`conveyor: ack of job ${job.jobId} failed (${err.message}); its lease will run out and it will be retried`);
@@ -424,12 +421,14 @@ export class Worker {
   }
 
   async _beat(due, now) {
-    const ids = due.map((i) => i.job.jobId).sort();  // one order for every statement: no deadlocks
+    // By job id, one order for every statement: no deadlocks.
+    const held = due.map((i) => i.job).sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
     let leases;
     try {
       const { rows } = await this._query(
-        'SELECT j::text AS job_id, conveyor.heartbeat(j, $1, $2::int) AS lease_until FROM unnest($3::uuid[]) AS j',
-        [this.workerId, this.leaseSeconds, ids]);
+        'SELECT j::text AS job_id, conveyor.heartbeat(j, $1, $2::int, attempt => a) AS lease_until' +
+        ' FROM unnest($3::uuid[], $4::int[]) AS l(j, a)',
+        [this.workerId, this.leaseSeconds, held.map((j) => j.jobId), held.map((j) => j.attempt)]);
       leases = new Map(rows.map((r) => [r.job_id, r.lease_until]));
     } catch (err) {
       this.logger.error(`conveyor: heartbeat failed (${err.message}); trying again in a second`);
@@ -455,12 +454,14 @@ export class Worker {
     const unstarted = [...this._leased.values()].filter((i) => !i.started);
     for (const item of unstarted) this._leased.delete(item.job.jobId);
     if (unstarted.length > 0) {
-      const ids = unstarted.map((i) => i.job.jobId).sort();
+      const jobs = unstarted.map((i) => i.job).sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+      const ids = jobs.map((j) => j.jobId);
       try {
         // release does not count the attempt, and the job is due at once for another worker.
         const { rows } = await this._query(
-          'SELECT count(*) FILTER (WHERE conveyor.release(j, $1))::int AS released FROM unnest($2::uuid[]) AS j',
-          [this.workerId, ids]);
+          'SELECT count(*) FILTER (WHERE conveyor.release(j, $1, attempt => a))::int AS released' +
+          ' FROM unnest($2::uuid[], $3::int[]) AS l(j, a)',
+          [this.workerId, ids, jobs.map((j) => j.attempt)]);
         this.logger.info(`conveyor: released ${rows[0].released} of ${ids.length} jobs not started`);
       } catch (err) {
         this.logger.error(`conveyor: could not release ${ids.length} jobs not started (${err.message}); their leases will run out`);

@@ -117,8 +117,8 @@ test('a handler that blocks past its lease sees its signal abort with LeaseLostE
 
 test('a job leased again by the same worker runs again, and the old run is aborted and not acked', async (t) => {
   // One worker with a free slot: after the operator's requeue the job comes back to this same worker
-  // while its first run still goes on. The server fences acks by worker_id, so the first run's ack
-  // would finish the second attempt: the first run must be aborted at once and its outcome dropped.
+  // while its first run still goes on. The first run must be aborted at once and its outcome dropped:
+  // the succeeded event is the second attempt's, with its stats.
   const db = await connect(t);
   const queue = await makeQueue(db);
   const producer = new Producer(poolUrl);

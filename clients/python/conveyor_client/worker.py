@@ -51,16 +51,16 @@ class JobContext:
                  details: Optional[Mapping[str, Any]] = None) -> bool:
         """conveyor.progress: records percent (0-100) and step; False when the lease is lost."""
         return self._worker._call(lambda c: c.execute(
-            "SELECT conveyor.progress(%s, %s, %s::numeric, %s, %s)",
+            "SELECT conveyor.progress(%s, %s, %s::numeric, %s, %s, attempt => %s)",
             (self.job.job_id, self.worker_id, percent, step,
-             None if details is None else Jsonb(dict(details)))).fetchone()[0])
+             None if details is None else Jsonb(dict(details)), self.job.attempt)).fetchone()[0])
 
     def log(self, event: str, details: Optional[Mapping[str, Any]] = None) -> bool:
         """conveyor.job_log: a custom event (stored as log:<event>) in the job's trail."""
         return self._worker._call(lambda c: c.execute(
-            "SELECT conveyor.job_log(%s, %s, %s, %s)",
+            "SELECT conveyor.job_log(%s, %s, %s, %s, attempt => %s)",
             (self.job.job_id, self.worker_id, event,
-             None if details is None else Jsonb(dict(details)))).fetchone()[0])
+             None if details is None else Jsonb(dict(details)), self.job.attempt)).fetchone()[0])
 
 
 Handler = Callable[[Job, JobContext], Optional[Mapping[str, Any]]]
@@ -289,9 +289,9 @@ class Worker:
                 old = self._leased.get(item.job.job_id)
                 if old is not None:
                     # The lease this worker held was lost (an operator's requeue, an expiry) and the job
-                    # came back to this same worker. The server fences acks by worker_id only, so the
-                    # old run's ack would now finish the new attempt: the old run is cancelled and its
-                    # outcome dropped (_run_job), and it keeps its slot until its handler returns.
+                    # came back to this same worker. The old run is cancelled and its outcome dropped
+                    # (_run_job; its calls name its attempt, so none acts on the new lease), and it
+                    # keeps its slot until its handler returns.
                     old.lost = True
                     old.superseded = True
                     old.ctx.cancelled.set()
@@ -386,10 +386,9 @@ class Worker:
             lost = item.lost
         try:
             if lost:
-                # No ack: the lease is gone, and if this worker has leased the job again, an ack would
-                # finish that attempt with this run's outcome.
+                # No ack: the lease is gone (the server would refuse it: it names this run's attempt).
                 log.warning("job %s: its lease was lost while its handler ran; its outcome is dropped", job.job_id)
-            elif not self._ack(job.job_id, success, error, stats, retry):
+            elif not self._ack(job, success, error, stats, retry):
                 log.warning("job %s was no longer leased to %s: its ack changed nothing", job.job_id, self.worker_id)
         except Exception:
             log.exception("ack of job %s failed; its lease will run out and it will be retried", job.job_id)
@@ -402,15 +401,15 @@ class Worker:
                 self._changed.notify_all()
             self._wake()
 
-    def _ack(self, job_id: uuid.UUID, success: bool, error: Optional[str],
+    def _ack(self, job: Job, success: bool, error: Optional[str],
              stats: Optional[Mapping[str, Any]], retry: bool = True) -> bool:
-        # Retried after a drop: if the first ack committed, the retry finds the job finished and
-        # returns false, which is harmless. retry is named only when false, so a database still at 0.2
-        # (whose ack has no retry) serves every other ack.
-        sql = ("SELECT conveyor.ack(%s, %s, %s, %s, %s)" if retry
-               else "SELECT conveyor.ack(%s, %s, %s, %s, %s, retry => false)")
+        # Fenced by worker_id and attempt: after a lost lease it returns false and changes nothing, even
+        # when this worker has leased the job again since; and so does a retry after a drop whose
+        # first ack committed.
         return self._call(lambda c: c.execute(
-            sql, (job_id, success, error, None if stats is None else Jsonb(dict(stats)), self.worker_id)).fetchone()[0])
+            "SELECT conveyor.ack(%s, %s, %s, %s, %s, retry => %s, attempt => %s)",
+            (job.job_id, success, error, None if stats is None else Jsonb(dict(stats)), self.worker_id, retry,
+             job.attempt)).fetchone()[0])
 
     def _call(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         return self._retry.run(self._pool, fn)
@@ -432,11 +431,12 @@ class Worker:
             self._beats_wake.clear()
 
     def _beat(self, due: List[_Leased], now: float) -> None:
-        ids = sorted(item.job.job_id for item in due)  # one order for every statement: no deadlocks
+        held = sorted((item.job.job_id, item.job.attempt) for item in due)  # one order for all: no deadlocks
         try:
             rows = self._call(lambda c: c.execute(
-                "SELECT j, conveyor.heartbeat(j, %s, %s::int) FROM unnest(%s::uuid[]) AS j",
-                (self.worker_id, self.lease_seconds, ids)).fetchall())
+                "SELECT j, conveyor.heartbeat(j, %s, %s::int, attempt => a)"
+                " FROM unnest(%s::uuid[], %s::int[]) AS l(j, a)",
+                (self.worker_id, self.lease_seconds, [j for j, _ in held], [a for _, a in held])).fetchall())
         except psycopg.Error as exc:
             log.error("heartbeat failed (%s); trying again in a second", str(exc).strip())
             for item in due:
@@ -463,14 +463,15 @@ class Worker:
             for item in unstarted:
                 del self._leased[item.job.job_id]
         if unstarted:
-            ids = sorted(item.job.job_id for item in unstarted)
+            leases = sorted((item.job.job_id, item.job.attempt) for item in unstarted)
             try:
                 released = self._call(lambda c: c.execute(
-                    "SELECT count(*) FILTER (WHERE conveyor.release(j, %s)) FROM unnest(%s::uuid[]) AS j",
-                    (self.worker_id, ids)).fetchone()[0])
-                log.info("released %d of %d jobs not started", released, len(ids))
+                    "SELECT count(*) FILTER (WHERE conveyor.release(j, %s, attempt => a))"
+                    " FROM unnest(%s::uuid[], %s::int[]) AS l(j, a)",
+                    (self.worker_id, [j for j, _ in leases], [a for _, a in leases])).fetchone()[0])
+                log.info("released %d of %d jobs not started", released, len(leases))
             except psycopg.Error:
-                log.exception("could not release %d jobs not started; their leases will run out", len(ids))
+                log.exception("could not release %d jobs not started; their leases will run out", len(leases))
         deadline = time.monotonic() + self.shutdown_timeout
         with self._lock:
             while (self._leased or self._superseded) and time.monotonic() < deadline:
