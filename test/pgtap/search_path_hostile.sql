@@ -111,15 +111,16 @@ SELECT job_id AS j1 FROM conveyor.enqueue('tap_sp', '{"n": 1}', 'fetch', 'g1', d
 SELECT was_duplicate AS dup FROM conveyor.enqueue('tap_sp', '{"n": 1}', 'fetch', 'g1', dedup_key => 'd1') \gset
 SELECT conveyor.enqueue('tap_sp', '{"n": 2}', run_at => '2999-01-01Z');
 SELECT conveyor.enqueue_batch('tap_sp', '[{"payload": {"n": 3}, "group_key": "g2"}, {"payload": {"n": 4}, "priority": 1}]');
-SELECT job_id AS d1 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
+SELECT job_id AS d1, attempt AS a1 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
 SELECT conveyor.heartbeat(:'d1', 'w1', 30);
-SELECT conveyor.progress(:'d1', 'w1', 50, 'fetch', '{"n": 1}');
-SELECT conveyor.job_log(:'d1', 'w1', 'fetch.done', '{"n": 1}');
-SELECT conveyor.ack(:'d1', true, stats => '{"rows": 1}', worker_id => 'w1') AS acked \gset
-SELECT job_id AS d2 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
-SELECT conveyor.release(:'d2', 'w1', 0);
-SELECT job_id AS d3 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
-SELECT conveyor.ack(:'d3', false, 'boom', worker_id => 'w1');
+SELECT conveyor.heartbeat(:'d1', 'w1', 30, attempt => :a1);
+SELECT conveyor.progress(:'d1', 'w1', 50, 'fetch', '{"n": 1}', attempt => :a1);
+SELECT conveyor.job_log(:'d1', 'w1', 'fetch.done', '{"n": 1}', attempt => :a1);
+SELECT conveyor.ack(:'d1', true, stats => '{"rows": 1}', worker_id => 'w1', attempt => :a1) AS acked \gset
+SELECT job_id AS d2, attempt AS a2 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
+SELECT conveyor.release(:'d2', 'w1', 0, attempt => :a2);
+SELECT job_id AS d3, attempt AS a3 FROM conveyor.dequeue('tap_sp', 'w1', 1) \gset
+SELECT conveyor.ack(:'d3', false, 'boom', worker_id => 'w1', attempt => :a3);
 SELECT conveyor.dead_letter(:'d3', 'given up');
 SELECT conveyor.retry(:'d3', 0);
 SELECT conveyor.dead_letter(:'d3', 'given up again', '{"step": "parse"}');
