@@ -98,7 +98,7 @@ check "API calls were recorded as metrics" test "$(q "$DB" "SELECT coalesce(sum(
 is "$(q "$DB" "SELECT count(*) FROM music.queue_metrics WHERE success_count + error_count <> processed_count")" 0 "processor runs recorded"
 if grep -qE 'Traceback|ERROR' "$TMP/workers.log"; then
     fail "the workers logged no error"
-    grep -E -B2 -A12 'Traceback|ERROR' "$TMP/workers.log" | head -40 | sed 's/^/#   /'
+    grep -E -B2 -A30 'Traceback|ERROR' "$TMP/workers.log" | head -80 | sed 's/^/#   /'
 else
     pass "the workers logged no error"
 fi
