@@ -81,8 +81,13 @@ class Worker:
                 return True                       # done before (a repeated message): nothing to do
             if not self.one("SELECT music.claim_stale_lock(%s, %s, %s, %s)", etype, eid, self.name, corr):
                 return False                      # another worker is on it: the message comes back later
-        self.sql("INSERT INTO music.processing_locks (entity_type, entity_id, worker_id, correlation_id, ttl_seconds) "
-                 "VALUES (%s, %s, %s, %s, %s)", etype, eid, self.name, corr, self.vt)
+        try:
+            self.sql("INSERT INTO music.processing_locks (entity_type, entity_id, worker_id, correlation_id, ttl_seconds) "
+                     "VALUES (%s, %s, %s, %s, %s)", etype, eid, self.name, corr, self.vt)
+        except psycopg.errors.UniqueViolation:
+            # Another worker still holds the entity's lock: it has just recorded a failure, which let this
+            # worker acquire the entity, and not yet let go of the lock. The message comes back later.
+            return False
         attempt = self.one("SELECT attempts FROM music.processing_status WHERE entity_type = %s AND entity_id = %s", etype, eid)
         try:
             work(lambda: self.heartbeat(etype, eid, corr), attempt)
