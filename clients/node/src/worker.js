@@ -77,6 +77,13 @@ export class JobContext {
   }
 }
 
+// The jobs' ids and attempts, for unnest(ids, attempts), by job id: one order for every statement, so
+// two statements never lock the same rows in opposite orders.
+function leaseArrays(items) {
+  const jobs = items.map((i) => i.job).sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+  return [jobs.map((j) => j.jobId), jobs.map((j) => j.attempt)];
+}
+
 function handlerMap(handlers) {
   const map = handlers instanceof Map ? new Map(handlers) : new Map(Object.entries(handlers ?? {}));
   for (const [type, fn] of map) {
@@ -421,14 +428,13 @@ export class Worker {
   }
 
   async _beat(due, now) {
-    // By job id, one order for every statement: no deadlocks.
-    const held = due.map((i) => i.job).sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
+    const [ids, attempts] = leaseArrays(due);
     let leases;
     try {
       const { rows } = await this._query(
         'SELECT j::text AS job_id, conveyor.heartbeat(j, $1, $2::int, attempt => a) AS lease_until' +
         ' FROM unnest($3::uuid[], $4::int[]) AS l(j, a)',
-        [this.workerId, this.leaseSeconds, held.map((j) => j.jobId), held.map((j) => j.attempt)]);
+        [this.workerId, this.leaseSeconds, ids, attempts]);
       leases = new Map(rows.map((r) => [r.job_id, r.lease_until]));
     } catch (err) {
       this.logger.error(`conveyor: heartbeat failed (${err.message}); trying again in a second`);
@@ -454,14 +460,13 @@ export class Worker {
     const unstarted = [...this._leased.values()].filter((i) => !i.started);
     for (const item of unstarted) this._leased.delete(item.job.jobId);
     if (unstarted.length > 0) {
-      const jobs = unstarted.map((i) => i.job).sort((a, b) => (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0));
-      const ids = jobs.map((j) => j.jobId);
+      const [ids, attempts] = leaseArrays(unstarted);
       try {
         // release does not count the attempt, and the job is due at once for another worker.
         const { rows } = await this._query(
           'SELECT count(*) FILTER (WHERE conveyor.release(j, $1, attempt => a))::int AS released' +
           ' FROM unnest($2::uuid[], $3::int[]) AS l(j, a)',
-          [this.workerId, ids, jobs.map((j) => j.attempt)]);
+          [this.workerId, ids, attempts]);
         this.logger.info(`conveyor: released ${rows[0].released} of ${ids.length} jobs not started`);
       } catch (err) {
         this.logger.error(`conveyor: could not release ${ids.length} jobs not started (${err.message}); their leases will run out`);

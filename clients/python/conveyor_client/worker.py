@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -85,6 +85,13 @@ class _Leased:
     finishing: bool = False
     lost: bool = False
     superseded: bool = False  # this worker leased the job again while this run still went on
+
+
+def _lease_arrays(items: List[_Leased]) -> Tuple[List[uuid.UUID], List[int]]:
+    """The jobs' ids and attempts, for unnest(ids, attempts), by job id: one order for every statement,
+    so two statements never lock the same rows in opposite orders."""
+    leases = sorted((item.job.job_id, item.job.attempt) for item in items)
+    return [j for j, _ in leases], [a for _, a in leases]
 
 
 class _ListeningConnection:
@@ -431,12 +438,12 @@ class Worker:
             self._beats_wake.clear()
 
     def _beat(self, due: List[_Leased], now: float) -> None:
-        held = sorted((item.job.job_id, item.job.attempt) for item in due)  # one order for all: no deadlocks
+        ids, attempts = _lease_arrays(due)
         try:
             rows = self._call(lambda c: c.execute(
                 "SELECT j, conveyor.heartbeat(j, %s, %s::int, attempt => a)"
                 " FROM unnest(%s::uuid[], %s::int[]) AS l(j, a)",
-                (self.worker_id, self.lease_seconds, [j for j, _ in held], [a for _, a in held])).fetchall())
+                (self.worker_id, self.lease_seconds, ids, attempts)).fetchall())
         except psycopg.Error as exc:
             log.error("heartbeat failed (%s); trying again in a second", str(exc).strip())
             for item in due:
@@ -463,15 +470,15 @@ class Worker:
             for item in unstarted:
                 del self._leased[item.job.job_id]
         if unstarted:
-            leases = sorted((item.job.job_id, item.job.attempt) for item in unstarted)
+            ids, attempts = _lease_arrays(unstarted)
             try:
                 released = self._call(lambda c: c.execute(
                     "SELECT count(*) FILTER (WHERE conveyor.release(j, %s, attempt => a))"
                     " FROM unnest(%s::uuid[], %s::int[]) AS l(j, a)",
-                    (self.worker_id, [j for j, _ in leases], [a for _, a in leases])).fetchone()[0])
-                log.info("released %d of %d jobs not started", released, len(leases))
+                    (self.worker_id, ids, attempts)).fetchone()[0])
+                log.info("released %d of %d jobs not started", released, len(ids))
             except psycopg.Error:
-                log.exception("could not release %d jobs not started; their leases will run out", len(leases))
+                log.exception("could not release %d jobs not started; their leases will run out", len(ids))
         deadline = time.monotonic() + self.shutdown_timeout
         with self._lock:
             while (self._leased or self._superseded) and time.monotonic() < deadline:

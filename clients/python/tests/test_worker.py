@@ -26,6 +26,23 @@ def unfinished(db, queue):
                       (queue,)).fetchone()[0]
 
 
+def requeue_while_running(db, worker, job_id, started, *waits):
+    """Runs the worker; once started is set, an operator requeues the job while its handler runs. Waits
+    for each (condition, what) of waits, then for the job to complete; stops the worker."""
+    thread = start(worker)
+    try:
+        wait_until(started.is_set, what="the handler started")
+        assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
+        for condition, what in waits:
+            wait_until(condition, what=what)
+        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
+                   == "completed", what="the job completed")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+
+
 def start(worker):
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -203,16 +220,7 @@ def test_a_handler_that_loses_its_lease_sees_cancelled(db, direct_dsn, pool_dsn,
     # A 3 s lease: heartbeats every second. The operator takes the job back while the handler runs.
     worker = Worker(queue, {"long": long}, concurrency=1, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
                     worker_id="lease-test", lease_seconds=3, poll_interval=0.5)
-    thread = start(worker)
-    try:
-        wait_until(started.is_set, what="the handler started")
-        assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
-        wait_until(lambda: len(seen) == 2, what="the job ran again")
-        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
-                   == "completed", what="the job completed")
-    finally:
-        worker.stop()
-        thread.join(60)
+    requeue_while_running(db, worker, job_id, started, (lambda: len(seen) == 2, "the job ran again"))
     assert seen[0] == ("cancelled", True)
     events = [e for (e,) in db.execute("SELECT event FROM conveyor.job_events(%s)", (job_id,))]
     # The first run's outcome, after its lease was lost, changed nothing (one success, no failure).
@@ -247,16 +255,7 @@ def test_a_job_leased_again_by_the_same_worker_is_run_again_and_the_old_run_is_n
     # A 60 s lease: no heartbeat within the test, so only the second dequeue can tell the first run.
     worker = Worker(queue, {"long": long}, concurrency=2, conninfo_direct=direct_dsn, conninfo_pool=pool_dsn,
                     worker_id="relet-test", lease_seconds=60, poll_interval=0.5)
-    thread = start(worker)
-    try:
-        wait_until(first_started.is_set, what="the first run started")
-        assert db.execute("SELECT conveyor.requeue(%s)", (job_id,)).fetchone()[0] is True
-        wait_until(lambda: db.execute("SELECT conveyor.get_job(%s)->>'status'", (job_id,)).fetchone()[0]
-                   == "completed", what="the job completed")
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not thread.is_alive()
+    requeue_while_running(db, worker, job_id, first_started)
     assert sorted(runs) == [(1, "cancelled", True), (1, "saw the second run", True), (2, "cancelled", False)]
     trail = db.execute("SELECT event, worker_id, details FROM conveyor.job_events(%s)", (job_id,)).fetchall()
     succeeded = [d for e, _, d in trail if e == "succeeded"]
